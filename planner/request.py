@@ -1,0 +1,30 @@
+"""What the user asked for: the input of the rule engine (``planner.rules.make_plan``).
+
+INTERFACE: the CLI (`ftplan plan`, `ftplan go`) and the wizard both build a PlanRequest and call
+``planner.rules.make_plan(request) -> PlanResult``; ``planner.render.write_plan_folder(result, out)``
+writes plan.yaml, launch.sh, accelerate/DeepSpeed configs and REPORT.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Goal = Literal["quality", "balanced", "cost"]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    model: str  # catalog hub id, hub id or local folder
+    data: str  # dataset file
+    task: str  # sft | chat | continued-pretraining | classification | preference
+    goal: Goal = "balanced"
+    gpu: str | None = None  # catalog GPU name; None = detect with pynvml
+    gpus: int | None = None  # count; None = detected / 1
+    gpu_memory_gb: float | None = None  # override memory per GPU
+    price_per_hour: float | None = None
+    max_hours: float | None = None
+    max_cost: float | None = None
+    general_data: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)  # --set key=value (dotted plan paths)
+    trust_remote_code: bool = False
