@@ -40,6 +40,8 @@ class DataSection:
     general_sha256: str = ""
     replay_ratio: float = 0.0  # share of general data in the training mix (0.2 = 80/20)
     chat_template: str | None = None  # None: the tokenizer's own; else a template string
+    duplicates: int = 0  # exact duplicate rows found by the profiler (dropped when drop_duplicates)
+    invalid_rows: int = 0  # malformed rows found by the profiler (always dropped)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class HardwareSection:
     memory_gb: float = 0.0
     bf16: bool = False
     detected: bool = False
+    price_per_hour: float = 0.0  # USD per GPU-hour used for the cost estimate
 
 
 @dataclass
