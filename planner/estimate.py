@@ -5,16 +5,29 @@ INTERFACE (used by rules, render, wizard, CLI):
   standard_strategies(spec, hardware, *, seq_len, micro_batch=1, ...) -> list[(name, TrainSetup)]
   estimate_all(spec, hardware, *, seq_len, micro_batch, tokens, epochs) -> list[StrategyEstimate]
   max_micro_batch(spec, setup, hardware) -> int ; max_seq_len(spec, setup, hardware) -> int
+  cheapest_and_fastest(spec, setup, *, tokens, epochs) -> (StrategyEstimate | None, StrategyEstimate | None)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
 
-from planner.memory import MemoryBreakdown, TrainSetup
+from planner.cost import time_and_cost
+from planner.memory import MemoryBreakdown, TrainSetup, estimate_memory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from planner.hardware import Hardware
+    from planner.model_spec import ModelSpec
 
 Verdict = Literal["fits", "tight", "exceeds", "cpu"]
+
+# Safety margin of the verdict: "fits" needs total <= 90% of the free memory. The estimator's measured
+# error is <= 10% at worst on the benchmark (BENCHMARKS.md "Memory accuracy"), and real batches vary in
+# length around the planned seq_len; 10% covers both. Within the last 10%: "tight".
+SAFETY_MARGIN = 0.10
+MAX_SEARCH_BATCH = 4096
+MAX_SEARCH_SEQ = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -33,3 +46,239 @@ class StrategyEstimate:
     time_hours: float
     cost_usd: float
     tokens_per_second: float
+    # Added (defaults keep the fixed interface):
+    gpu_name: str = ""
+    gpus: int = 1
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict in ("fits", "tight")
+
+    def to_dict(self) -> dict:
+        """JSON-ready (``ftplan estimate --json``)."""
+        m = self.memory
+        return {
+            "name": self.name,
+            "model": {"total_params": self.total_params, "trainable_params": self.trainable_params},
+            "setup": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.setup.__dict__.items()},
+            "gpu": self.gpu_name or None,
+            "gpus": self.gpus,
+            "per_gpu_bytes": m.to_dict(),
+            "peak_phase": m.phase,
+            "cpu_bytes": m.cpu_bytes,
+            "fits": self.fits,
+            "verdict": self.verdict,
+            "headroom_bytes": self.headroom_bytes,
+            "max_micro_batch": self.max_micro_batch,
+            "max_seq_len": self.max_seq_len,
+            "tokens": self.tokens,
+            "flops": self.flops,
+            "time_hours": self.time_hours,
+            "cost_usd": self.cost_usd,
+            "tokens_per_second": self.tokens_per_second,
+            "notes": list(m.notes),
+        }
+
+
+def verdict_for(total: int, hardware: Hardware) -> Verdict:
+    if hardware.gpu is None:
+        return "cpu"
+    free = hardware.free_memory_bytes
+    if total <= (1.0 - SAFETY_MARGIN) * free:
+        return "fits"
+    return "tight" if total <= free else "exceeds"
+
+
+def _fits(spec: ModelSpec, setup: TrainSetup, hardware: Hardware) -> bool:
+    if hardware.gpu is None:
+        return False
+    return estimate_memory(spec, setup).total <= (1.0 - SAFETY_MARGIN) * hardware.free_memory_bytes
+
+
+def _largest(fits, hi: int) -> int:
+    """Largest x in [1, hi] with fits(x) (memory is monotone in x): doubling, then bisection."""
+    if not fits(1):
+        return 0
+    lo = 1
+    while lo * 2 <= hi and fits(lo * 2):
+        lo *= 2
+    top = min(hi, lo * 2)
+    if top == lo:
+        return lo
+    hi_bad = top + 1 if fits(top) else top  # first known failure (or beyond the cap)
+    if hi_bad > top:
+        return top
+    while hi_bad - lo > 1:
+        mid = (lo + hi_bad) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi_bad = mid
+    return lo
+
+
+def max_micro_batch(spec: ModelSpec, setup: TrainSetup, hardware: Hardware) -> int:
+    """Largest micro-batch that "fits" (with the safety margin) at ``setup.seq_len``; 0 if none."""
+    return _largest(lambda b: _fits(spec, setup.with_(micro_batch=b), hardware), MAX_SEARCH_BATCH)
+
+
+def max_seq_len(spec: ModelSpec, setup: TrainSetup, hardware: Hardware) -> int:
+    """Longest sequence (capped by the model's max_position_embeddings) that fits at
+    ``setup.micro_batch``; 0 if none."""
+    cap = min(MAX_SEARCH_SEQ, spec.max_position_embeddings or MAX_SEARCH_SEQ)
+    return _largest(lambda s: _fits(spec, setup.with_(seq_len=s), hardware), cap)
+
+
+def estimate(
+    spec: ModelSpec, setup: TrainSetup, hardware: Hardware, *, tokens: int, epochs: float = 1.0,
+    name: str | None = None, search: bool = True,
+) -> StrategyEstimate:
+    """Memory, verdict, largest batch/sequence, time and cost of one strategy on ``hardware``."""
+    mem = estimate_memory(spec, setup)
+    verdict = verdict_for(mem.total, hardware)
+    tc = time_and_cost(spec, setup, hardware, tokens=tokens, epochs=epochs)
+    trainable = spec.param_counts().total if setup.method == "full" else _trainable_params(spec, setup)
+    return StrategyEstimate(
+        name=name or strategy_name(setup),
+        setup=setup,
+        total_params=spec.param_counts().total,
+        trainable_params=trainable,
+        memory=mem,
+        verdict=verdict,
+        headroom_bytes=(hardware.free_memory_bytes - mem.total) if hardware.gpu else 0,
+        max_micro_batch=max_micro_batch(spec, setup, hardware) if search else 0,
+        max_seq_len=max_seq_len(spec, setup, hardware) if search else 0,
+        tokens=int(tokens * epochs),
+        flops=tc.flops,
+        time_hours=tc.hours,
+        cost_usd=tc.cost_usd,
+        tokens_per_second=tc.tokens_per_second,
+        gpu_name=hardware.gpu.name if hardware.gpu else "cpu",
+        gpus=setup.gpus,
+    )
+
+
+def _trainable_params(spec: ModelSpec, setup: TrainSetup) -> int:
+    from planner.memory import _trainable
+
+    return _trainable(spec, setup)
+
+
+def strategy_name(setup: TrainSetup) -> str:
+    """Short label: full-bf16, full-mixed, lora, qlora..., prefixed by the distribution (zero3-offload...)."""
+    base = f"full-{'mixed' if setup.mixed_precision else setup.dtype}" if setup.method == "full" else setup.method
+    if setup.distribution == "single":
+        return base
+    dist = setup.distribution + ("-offload" if setup.offload_optimizer or setup.offload_params else "")
+    return dist if base == "full-mixed" and dist != "ddp" else f"{dist}-{base}"
+
+
+def standard_strategies(
+    spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int = 1, gpus: int | None = None,
+    grad_ckpt: bool = False, attn_impl: str = "sdpa", lora_r: int = 16,
+    lora_targets: tuple[str, ...] = ("all-linear",), optimizer: str = "adamw",
+) -> list[tuple[str, TrainSetup]]:
+    """Every strategy the planner compares: full fp32 / mixed / pure 16-bit, LoRA, QLoRA, prompt and
+    prefix tuning; with more than one GPU also DDP, ZeRO-1/2/3, ZeRO-3 with CPU offload and FSDP."""
+    n = gpus or (hardware.total_gpus if hardware.gpu else 1)
+    half = "bf16" if (hardware.gpu is None or hardware.bf16) else "fp16"
+    common = dict(seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=grad_ckpt, attn_impl=attn_impl,
+                  lora_r=lora_r, lora_targets=tuple(lora_targets), optimizer=optimizer, gpus=1)
+    single = [
+        ("full-fp32", TrainSetup(method="full", dtype="fp32", **common)),
+        ("full-mixed", TrainSetup(method="full", dtype=half, mixed_precision=True, **common)),
+        (f"full-{half}", TrainSetup(method="full", dtype=half, **common)),
+        ("lora", TrainSetup(method="lora", dtype=half, **common)),
+        ("qlora", TrainSetup(method="qlora", dtype=half, **{**common, "optimizer": "paged_adamw_8bit"})),
+        ("prompt", TrainSetup(method="prompt", dtype=half, **common)),
+        ("prefix", TrainSetup(method="prefix", dtype=half, **common)),
+    ]
+    if n <= 1:
+        return single
+    multi = dict(common, gpus=n)
+    full = dict(method="full", dtype=half, mixed_precision=True)
+    dist = [
+        ("ddp-lora", TrainSetup(method="lora", dtype=half, distribution="ddp", **multi)),
+        ("ddp-full-mixed", TrainSetup(distribution="ddp", **full, **multi)),
+        ("zero1", TrainSetup(distribution="zero1", **full, **multi)),
+        ("zero2", TrainSetup(distribution="zero2", **full, **multi)),
+        ("zero3", TrainSetup(distribution="zero3", **full, **multi)),
+        ("zero3-offload", TrainSetup(distribution="zero3", offload_optimizer=True, offload_params=True,
+                                     **full, **multi)),
+        ("fsdp", TrainSetup(distribution="fsdp", **full, **multi)),
+    ]
+    return single + dist
+
+
+def estimate_all(
+    spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int = 1, tokens: int,
+    epochs: float = 1.0, gpus: int | None = None, **options,
+) -> list[StrategyEstimate]:
+    """``estimate`` for every standard strategy."""
+    return [
+        estimate(spec, setup, hardware, tokens=tokens, epochs=epochs, name=name)
+        for name, setup in standard_strategies(spec, hardware, seq_len=seq_len, micro_batch=micro_batch,
+                                               gpus=gpus, **options)
+    ]
+
+
+CATALOG_COUNTS = (1, 2, 4, 8)
+
+
+def cheapest_and_fastest(
+    spec: ModelSpec, setup: TrainSetup, *, tokens: int, epochs: float = 1.0,
+) -> tuple[StrategyEstimate | None, StrategyEstimate | None]:
+    """Over the GPU catalog x {1, 2, 4, 8} GPUs: the cheapest and the fastest configuration on which
+    ``setup``'s method fits (multi-GPU: the same method data-parallel, full fine-tuning with ZeRO-3)."""
+    from planner.hardware import Hardware, gpu_catalog
+
+    fitting: list[StrategyEstimate] = []
+    for gpu in gpu_catalog().values():
+        if getattr(gpu, "generic", False):
+            continue
+        for count in CATALOG_COUNTS:
+            hw = Hardware(gpu=gpu, count=count, free_memory_bytes=gpu.memory_bytes, detected=False)
+            s = _on(setup, count, gpu.bf16)
+            est = estimate(spec, s, hw, tokens=tokens, epochs=epochs, search=False)
+            if est.verdict == "fits" and est.time_hours != float("inf"):
+                fitting.append(est)
+                break  # more GPUs of the same type cost the same and only go faster: keep the smallest
+    if not fitting:
+        return None, None
+    cheapest = min(fitting, key=lambda e: (e.cost_usd, e.time_hours))
+    fastest = min(_with_more_gpus(spec, setup, fitting, tokens, epochs), key=lambda e: (e.time_hours, e.cost_usd))
+    return cheapest, fastest
+
+
+def _on(setup: TrainSetup, count: int, bf16: bool) -> TrainSetup:
+    dtype = setup.dtype if (bf16 or setup.dtype != "bf16") else "fp16"
+    if count == 1:
+        return replace(setup, gpus=1, distribution="single", dtype=dtype, offload_optimizer=False,
+                       offload_params=False)
+    dist = "zero3" if setup.method == "full" else "ddp"
+    return replace(setup, gpus=count, distribution=dist, dtype=dtype, offload_optimizer=False,
+                   offload_params=False)
+
+
+def _with_more_gpus(spec, setup, fitting, tokens, epochs) -> list[StrategyEstimate]:
+    """For the fastest: each fitting GPU type also at 8 GPUs (more GPUs finish sooner)."""
+    from planner.hardware import Hardware
+
+    out = list(fitting)
+    for est in fitting:
+        if est.gpus < CATALOG_COUNTS[-1]:
+            gpu = next(iter([g for g in _catalog() if g.name == est.gpu_name]), None)
+            if gpu is None:
+                continue
+            n = CATALOG_COUNTS[-1]
+            hw = Hardware(gpu=gpu, count=n, free_memory_bytes=gpu.memory_bytes, detected=False)
+            e = estimate(spec, _on(setup, n, gpu.bf16), hw, tokens=tokens, epochs=epochs, search=False)
+            if e.verdict == "fits":
+                out.append(e)
+    return out
+
+
+def _catalog():
+    from planner.hardware import gpu_catalog
+
+    return list(gpu_catalog().values())

@@ -1,12 +1,42 @@
 """VRAM per GPU of a fine-tuning run, as a breakdown in bytes.
 
 INTERFACE: TrainSetup and MemoryBreakdown below are the contract used by cost/rules/render/executor.
+
+``estimate_memory(spec, setup)`` is analytic and instant (no torch). It models what one training step
+of the executor allocates with transformers 5.x + torch AdamW (fused, the Trainer default for
+torch >= 2.8: transformers/training_args.py) + peft + bitsandbytes, tensor by tensor:
+
+* the resident state: weights, gradients, optimizer states (``_states``);
+* the tensors autograd saves in the forward pass, per decoder layer (``planner/activations.py``
+  style recipes in ``_layer_saved``), read off the transformers modeling code and checked with
+  ``torch.autograd.graph.saved_tensors_hooks`` on fake-tensor models;
+* the transient tensors of each phase of the step (``_phases``): the loss (logits, their fp32 upcast,
+  log-softmax and its gradient), the backward pass walking down the layers while gradients pile up,
+  and the optimizer step. ``peak_allocated`` is the largest phase, not the sum of everything.
+
+The precision policy it assumes (the executor's; see ``_precision``):
+  full + dtype 16-bit, no mixed precision: model loaded in that dtype, no autocast ("pure").
+  full + mixed_precision: fp32 model, ``torch.autocast(bf16/fp16)``; autocast caches a 16-bit copy of
+      every Linear weight for the forward, which backward keeps until that layer is done.
+  lora/dora: base in dtype, adapters in fp32 (peft ``autocast_adapter_dtype=True`` default,
+      peft/tuners/tuners_utils.py ``_cast_adapter_dtype``), compute under autocast (Trainer bf16=True).
+  qlora: Linear layers in NF4 (bitsandbytes Linear4bit), everything else upcast to fp32 by
+      ``peft.prepare_model_for_kbit_training`` (peft/utils/other.py casts every fp16/bf16 parameter that
+      is not Params4bit to float32), adapters fp32, bf16 autocast compute.
+Assumptions stated in the notes of every breakdown: dropout 0 (Llama/Qwen/Mistral configs), no
+padding mask (sdpa then uses native GQA: transformers/integrations/sdpa_attention.py use_gqa_in_sdpa),
+``loss = model(**batch).loss`` (logits are dropped before backward, as Trainer.training_step does).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from planner.errors import FtplanError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from planner.model_spec import ModelSpec
 
 Method = Literal["full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"]
 DType = Literal["bf16", "fp16", "fp32"]
@@ -60,3 +90,577 @@ class MemoryBreakdown:
     total: int
     cpu_bytes: int = 0  # host RAM needed by offload (0 without offload)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Added (defaults keep the fixed interface):
+    phase: str = ""  # which phase of the step sets the peak: forward, loss-backward, backward, step
+    phases: tuple[tuple[str, int], ...] = ()  # every modelled phase's allocated bytes
+
+    def to_dict(self) -> dict:
+        return {
+            "weights": self.weights,
+            "gradients": self.gradients,
+            "optimizer": self.optimizer,
+            "activations": self.activations,
+            "temporary": self.temporary,
+            "peak_allocated": self.peak_allocated,
+            "overhead": self.overhead,
+            "total": self.total,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Constants (each with its source)
+# ---------------------------------------------------------------------------------------------------------
+
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+FP32 = 4
+
+# NF4 (QLoRA paper, Dettmers et al. 2023, sec. 3; bitsandbytes functional.quantize_4bit): 4 bits per
+# weight, one absmax per block of 64. Double quantization stores that absmax as 8 bits with one fp32
+# second-level absmax per 256 blocks: 8/64 + 32/(64*256) = 0.127 bits/param instead of 32/64 = 0.5.
+NF4_BLOCK = 64
+NF4_DQ_BLOCK = 256
+
+# bitsandbytes 8-bit blockwise optimizers (Dettmers et al. 2022, "8-bit Optimizers via Block-wise
+# Quantization"; bitsandbytes/optim/optimizer.py Optimizer8bit: blocksize 256 in 0.4x, 2048 in older
+# releases). Two uint8 states + one fp32 absmax per block each. Tensors with < 4096 elements
+# (``min_8bit_size``) keep fp32 states.
+BNB_OPT_BLOCK = 256
+BNB_MIN_8BIT_SIZE = 4096
+
+# CUDA context of torch 2.x on Hopper/Ampere with lazy module loading (CUDA_MODULE_LOADING=LAZY,
+# default since CUDA 11.7): about 500 MiB (nvidia-smi "used" minus torch.cuda.memory_reserved() after
+# the first kernel; pytorch/pytorch#20532 discussion, PyTorch docs "CUDA semantics: memory management").
+# Not measured in this project's CPU-only sessions.
+CUDA_CONTEXT_BYTES = 512 * 2**20
+# NCCL communicator buffers per GPU for multi-GPU runs (NCCL_BUFFSIZE default 4 MiB per channel and
+# peer, up to 32 channels; of the order of a few hundred MiB on 8-GPU NVLink nodes).
+NCCL_BYTES = 256 * 2**20
+# Caching allocator: reserved exceeds allocated by rounding (2 MiB segments for large tensors) and
+# fragmentation; max_memory_reserved / max_memory_allocated in HF fine-tuning runs is typically
+# 1.05-1.15 (e.g. the LLMem paper, Kim et al. 2024, models it as a separate term). We count 8%.
+ALLOCATOR_FRACTION = 0.08
+
+# DeepSpeed defaults (deepspeed/runtime/zero/config.py): reduce_bucket_size and allgather_bucket_size
+# 5e8 elements; the HF integration's "auto" sets reduce_bucket_size = hidden_size**2 and
+# stage3_prefetch_bucket_size = 0.9 * hidden_size**2 (transformers/integrations/deepspeed.py).
+DS_BUCKET_ELEMENTS = 500_000_000
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Precision policy
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Precision:
+    base: int  # bytes per frozen (or fully trained) weight element as stored
+    compute: int  # activation dtype bytes
+    train: int  # bytes per trainable element (and its gradient)
+    autocast: bool  # torch.autocast around the forward (16-bit compute over fp32/mixed tensors)
+    quantized: bool = False  # QLoRA: decoder Linear weights in NF4
+    other: int = 0  # bytes per non-Linear weight (embeddings, norms, lm_head); 0: same as base
+
+
+def _precision(setup: TrainSetup) -> _Precision:
+    c = DTYPE_BYTES[setup.dtype]
+    if setup.method == "full":
+        if setup.mixed_precision:
+            return _Precision(base=FP32, compute=2 if c == 2 else 4, train=FP32, autocast=c == 2)
+        return _Precision(base=c, compute=c, train=c, autocast=False)
+    if setup.method == "qlora":
+        # bf16 compute (bnb_4bit_compute_dtype), fp32 adapters and fp32 non-quantized weights.
+        return _Precision(base=c, compute=2 if c == 2 else 4, train=FP32, autocast=c == 2, quantized=True,
+                          other=FP32)
+    # LoRA/DoRA/IA3/prompt/prefix: frozen base in dtype, trainable adapter in fp32.
+    return _Precision(base=c, compute=c, train=FP32, autocast=c == 2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dimensions
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Dims:
+    b: int  # micro-batch
+    s: int  # sequence length (incl. virtual tokens for prompt/prefix tuning)
+    h: int
+    q: int  # heads * head_dim
+    kv: int  # kv_heads * head_dim
+    i: int  # intermediate size (per expert for MoE)
+    heads: int
+    kv_heads: int
+    V: int
+    L: int
+
+    @property
+    def T(self) -> int:
+        return self.b * self.s
+
+
+def _dims(spec: ModelSpec, setup: TrainSetup) -> _Dims:
+    s = setup.seq_len + (setup.num_virtual_tokens if setup.method == "prompt" else 0)
+    return _Dims(
+        b=setup.micro_batch, s=s, h=spec.hidden_size, q=spec.num_attention_heads * spec.head_dim,
+        kv=spec.num_kv_heads * spec.head_dim, i=spec.intermediate_size, heads=spec.num_attention_heads,
+        kv_heads=spec.num_kv_heads, V=spec.vocab_size, L=spec.num_layers,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------------------
+
+_CHOICES = {
+    "method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
+    "dtype": tuple(DTYPE_BYTES),
+    "optimizer": ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"),
+    "attn_impl": ("sdpa", "flash_attention_2", "eager"),
+    "distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
+}
+
+
+def validate_setup(spec: ModelSpec, setup: TrainSetup) -> None:
+    """Raise FtplanError (one line naming the field and the fix) for impossible setups."""
+    for name, choices in _CHOICES.items():
+        value = getattr(setup, name)
+        if value not in choices:
+            raise FtplanError(f"{name}={value!r} is not supported", hint=f"choose one of {', '.join(choices)}")
+    for name in ("seq_len", "micro_batch", "gpus", "grad_accum", "lora_r", "num_virtual_tokens"):
+        value = getattr(setup, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise FtplanError(f"{name}={value!r} must be a positive integer")
+    if setup.method in ("lora", "dora", "qlora") and setup.lora_r > spec.hidden_size:
+        raise FtplanError(
+            f"lora_r={setup.lora_r} is larger than the hidden size {spec.hidden_size} of {spec.name}",
+            hint="use a rank well below the hidden size, e.g. 8-64",
+        )
+    if setup.distribution in ("zero1", "zero2", "zero3", "fsdp", "ddp") and setup.gpus < 2:
+        raise FtplanError(f"distribution {setup.distribution} needs gpus >= 2 (got {setup.gpus})")
+    if (setup.offload_optimizer or setup.offload_params) and setup.distribution not in ("zero2", "zero3", "fsdp"):
+        if setup.distribution != "zero1" or setup.offload_params:
+            raise FtplanError(
+                "CPU offload needs DeepSpeed ZeRO (optimizer: stage 1-3, parameters: stage 3) or FSDP",
+                hint="add --zero 3 (or --fsdp) with --offload",
+            )
+    if setup.offload_params and setup.distribution == "zero2":
+        raise FtplanError("parameter offload needs ZeRO stage 3", hint="use --zero 3 --offload")
+    if setup.method == "qlora" and setup.distribution in ("zero3", "fsdp") and setup.dtype == "fp32":
+        raise FtplanError("QLoRA needs a 16-bit compute dtype", hint="use --dtype bf16")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resident state: weights, gradients, optimizer
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Params:
+    total: int
+    trainable: int
+    linear: int  # decoder Linear weights (what bitsandbytes quantizes)
+    linear_tensors: int  # how many Linear modules (per-tensor NF4 metadata)
+    largest: int  # largest single trainable tensor (optimizer step temporaries)
+
+
+def _trainable(spec: ModelSpec, setup: TrainSetup) -> int:
+    if setup.method == "full":
+        return spec.param_counts().total
+    if setup.method in ("lora", "qlora", "dora"):
+        return spec.lora_trainable_params(setup.lora_targets, setup.lora_r, dora=setup.method == "dora")
+    if setup.method == "prompt":
+        return spec.prompt_tuning_params(setup.num_virtual_tokens)
+    if setup.method == "prefix":
+        return spec.prefix_tuning_params(setup.num_virtual_tokens)
+    if setup.method == "ia3":  # one scaling vector per k/v/down projection output (peft IA3 defaults)
+        return sum(s.count * (s.in_features if "down" in s.name or s.name == "c_proj" else s.out_features)
+                   for s in spec.linear_layers() if s.kind != "param") * spec.num_layers // 3
+    raise FtplanError(f"method={setup.method!r} is not supported")
+
+
+def _params(spec: ModelSpec, setup: TrainSetup) -> _Params:
+    counts = spec.param_counts()
+    layers = spec.linear_layers()
+    linear = sum(s.params - (s.count * s.out_features if s.bias else 0) for s in layers) * spec.num_layers
+    tensors = sum(s.count if s.kind != "param" else 1 for s in layers) * spec.num_layers
+    trainable = _trainable(spec, setup)
+    if setup.method == "full":
+        largest = max([spec.vocab_size * spec.hidden_size] + [s.in_features * s.out_features * s.count
+                                                               for s in layers])
+    else:
+        largest = trainable // max(1, spec.num_layers)
+    return _Params(counts.total, trainable, linear, tensors, largest)
+
+
+def nf4_bytes(numel: int, tensors: int = 1, *, double_quant: bool = True) -> int:
+    """Storage of ``numel`` weights in NF4 over ``tensors`` Linear4bit modules: packed 4-bit data,
+    per-block absmax (uint8 + nested fp32 absmax and offset with double quantization, else fp32)."""
+    blocks = -(-numel // NF4_BLOCK)
+    data = -(-numel // 2)
+    if double_quant:
+        absmax = blocks + 4 * -(-blocks // NF4_DQ_BLOCK) + 4 * tensors  # uint8 + fp32 absmax2 + offset
+    else:
+        absmax = 4 * blocks
+    return data + absmax
+
+
+def _weight_bytes(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision) -> int:
+    adapter = 0 if setup.method == "full" else p.trainable * prec.train
+    if prec.quantized:
+        return nf4_bytes(p.linear, p.linear_tensors) + (p.total - p.linear) * prec.other + adapter
+    return p.total * prec.base + adapter if setup.method != "full" else p.total * prec.base
+
+
+def _optimizer_bytes(setup: TrainSetup, p: _Params, spec: ModelSpec, prec: _Precision) -> int:
+    n = p.trainable
+    opt = setup.optimizer
+    if opt == "adamw":  # exp_avg, exp_avg_sq in the parameter dtype (torch/optim/adamw.py _init_group)
+        return 2 * n * prec.train
+    if opt in ("adamw_8bit", "paged_adamw_8bit"):
+        # two uint8 states + fp32 absmax per 256-element block (bitsandbytes Optimizer2State).
+        return 2 * n + 2 * 4 * -(-n // BNB_OPT_BLOCK)
+    if opt == "sgd":  # HF Trainer "sgd": torch.optim.SGD without momentum keeps no state
+        return 0
+    if opt == "adafactor":
+        # transformers.optimization.Adafactor: factored second moment (row + column vectors) per
+        # matrix, full state for vectors; no first moment (beta1=None). States are fp32.
+        if setup.method != "full":
+            return n * FP32
+        rows_cols = sum((s.in_features + s.out_features) * s.count for s in spec.linear_layers()) * spec.num_layers
+        matrices = spec.vocab_size + spec.hidden_size  # embeddings (and untied lm_head)
+        if not spec.tie_word_embeddings:
+            matrices *= 2
+        vectors = p.total - sum(s.params for s in spec.linear_layers()) * spec.num_layers \
+            - spec.vocab_size * spec.hidden_size * (1 if spec.tie_word_embeddings else 2)
+        return (rows_cols + matrices + max(0, vectors)) * FP32
+    raise FtplanError(f"optimizer={opt!r} is not supported",
+                      hint="choose adamw, adamw_8bit, paged_adamw_8bit, sgd or adafactor")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Saved activations per decoder layer (what autograd keeps between forward and backward)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _targets(spec: ModelSpec, setup: TrainSetup) -> list:
+    """LinearShapes of one layer that carry a LoRA adapter."""
+    if setup.method not in ("lora", "dora", "qlora"):
+        return []
+    layer0 = spec.family.layer_prefix + ".0."
+    return [s for n, s in spec.lora_targets(setup.lora_targets) if n.startswith(layer0)]
+
+
+def _norm_saved(d: _Dims, width: int, heads: int, prec: _Precision, full: bool, gemma: bool) -> int:
+    """RMSNorm (transformers LlamaRMSNorm): ``x.to(float32)`` saved by pow/mul (fp32), rsqrt (fp32 per
+    row); with a trainable weight also the 16-bit normalised tensor (weight * x.to(dtype)); Gemma's
+    ``x * (1 + w.float())`` keeps the fp32 normalised tensor instead."""
+    T = d.T
+    saved = FP32 * T * width + FP32 * T * heads
+    if full:
+        saved += FP32 * T * width if (gemma or prec.base == FP32) else prec.compute * T * width
+    return saved
+
+
+def _layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision) -> tuple[int, int]:
+    """(activation bytes, 16-bit weight-copy bytes) saved by one decoder layer in the forward pass."""
+    if spec.family.layout == "gpt2":
+        return _gpt2_layer_saved(spec, setup, d, prec)
+    T, c = d.T, prec.compute
+    full = setup.method == "full"
+    gemma = spec.model_type in ("gemma", "gemma2", "gemma3_text")
+    targets = {s.name: s for s in _targets(spec, setup)}
+    fused = spec.family.layout == "phi3"
+    saved = 0
+    # -- norms: input_layernorm and post_attention/pre_feedforward layernorm feed Linear layers
+    saved += 2 * _norm_saved(d, d.h, 1, prec, full, gemma)
+    if spec.family.norms_per_layer == 4:  # Gemma 2 post-attention / post-feedforward norms
+        saved += 2 * _norm_saved(d, d.h, 1, prec, full, gemma)
+    if spec.family.qk_norm:  # Qwen3 q_norm / k_norm over head_dim
+        saved += _norm_saved(d, d.q, d.heads, prec, full, False) + _norm_saved(d, d.kv, d.kv_heads, prec, full, False)
+    # -- Linear inputs and weight copies
+    weight_copies = 0
+    groups = _linear_groups(spec, d)  # (module names sharing one input, input width)
+    for names, width in groups:
+        if full:
+            if prec.autocast:
+                # autocast casts the fp32 input per Linear call (no cache for activations): one 16-bit
+                # copy per module whose input is fp32 (the norm outputs); o/down inputs are already 16-bit
+                fp32_input = width == d.h and names[0] not in ("o_proj", "dense")
+                saved += (len(names) if fp32_input else 1) * c * T * width if fp32_input else 0
+                weight_copies += sum(2 * _linear_numel(spec, n) for n in names)
+            else:
+                # the norm output (shared); o_proj/down_proj inputs are counted with attention/MLP
+                saved += c * T * width if width == d.h and names[0] not in ("o_proj", "dense") else 0
+            continue
+        hit = [targets[n] for n in names if n in targets]
+        if not hit:
+            continue
+        if prec.autocast:  # peft casts x to the fp32 adapter dtype, autocast casts it back: a copy each
+            saved += len(hit) * c * T * width
+            weight_copies += sum(2 * setup.lora_r * (s.in_features + s.out_features) * s.count for s in hit)
+        elif width == d.h:
+            saved += c * T * width
+        saved += sum(c * T * setup.lora_r * s.count for s in hit)  # lora_A output, saved by lora_B
+        if setup.method == "dora":  # DoRA: weight norm of W + BA and the base result again
+            saved += sum(c * T * s.out_features for s in hit)
+    # -- attention
+    saved += _attention_saved(spec, setup, d, prec)
+    if full and not prec.autocast and setup.attn_impl == "eager":
+        saved += c * T * d.q  # o_proj input: attn_output.transpose(1, 2).contiguous()
+    # -- MLP (gated: gate, up, act(gate), act*up; plain: fc, act)
+    e = max(1, spec.num_experts_per_tok) if spec.num_experts else 1
+    down_hit = any(n in targets for n in ("down_proj", "w2"))
+    if full or down_hit:
+        saved += 4 * c * T * d.i * e
+    else:
+        saved += 3 * c * T * d.i * e
+    if fused and not full:
+        pass
+    return saved, weight_copies
+
+
+def _linear_groups(spec: ModelSpec, d: _Dims) -> list[tuple[tuple[str, ...], int]]:
+    """Modules of one layer that read the same input tensor, and that input's width."""
+    names = [s.name for s in spec.linear_layers() if s.kind != "param"]
+    groups: dict[str, list[str]] = {}
+    width: dict[str, int] = {}
+    for s in spec.linear_layers():
+        if s.kind == "param":
+            continue
+        key = "attn_in" if s.name in ("q_proj", "k_proj", "v_proj", "qkv_proj") else \
+            "mlp_in" if s.name in ("gate_proj", "up_proj", "gate_up_proj", "gate") else s.name
+        groups.setdefault(key, []).append(s.name)
+        width[key] = s.in_features
+    del names
+    return [(tuple(v), width[k]) for k, v in groups.items()]
+
+
+def _linear_numel(spec: ModelSpec, name: str) -> int:
+    return sum(s.in_features * s.out_features * s.count for s in spec.linear_layers() if s.name == name)
+
+
+def _attention_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision) -> int:
+    """Attention internals: q, k, v after RoPE and the output are saved by every implementation;
+    sdpa/flash add a fp32 logsumexp per row and head; eager keeps the scores: the fp32 softmax
+    output (transformers eager_attention_forward: ``softmax(..., dtype=torch.float32)``) and its
+    16-bit copy that multiplies V, and repeats k/v to all heads (``repeat_kv``)."""
+    T, c = d.T, prec.compute
+    if setup.attn_impl == "eager":
+        kv = d.q if d.kv_heads != d.heads else d.kv
+        scores = d.b * d.heads * d.s * d.s
+        saved = c * T * (d.q + 2 * kv) + FP32 * scores + c * scores
+        if spec.config.get("attn_logit_softcapping"):  # Gemma 2: tanh output saved
+            saved += c * scores
+        return saved
+    return c * T * (2 * d.q + 2 * d.kv) + FP32 * T * d.heads
+
+
+def _gpt2_layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision) -> tuple[int, int]:
+    """GPT-2 block (transformers modeling_gpt2.py): LayerNorm saves input, mean, rstd; Conv1D c_attn
+    output split into q, k, v; gelu_new is written out (tanh, pow...) and saves four 4h tensors."""
+    T, c = d.T, prec.compute
+    full = setup.method == "full"
+    targets = {s.name: s for s in _targets(spec, setup)}
+    saved = 0
+    for _ in range(2):  # ln_1, ln_2: input + mean/rstd, output saved by the next Conv1D
+        saved += c * T * d.h + 2 * FP32 * T + (c * T * d.h if full else 0)
+    saved += 5 * c * T * d.h + FP32 * T * d.heads  # qkv storage + q, k copies, sdpa out + lse
+    if setup.attn_impl == "eager":
+        scores = d.b * d.heads * d.s * d.s
+        saved += FP32 * scores + c * scores
+    saved += 5 * c * T * d.i  # c_fc out, gelu_new intermediates (pow, add, tanh, mul), c_proj input
+    weight_copies = 0
+    for name, s in targets.items():
+        saved += c * T * setup.lora_r * s.count + (c * T * s.in_features if prec.autocast else 0)
+        if prec.autocast:
+            weight_copies += 2 * setup.lora_r * (s.in_features + s.out_features)
+    if full and prec.autocast:
+        weight_copies += 2 * sum(s.in_features * s.out_features for s in spec.linear_layers())
+    return saved, weight_copies
+
+
+def _layer_input_bytes(d: _Dims, prec: _Precision, setup: TrainSetup) -> int:
+    """Gradient checkpointing (transformers 5: torch.utils.checkpoint, use_reentrant=False) keeps only
+    each layer's input hidden states (fp32 residual stream for fp32/mixed models)."""
+    residual = prec.base if setup.method == "full" else (prec.other or prec.base)
+    return max(residual, prec.compute) * d.T * d.h
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Phases of one step
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Parts:
+    weights: int
+    grads: int
+    optim: int
+    layer_act: int  # one layer's saved activations
+    layer_copies: int  # one layer's autocast weight copies
+    ckpt_input: int  # per layer, under gradient checkpointing
+    head_act: int  # final norm + lm_head input
+    logits: int  # T * V elements
+    head_grad: int  # lm_head (or tied embedding) gradient bytes
+    embed_grad_tmp: int  # dense embedding gradient built in backward (full fine-tuning)
+    layer_grad: int  # one layer's gradient bytes
+    step_tmp: int
+    gather: int  # ZeRO-3/FSDP all-gathered parameters + buckets
+    head_copies: int  # autocast copy of lm_head weight
+
+
+@dataclass(frozen=True)
+class _Phase:
+    name: str
+    grads: int  # gradient bytes alive
+    act: int  # saved activations alive
+    tmp: int  # transient tensors alive
+
+    def allocated(self, resident: int) -> int:
+        return resident + self.grads + self.act + self.tmp
+
+
+def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_Phase]:
+    """The phases of the second step (optimizer states exist, gradients were set to None); the first
+    step's optimizer step is the same as the second's."""
+    L, c = d.L, prec.compute
+    TV = d.T * d.V
+    ckpt = setup.grad_ckpt
+    per_layer = p.ckpt_input if ckpt else p.layer_act + p.layer_copies
+    stack = L * per_layer + p.head_act + p.head_copies
+    upcast = 0 if c == FP32 else FP32 * TV  # ForCausalLMLoss: logits.float()
+    recompute = p.layer_act + p.layer_copies if ckpt else 0
+    transient = _layer_backward_tmp(d, prec)
+    out = [
+        # forward end: logits (compute dtype), their fp32 upcast and the saved fp32 log-softmax
+        _Phase("forward", 0, stack + FP32 * TV, c * TV + upcast + p.gather),
+        # loss backward: saved log-softmax + incoming gradient + outgoing gradient (fp32, T x V each)
+        _Phase("loss-backward", 0, stack + FP32 * TV, 2 * FP32 * TV + p.gather),
+        # lm_head backward: logits gradient (fp32 + compute dtype) and the lm_head weight gradient
+        _Phase("lm-head-backward", p.head_grad, stack, c * TV + upcast + c * d.T * d.h + p.gather),
+    ]
+    # walking down the layers: layer k's activations (recomputed under checkpointing) + gradients above
+    for k, name in ((L - 1, "backward-top"), (0, "backward-bottom")):
+        act = (k + 1) * per_layer + recompute + (p.head_act if k == L - 1 else 0)
+        grads = p.head_grad + (L - 1 - k) * p.layer_grad
+        out.append(_Phase(name, grads, act, transient + p.gather))
+    out.append(_Phase("backward-end", p.grads, 0, p.embed_grad_tmp + p.gather))
+    out.append(_Phase("optimizer-step", p.grads, 0, p.step_tmp))
+    return out
+
+
+def _layer_backward_tmp(d: _Dims, prec: _Precision) -> int:
+    """Gradients of activations alive while one layer runs backward: the residual-stream gradient
+    (fp32 inside the RMSNorm backward) and, in the MLP, the gradients of gate/up/act outputs."""
+    c = prec.compute
+    return 3 * c * d.T * d.i + 2 * FP32 * d.T * d.h
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------------------
+
+
+def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | None = None) -> MemoryBreakdown:
+    """Per-GPU memory of ``setup`` on ``spec``: resident state + the largest phase of a training step.
+
+    ``free_bytes`` is accepted for callers that want notes about the fit; the verdict itself lives in
+    planner.estimate.
+    """
+    validate_setup(spec, setup)
+    prec = _precision(setup)
+    d = _dims(spec, setup)
+    p = _params(spec, setup)
+    notes: list[str] = []
+    full = setup.method == "full"
+    n = setup.gpus if setup.distribution in ("zero1", "zero2", "zero3", "fsdp") else 1
+
+    weights = _weight_bytes(spec, setup, p, prec)
+    grads = p.trainable * prec.train
+    optim = _optimizer_bytes(setup, p, spec, prec)
+    zero = setup.distribution in ("zero1", "zero2", "zero3")
+    if full and zero and setup.dtype != "fp32":
+        # DeepSpeed mixed precision (ZeRO paper, Rajbhandari et al. 2020, sec. 3): 16-bit params (2) and
+        # grads (2) on the GPU, fp32 master weights + Adam m, v (K = 12) in the optimizer partition.
+        weights = p.total * 2
+        grads = p.trainable * 2
+        optim = _optimizer_bytes(setup, p, spec, _Precision(4, 2, 4, True)) + p.trainable * FP32 * (
+            setup.optimizer != "sgd")
+        prec = _Precision(base=2, compute=2, train=2, autocast=False)
+    cpu = 0
+    step_tmp = 0 if setup.optimizer in ("adamw", "sgd") else (
+        2 * p.largest * FP32 if setup.optimizer == "adafactor" else p.largest * FP32)
+    gather = 0
+    stage = setup.zero_stage if zero else (3 if setup.distribution == "fsdp" else 0)
+    if stage >= 1:
+        optim //= n
+    if stage >= 2:
+        grads //= n
+    layer_params = (p.total - spec.vocab_size * spec.hidden_size * (1 if spec.tie_word_embeddings else 2)) // d.L
+    if stage >= 3:
+        weights //= n
+        # all-gathered parameters: the current layer + the prefetched next one, in 16-bit
+        gather = 2 * layer_params * min(prec.base, 2 if setup.dtype != "fp32" else 4)
+    if setup.distribution == "ddp" or (setup.gpus > 1 and stage in (1, 2)):
+        # gradient buckets: DDP copies grads into flat buckets (gradient_as_bucket_view=False);
+        # DeepSpeed ZeRO-1/2 reduce buckets of reduce_bucket_size elements (HF auto: hidden**2).
+        bucket = grads if setup.distribution == "ddp" else 2 * spec.hidden_size**2 * prec.train
+        gather += min(bucket, 2 * DS_BUCKET_ELEMENTS * prec.train)
+    if setup.offload_optimizer:
+        cpu += optim * n + (p.trainable * FP32 if zero else 0)  # fp32 master grads on host (ZeRO-Offload)
+        optim = 0
+        step_tmp = 0
+    if setup.offload_params and stage >= 3:
+        cpu += weights * n
+        weights = 0
+
+    act, copies = _layer_saved(spec, setup, d, prec)
+    head_act = _norm_saved(d, d.h, 1, prec, full, spec.model_type in ("gemma", "gemma2")) + (
+        prec.compute * d.T * d.h if full else 0)
+    if spec.config.get("final_logit_softcapping"):
+        head_act += prec.compute * d.T * d.V  # tanh output
+    vh = spec.vocab_size * spec.hidden_size
+    head_grad = vh * prec.train if full else 0
+    if stage >= 2:
+        head_grad //= n
+    layer_grad = (grads - head_grad) // d.L if full else 0
+    embed_tmp = vh * prec.train if full and spec.tie_word_embeddings else 0
+    head_copies = 2 * vh if full and prec.autocast else 0
+    parts = _Parts(
+        weights=weights, grads=grads, optim=optim, layer_act=act, layer_copies=copies,
+        ckpt_input=_layer_input_bytes(d, prec, setup), head_act=head_act, logits=d.T * d.V,
+        head_grad=head_grad, embed_grad_tmp=embed_tmp, layer_grad=layer_grad, step_tmp=step_tmp,
+        gather=gather, head_copies=head_copies,
+    )
+    phases = _phases(parts, d, prec, setup)
+    resident = weights + optim
+    top = max(phases, key=lambda ph: ph.allocated(resident))
+    peak = top.allocated(resident)
+    if setup.optimizer == "paged_adamw_8bit":
+        notes.append("paged 8-bit AdamW states live in CUDA unified memory; counted on the GPU (they are "
+                     "evicted to CPU only under memory pressure)")
+    if setup.dtype == "fp16" and full and not setup.mixed_precision:
+        notes.append("pure fp16 training without loss scaling is numerically unstable; prefer bf16")
+    overhead = CUDA_CONTEXT_BYTES + (NCCL_BYTES if setup.gpus > 1 else 0) + int(ALLOCATOR_FRACTION * peak)
+    return MemoryBreakdown(
+        weights=weights,
+        gradients=grads,
+        optimizer=optim,
+        activations=top.act,
+        temporary=top.tmp,
+        peak_allocated=peak,
+        overhead=overhead,
+        total=peak + overhead,
+        cpu_bytes=cpu,
+        notes=tuple(notes),
+        phase=top.name,
+        phases=tuple((ph.name, ph.allocated(resident)) for ph in phases),
+    )
+
+
+def activation_bytes(spec: ModelSpec, setup: TrainSetup) -> int:
+    """Saved activations of the whole forward pass (all layers + head), for monotonicity checks."""
+    prec = _precision(setup)
+    d = _dims(spec, setup)
+    per_layer = _layer_input_bytes(d, prec, setup) if setup.grad_ckpt else sum(_layer_saved(spec, setup, d, prec))
+    return d.L * per_layer + FP32 * d.T * d.V

@@ -169,3 +169,497 @@ class Plan:
     fallbacks: list[Fallback] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    advice: list[str] = field(default_factory=list)  # fine-tune vs prompting/RAG notes (rules/advice.py)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: a generic walk over the dataclasses above (typing.get_type_hints) plus a table of
+# value constraints. Every problem is collected and reported at once with its field path, the way
+# torchtune's config/_validate.py and accelerate's YAML loader report unknown/bad keys.
+# --------------------------------------------------------------------------------------------------
+
+import dataclasses  # noqa: E402  (kept next to the code that uses it; the schema above stays readable)
+import math  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import tempfile  # noqa: E402
+import types  # noqa: E402
+import typing  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from planner.errors import FtplanError, close_matches  # noqa: E402
+
+PLAN_FILENAME = "plan.yaml"
+
+# Allowed values of the string fields (the schema keeps them as ``str`` so old plans stay loadable).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "task": ("sft", "chat", "continued-pretraining", "classification", "preference"),
+    "goal": ("quality", "balanced", "cost"),
+    "model.source": ("catalog", "local", "hf-cache", "hub"),
+    "data.format": ("alpaca", "chat", "prompt_completion", "text", "preference", "classification"),
+    "strategy.method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
+    "strategy.distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
+    "strategy.precision": ("bf16", "fp16", "fp32"),
+    "strategy.attn_implementation": ("sdpa", "flash_attention_2", "eager"),
+    "strategy.optimizer": ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"),
+    # transformers.SchedulerType names (transformers/trainer_utils.py).
+    "training.lr_scheduler": (
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    ),
+    "training.classification_mode": ("generate", "head"),
+    "evaluation.metric": ("loss", "exact_match", "accuracy", "rouge_l", "perplexity"),
+    "estimate.verdict": ("", "fits", "tight", "exceeds", "cpu"),
+}
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numeric bounds of one field; ``None`` values of Optional fields are always allowed."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # True: value must be > lo (not >=)
+    hi_open: bool = False  # True: value must be < hi
+
+    def check(self, value: float) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return f"must be {'>' if self.lo_open else '>='} {_num(self.lo)}, got {_num(value)}"
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return f"must be {'<' if self.hi_open else '<='} {_num(self.hi)}, got {_num(value)}"
+        return None
+
+
+POSITIVE = Range(0, lo_open=True)
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, hi_open=True)
+
+RANGES: dict[str, Range] = {
+    "schema_version": Range(1, SCHEMA_VERSION),
+    "model.total_params": NON_NEGATIVE,
+    "data.rows": NON_NEGATIVE,
+    "data.valid_rows": NON_NEGATIVE,
+    "data.val_split": Range(0, 0.5),  # holding out more than half is a mistake, not a choice
+    "data.val_rows": NON_NEGATIVE,
+    "data.replay_ratio": FRACTION,
+    "data.duplicates": NON_NEGATIVE,
+    "data.invalid_rows": NON_NEGATIVE,
+    "hardware.count": AT_LEAST_1,
+    "hardware.nodes": AT_LEAST_1,
+    "hardware.memory_gb": NON_NEGATIVE,
+    "hardware.price_per_hour": NON_NEGATIVE,
+    "lora.r": Range(1, 4096),
+    "lora.alpha": POSITIVE,
+    "lora.dropout": FRACTION,
+    "strategy.num_virtual_tokens": AT_LEAST_1,
+    "training.seq_len": Range(8, 1 << 21),
+    "training.micro_batch": AT_LEAST_1,
+    "training.grad_accum": AT_LEAST_1,
+    "training.epochs": POSITIVE,
+    "training.max_steps": Range(-1),
+    "training.lr": Range(0, 1, lo_open=True),
+    "training.warmup_ratio": FRACTION,
+    "training.weight_decay": Range(0, 1),
+    "training.max_grad_norm": NON_NEGATIVE,  # 0 disables clipping (HF TrainingArguments)
+    "training.layerwise_lr_decay": Range(0, 1, lo_open=True),
+    "training.seed": NON_NEGATIVE,
+    "training.dpo_beta": POSITIVE,
+    "evaluation.eval_steps": AT_LEAST_1,
+    "evaluation.early_stopping_patience": AT_LEAST_1,
+    "evaluation.max_eval_samples": NON_NEGATIVE,
+    "checkpointing.save_steps": AT_LEAST_1,
+    "checkpointing.save_total_limit": AT_LEAST_1,
+    **{f"estimate.{k}": NON_NEGATIVE for k in (
+        "weights", "gradients", "optimizer", "activations", "temporary", "peak_allocated",
+        "overhead", "total", "cpu_bytes", "tokens", "steps", "time_hours", "cost_usd",
+        "tokens_per_second",
+    )},
+}
+
+LORA_METHODS = ("lora", "dora", "qlora")  # methods that read the lora section
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # YAML 1.1 reads '1e-5' as str
+
+
+class PlanValidationError(FtplanError):
+    """All problems of one plan, with field paths; ``errors`` keeps them as a list."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__(f"{source}: " + "; ".join(self.errors))
+
+
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _type_name(tp) -> str:
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true/false"}.get(tp, str(tp))
+
+
+def _got(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value, tp, path: str, errors: list[str]):
+    """``value`` (parsed YAML) as type ``tp``; appends to ``errors`` and returns None when it can't.
+
+    Scalars are also checked against CHOICES/RANGES here, so type and value problems of different
+    fields are all reported in the same pass.
+    """
+    out = _convert_type(value, tp, path, errors)
+    if out is not None and not isinstance(out, (bool, list, dict)) and not dataclasses.is_dataclass(out):
+        problem = _check_scalar(path, out)
+        if problem:
+            errors.append(f"{path}: {problem}")
+    return out
+
+
+def _check_scalar(path: str, value) -> str | None:
+    allowed = CHOICES.get(path)
+    if allowed is not None and value not in allowed:
+        hint = close_matches(str(value), [a for a in allowed if a], n=1)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else f" (one of: {', '.join(a for a in allowed if a)})"
+        return f"unknown '{value}'{extra}"
+    rng = RANGES.get(path)
+    if rng is not None and isinstance(value, (int, float)):
+        return rng.check(value)
+    return None
+
+
+def _convert_type(value, tp, path: str, errors: list[str]):
+    if tp is object or tp is typing.Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            errors.append(f"{path}: must be {_type_name(tp)}, got null")
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list[str] = []
+            out = _convert(value, arg, path, trial)
+            if not trial:
+                return out
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:  # Optional[X]: report X's own message (e.g. unknown keys of a section)
+            return _convert(value, inner[0], path, errors)
+        errors.append(f"{path}: must be {_type_name(tp)}, got {_got(value)}")
+        return None
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, errors)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            errors.append(f"{path}: must be {_type_name(tp)}, got {_got(value)}")
+            return None
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            errors.append(f"{path}: must be a mapping, got {_got(value)}")
+            return None
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, f"{path}.{k}", errors) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a schema type this walker does not know
+        raise TypeError(f"plan schema type {tp!r} at {path} is not supported")
+    errors.append(f"{path}: must be {_type_name(tp)}, got {_got(value)}")
+    return None
+
+
+def _build(cls, value, path: str, errors: list[str]):
+    prefix = f"{path}." if path else ""
+    if not isinstance(value, Mapping):
+        errors.append(f"{path or 'plan'}: must be a mapping, got {_got(value)}")
+        return None
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in fields:
+            hint = close_matches(str(key), fields, n=1)
+            extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+            errors.append(f"{prefix}{key}: unknown key{extra}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                errors.append(f"{prefix}{name}: required")
+            continue
+        kwargs[name] = _convert(value[name], hints[name], prefix + name, errors)
+    try:
+        return cls(**kwargs)
+    except TypeError:  # a required field was missing: already reported
+        return None
+
+
+def _check_values(plan: Plan) -> list[str]:
+    """The cross-field rules that make a plan impossible to run (choices/ranges: see _convert)."""
+    errors: list[str] = []
+    if plan.training.max_steps == 0:
+        errors.append("training.max_steps: must be -1 (use epochs) or >= 1, got 0")
+    if plan.strategy.method in LORA_METHODS and plan.lora is None:
+        errors.append(f"lora: required when strategy.method is '{plan.strategy.method}'")
+    if plan.lora is not None and not plan.lora.target_modules:
+        errors.append("lora.target_modules: must list at least one module (or 'all-linear')")
+    dist = plan.strategy.distribution
+    if plan.strategy.offload_params and dist not in ("zero3", "fsdp"):
+        errors.append(f"strategy.offload_params: needs distribution zero3 or fsdp, got '{dist}'")
+    if plan.strategy.offload_optimizer and dist not in ("zero1", "zero2", "zero3", "fsdp"):
+        errors.append(f"strategy.offload_optimizer: needs a ZeRO or FSDP distribution, got '{dist}'")
+    gpus = plan.hardware.count * plan.hardware.nodes
+    if dist != "single" and plan.hardware.gpu is not None and gpus < 2 and dist == "ddp":
+        errors.append("strategy.distribution: 'ddp' needs at least 2 GPUs (hardware.count)")
+    if dist != "single" and plan.hardware.gpu is None:
+        errors.append(f"strategy.distribution: '{dist}' needs GPUs, but hardware.gpu is null (CPU)")
+    return errors
+
+
+def _get(obj, path: str):
+    for part in path.split("."):
+        if obj is None:
+            return None
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def validate_plan(plan: Plan) -> list[str]:
+    """Every problem of an already-built plan (empty list = valid): types, choices, ranges, cross-field."""
+    errors: list[str] = []
+    rebuilt = _build(Plan, plan_to_dict(plan), "", errors)
+    if rebuilt is not None and not errors:
+        errors.extend(_check_values(rebuilt))
+    return errors
+
+
+def plan_from_dict(data, *, source: str = PLAN_FILENAME) -> Plan:
+    """Build and validate a Plan from parsed YAML; raises PlanValidationError listing every problem."""
+    errors: list[str] = []
+    if isinstance(data, Mapping) and "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:
+        raise PlanValidationError(source, [
+            f"schema_version: this ftplan reads version {SCHEMA_VERSION}, got {_got(data['schema_version'])}"
+        ])
+    plan = _build(Plan, data, "", errors)
+    if plan is not None and not errors:
+        errors.extend(_check_values(plan))
+    if errors:
+        raise PlanValidationError(source, errors)
+    return plan
+
+
+def _plain(value):
+    """Dataclass/tuple/Path values as YAML-safe builtins."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return value  # stays a float (1.0), YAML keeps the '.0'
+    return value
+
+
+def plan_to_dict(plan: Plan) -> dict:
+    """The plan as plain builtins, in schema order (what plan.yaml holds)."""
+    return _plain(plan)
+
+
+PLAN_HEADER = (
+    "# ftplan plan (schema version {v}): the single source of truth for this run.\n"
+    "# Edit any field and run `ftplan run` on this folder; the file is validated on load.\n"
+    "# The decisions section explains every value; REPORT.md has the estimates side by side.\n"
+)
+
+
+def dump_plan(plan: Plan) -> str:
+    """plan.yaml text: a short header comment, then the fields in schema order."""
+    import yaml
+
+    body = yaml.safe_dump(plan_to_dict(plan), sort_keys=False, allow_unicode=True, width=100)
+    return PLAN_HEADER.format(v=plan.schema_version) + body
+
+
+def plan_path(path: str | os.PathLike) -> Path:
+    """Accepts a plan folder or the plan.yaml inside it."""
+    p = Path(path)
+    return p / PLAN_FILENAME if p.is_dir() else p
+
+
+def load_plan(path: str | os.PathLike) -> Plan:
+    """Read and validate plan.yaml (or a plan folder); every problem in one FtplanError."""
+    import yaml
+
+    p = plan_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FtplanError(f"{p}: no such plan file", hint="run `ftplan plan ... --out DIR` first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FtplanError(f"{p}: cannot read plan ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise FtplanError(f"{p}:{where}: not valid YAML ({problem})", hint="fix the syntax or re-plan") from None
+    if data is None:
+        raise FtplanError(f"{p}: the plan file is empty", hint="re-run `ftplan plan`")
+    return plan_from_dict(data, source=str(p))
+
+
+def save_plan(plan: Plan, path: str | os.PathLike) -> Path:
+    """Validate, then write plan.yaml atomically (temp file + rename); returns the file path."""
+    text = dump_plan(plan)
+    plan_from_dict(_yaml_load(text), source="plan")  # validates, and proves what we write loads back
+    p = Path(path)
+    if p.is_dir():
+        p = p / PLAN_FILENAME
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".plan-", suffix=".yaml.tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def _yaml_load(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# --set key=value overrides, typed by the schema
+# --------------------------------------------------------------------------------------------------
+
+
+def _field_type(path: str):
+    """(type, owner-path problem) of a dotted plan path, e.g. 'training.lr' -> float."""
+    cls = Plan
+    parts = path.split(".")
+    tp = None
+    for i, part in enumerate(parts):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            where = ".".join(parts[:i])
+            return None, f"'{where}' is not a section, it has no key '{part}'"
+        hints = _hints(cls)
+        if part not in hints:
+            hint = close_matches(part, hints, n=1)
+            extra = f" (did you mean '{'.'.join(parts[:i] + [hint[0]])}'?)" if hint else ""
+            where = ".".join(parts[:i]) or "plan"
+            return None, f"unknown key '{part}' in {where}{extra}"
+        tp = hints[part]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        cls = args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+    return tp, None
+
+
+def _is_str_type(tp) -> bool:
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
+
+
+def parse_override_value(raw: str, tp):
+    """A --set value as the field's type: YAML scalars, 'a,b' lists, strings kept verbatim."""
+    text = raw.strip()
+    if text.lower() in ("null", "none", "~"):
+        return None
+    if _is_str_type(tp):
+        return raw
+    if typing.get_origin(tp) is list and not text.startswith("["):
+        return [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return _yaml_load(text)
+    except Exception:  # noqa: BLE001 - yaml errors of a one-word value: keep the text, type check reports
+        return raw
+
+
+def apply_overrides(plan: Plan, overrides: Mapping[str, str] | list[str]) -> Plan:
+    """A copy of ``plan`` with dotted-path overrides applied and type/range-checked.
+
+    ``overrides`` maps 'training.lr' -> '3e-4' (or is a list of 'key=value'). Bad keys, types or values
+    raise one FtplanError listing every problem. Whether the result still *fits* is the rules' job.
+    """
+    if not isinstance(overrides, Mapping):
+        overrides = parse_set_options(overrides)
+    data = plan_to_dict(plan)
+    errors: list[str] = []
+    for key, raw in overrides.items():
+        tp, problem = _field_type(key)
+        if problem:
+            errors.append(f"{key}: {problem}")
+            continue
+        if dataclasses.is_dataclass(tp) or (
+            typing.get_origin(tp) in (typing.Union, types.UnionType)
+            and any(dataclasses.is_dataclass(a) for a in typing.get_args(tp))
+            and raw.strip().lower() not in ("null", "none", "~")
+        ):
+            errors.append(f"{key}: is a section; set its fields (e.g. {key}.<field>=...) or 'null'")
+            continue
+        value = parse_override_value(raw, tp)
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if node.get(part) is None:  # e.g. lora: null, then --set lora.r=8: start from defaults
+                section_tp, _ = _field_type(".".join(parts[: i + 1]))
+                inner = [a for a in typing.get_args(section_tp) if dataclasses.is_dataclass(a)]
+                node[part] = _plain(inner[0]()) if inner else {}
+            node = node[part]
+        node[parts[-1]] = value
+    if errors:
+        raise PlanValidationError("--set", errors)
+    return plan_from_dict(data, source="--set")
+
+
+def parse_set_options(items) -> dict[str, str]:
+    """['training.lr=3e-4', ...] -> {'training.lr': '3e-4'}; a bad item raises FtplanError."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise FtplanError(f"--set {item!r}: expected key=value", hint="e.g. --set training.lr=1e-4")
+        out[key.strip()] = value
+    return out

@@ -1,0 +1,200 @@
+"""CLI commands of the executor: ``ftplan run``, ``ftplan go``, ``ftplan chat``, ``ftplan generate``.
+
+Thin shells: each parses its options, calls one executor/planner function and prints the result.
+planner/cli.py's LazyGroup finds them as ``{name}_command``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from planner.errors import FtplanError
+
+
+def needs_launcher(plan) -> bool:
+    """More than one process (DDP, ZeRO, FSDP, several GPUs): started by the plan's launch.sh."""
+    return plan.strategy.distribution != "single" or plan.hardware.count * plan.hardware.nodes > 1
+
+
+def _exec_launch(plan_dir: Path) -> None:
+    launch = plan_dir / "launch.sh"
+    if not launch.is_file():
+        raise FtplanError(f"{launch}: missing; this plan needs several processes",
+                          hint="re-render the plan folder with `ftplan plan ... --out DIR`")
+    click.echo(f"ftplan: multi-process plan: exec {launch}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp("bash", ["bash", str(launch)])
+
+
+def headline(summary) -> str:
+    """Two or three lines a person reads first: status, steps, time, memory, the metric base -> tuned."""
+    mem = summary.peak_memory_gb
+    peak = mem.get("cuda_max_reserved_gb", mem.get("peak_rss_gb", 0.0))
+    lines = [f"ftplan: {summary.status}: {summary.global_step} steps in {summary.wall_seconds:.0f} s, "
+             f"{summary.tokens_per_second:.0f} tokens/s, peak memory {peak:.2f} GiB"]
+    for key in ("exact_match", "accuracy", "rouge_l", "loss", "perplexity"):
+        if summary.tuned.get(key) is not None:
+            base = summary.base.get(key)
+            before = f"{base:.4g} -> " if isinstance(base, (int, float)) else ""
+            lines.append(f"  {key}: {before}{summary.tuned[key]:.4g}")
+    for c in summary.comparisons:
+        if c.error_pct is not None:
+            lines.append(f"  {c.quantity}: estimated {c.estimate:.4g} {c.unit}, measured {c.measured:.4g} "
+                         f"({c.error_pct:+.0f}%)")
+    if summary.message:
+        lines.append(f"  {summary.message}")
+    return "\n".join(lines)
+
+
+def run_in_process(plan_dir: Path) -> int:
+    from executor.run import run_plan
+
+    summary = run_plan(plan_dir)
+    click.echo(headline(summary))
+    click.echo(f"ftplan: report: {Path(summary.plan_dir) / 'REPORT.md'}")
+    return 130 if summary.status == "interrupted" else 0
+
+
+@click.command("run")
+@click.argument("plan_dir", type=click.Path(file_okay=False, path_type=Path))
+def run_command(plan_dir: Path):
+    """Train the plan in PLAN_DIR; resumes from the last complete checkpoint.
+
+    \b
+    Examples:
+      ftplan run plans/qwen
+      ftplan run plans/qwen     # again after a crash or Ctrl-C: resumes
+    """
+    from planner.plan import load_plan
+
+    plan = load_plan(plan_dir)
+    if needs_launcher(plan) and "WORLD_SIZE" not in os.environ:
+        _exec_launch(plan_dir)
+    code = run_in_process(plan_dir)
+    if code:
+        sys.exit(code)
+
+
+def _plan_summary(result, out: Path) -> str:
+    p = result.plan
+    e, s = p.estimate, p.strategy
+    gpu = f"{p.hardware.count} x {p.hardware.gpu}" if p.hardware.gpu else "CPU"
+    return "\n".join([
+        f"Plan written to {out}",
+        f"  model     {p.model.name_or_path}  ({p.task}, {p.data.valid_rows or p.data.rows} rows)",
+        f"  strategy  {s.method} / {s.distribution} / {s.precision} on {gpu}",
+        f"  batch     micro {p.training.micro_batch} x accum {p.training.grad_accum}, seq {p.training.seq_len}, "
+        f"lr {p.training.lr:g}",
+        f"  memory    {e.total / 2**30:.2f} GiB per device ({e.verdict or 'estimated'})",
+        f"  time      {e.time_hours:.2f} h for {e.steps} steps",
+        f"  cost      ${e.cost_usd:.2f}",
+    ])
+
+
+@click.command("go")
+@click.option("--model", required=True, help="Hub id or local model folder.")
+@click.option("--data", "data", required=True, type=click.Path(dir_okay=False), help="Dataset file.")
+@click.option("--task", required=True,
+              type=click.Choice(["sft", "chat", "continued-pretraining", "classification", "preference"]))
+@click.option("--goal", default="balanced", type=click.Choice(["quality", "balanced", "cost"]))
+@click.option("--gpu", default=None, help="GPU name from the catalog (default: detect; 'cpu' for none).")
+@click.option("--gpus", type=int, default=None, help="GPUs to use.")
+@click.option("--gpu-memory", type=float, default=None, help="Memory per GPU in GB (override).")
+@click.option("--price", type=float, default=None, help="USD per GPU-hour.")
+@click.option("--max-hours", type=float, default=None)
+@click.option("--max-cost", type=float, default=None)
+@click.option("--general-data", default=None, type=click.Path(dir_okay=False),
+              help="General text for replay / forgetting check.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a plan field.")
+@click.option("--trust-remote-code", is_flag=True, default=False)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Plan folder (default: plans/<model name>).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def go_command(model, data, task, goal, gpu, gpus, gpu_memory, price, max_hours, max_cost, general_data,
+               overrides, trust_remote_code, out, yes):
+    """Plan, show the summary, confirm, and run, in one shot.
+
+    \b
+    Examples:
+      ftplan go --model ./tiny --data examples/data/arith_train.jsonl --task sft --yes
+      ftplan go --model Qwen/Qwen2.5-0.5B --data chat.jsonl --task chat --gpu RTX-4090 --out plans/q
+    """
+    from planner.plan import parse_set_options
+    from planner.render import write_plan_folder
+    from planner.request import PlanRequest
+    from planner.rules import make_plan
+
+    request = PlanRequest(
+        model=model, data=data, task=task, goal=goal, gpu=gpu, gpus=gpus, gpu_memory_gb=gpu_memory,
+        price_per_hour=price, max_hours=max_hours, max_cost=max_cost, general_data=general_data,
+        overrides=parse_set_options(overrides), trust_remote_code=trust_remote_code,
+    )
+    result = make_plan(request)
+    out = out or Path("plans") / Path(model.rstrip("/")).name
+    write_plan_folder(result, out)
+    click.echo(_plan_summary(result, out))
+    if not yes and not click.confirm("Run this plan now?", default=True):
+        click.echo(f"Not run. Review {out}/REPORT.md, then: ftplan run {out}")
+        return
+    if needs_launcher(result.plan) and "WORLD_SIZE" not in os.environ:
+        _exec_launch(out)
+    code = run_in_process(out)
+    if code:
+        sys.exit(code)
+
+
+@click.command("chat")
+@click.argument("plan_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--system", default=None, help="System prompt.")
+def chat_command(plan_dir, max_new_tokens, temperature, system):
+    """Chat with the trained model of PLAN_DIR (the tokenizer's chat template). Empty line or /exit quits;
+    /reset clears the history.
+
+    \b
+    Example:
+      ftplan chat plans/qwen
+    """
+    from executor.inference import load_trained, reply
+
+    model, tokenizer = load_trained(plan_dir)
+    history: list[dict] = [{"role": "system", "content": system}] if system else []
+    click.echo("ftplan chat: empty line or /exit to quit, /reset to clear the history")
+    while True:
+        try:
+            text = click.prompt("you", default="", show_default=False)
+        except (EOFError, click.exceptions.Abort):
+            break
+        if text.strip() in ("", "/exit", "/quit"):
+            break
+        if text.strip() == "/reset":
+            history = history[:1] if system else []
+            continue
+        history.append({"role": "user", "content": text})
+        answer = reply(model, tokenizer, history, max_new_tokens, temperature)
+        history.append({"role": "assistant", "content": answer})
+        click.echo(f"model> {answer}")
+
+
+@click.command("generate")
+@click.argument("plan_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--prompt", required=True, help="The user message.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+def generate_command(plan_dir, prompt, max_new_tokens, temperature):
+    """Generate one answer from the trained model of PLAN_DIR.
+
+    \b
+    Example:
+      ftplan generate plans/arith --prompt "12+30" --max-new-tokens 8
+    """
+    from executor.inference import load_trained, reply
+
+    model, tokenizer = load_trained(plan_dir)
+    click.echo(reply(model, tokenizer, [{"role": "user", "content": prompt}], max_new_tokens, temperature))

@@ -1,0 +1,122 @@
+"""Out-of-memory fallbacks: apply the plan's next ``Fallback`` in order, write the changed plan, say why.
+
+The planner lists the fallbacks (smaller micro-batch with more accumulation, then activation
+checkpointing, then the next strategy); the executor only applies them, in that order, and only when
+the OOM happens in the first steps (later OOMs are not a sizing problem a fallback can fix blindly:
+fragmentation, a long outlier batch).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from planner.errors import FtplanError
+from planner.plan import Decision, Plan, plan_from_dict, plan_to_dict, save_plan
+
+from executor.paths import RunPaths
+
+# An OOM within this many optimizer steps of the attempt's start is "in the first steps": the peak of
+# a training step is reached in step 1 (weights + grads + optimizer states all live once the first
+# optimizer.step() has run), later steps only repeat it; a margin covers eval and the first save.
+EARLY_OOM_STEPS = 10
+
+T = TypeVar("T")
+
+
+class OutOfMemoryAtStep(Exception):
+    """Raised by a training attempt: the OOM and the optimizer step (of this attempt) it happened at."""
+
+    def __init__(self, steps_done: int, cause: BaseException):
+        self.steps_done = steps_done
+        self.cause = cause
+        super().__init__(f"out of memory after {steps_done} optimizer steps: {str(cause).splitlines()[0][:200]}")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """torch.OutOfMemoryError (CUDA caching allocator) or an allocator RuntimeError saying so."""
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except ImportError:  # pragma: no cover - executor always has torch
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def set_dotted(data: dict, path: str, value) -> None:
+    node = data
+    parts = path.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise FtplanError(f"fallback sets '{path}', but '{part}' is not a plan section")
+        node = node[part]
+    if parts[-1] not in node:
+        raise FtplanError(f"fallback sets '{path}', which is not a plan field")
+    node[parts[-1]] = value
+
+
+def apply_next_fallback(plan: Plan, why: str) -> Plan:
+    """A new, validated Plan with ``plan.fallbacks[0]`` applied, removed from the list, and recorded."""
+    fb = plan.fallbacks[0]
+    data = plan_to_dict(plan)
+    for path, value in fb.set.items():
+        set_dotted(data, path, value)
+    data["fallbacks"] = data["fallbacks"][1:]
+    data["decisions"] = data["decisions"] + [
+        plan_to_dict(Decision(field=path, value=value, reason=f"{why}: {fb.reason}", source="executor OOM fallback"))
+        for path, value in fb.set.items()
+    ]
+    return plan_from_dict(data, source="plan.yaml after fallback")
+
+
+@dataclass
+class FallbackRecord:
+    step: int
+    error: str
+    set: dict
+    reason: str
+
+
+def train_with_fallbacks(
+    plan: Plan,
+    paths: RunPaths,
+    attempt: Callable[[Plan], T],
+    log: Callable[[str], None] = print,
+    free_memory: Callable[[], None] | None = None,
+) -> tuple[T, Plan, list[FallbackRecord]]:
+    """Run ``attempt(plan)``; on an early OOM apply the next fallback, save plan.yaml, and retry.
+
+    ``attempt`` must raise :class:`OutOfMemoryAtStep` for an OOM. Returns (result, final plan, applied).
+    """
+    applied: list[FallbackRecord] = []
+    while True:
+        try:
+            return attempt(plan), plan, applied
+        except OutOfMemoryAtStep as oom:
+            if free_memory is not None:
+                free_memory()
+            if oom.steps_done >= EARLY_OOM_STEPS:
+                raise FtplanError(
+                    f"out of memory at optimizer step {oom.steps_done}, past the first steps where the plan's "
+                    "fallbacks apply",
+                    hint="lower training.micro_batch in plan.yaml (grad_accum up) and run again; it resumes",
+                ) from None
+            if not plan.fallbacks:
+                raise FtplanError(
+                    f"out of memory after {oom.steps_done} steps and no fallback left in plan.yaml",
+                    hint="re-plan with less GPU memory (--gpu-memory) or a smaller method (qlora)",
+                ) from None
+            why = f"out of memory after {oom.steps_done} steps"
+            fb = plan.fallbacks[0]
+            plan = apply_next_fallback(plan, why)
+            save_plan(plan, paths.plan_yaml)
+            record = FallbackRecord(oom.steps_done, str(oom.cause).splitlines()[0][:300], dict(fb.set), fb.reason)
+            applied.append(record)
+            paths.output.mkdir(parents=True, exist_ok=True)
+            with paths.fallback_log.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"time": time.time(), **record.__dict__}, default=str) + "\n")
+            log(f"ftplan: {why}; applying fallback {fb.set} ({fb.reason}); plan.yaml updated")

@@ -1,0 +1,290 @@
+"""run_plan(plan_dir): the one entry point. Parse, validate, set up, train (resume), evaluate, save, report.
+
+Read it top to bottom: every step is a builder or a library call; nothing here re-decides the plan.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from planner.errors import FtplanError
+from planner.plan import Plan, load_plan
+
+from executor import checkpoints
+from executor.callbacks import InterruptCallback, MetricsCallback, NanGuardCallback, memory_now
+from executor.data import DataBundle, build_datasets
+from executor.evaluate import adapter_disabled, evaluate_model
+from executor.fallback import OutOfMemoryAtStep, is_oom, train_with_fallbacks
+from executor.model import PEFT_METHODS, build_model, is_head_classification, trainable_parameters
+from executor.paths import RunPaths
+from executor.report import (RunSummary, append_report, compare_with_estimate, plot_loss_curve, read_metrics,
+                             write_summary)
+from executor.tokenizer import build_tokenizer
+from executor.trainer import build_trainer, build_training_args, find_callback
+
+Log = Callable[[str], None]
+
+
+class TrainingDiverged(FtplanError):
+    """NaN/inf loss: the run stopped, the last good checkpoint is kept. Exit code 3 (not bad input)."""
+
+    exit_code = 3
+
+
+@dataclass
+class Trained:
+    """What one training attempt leaves for evaluation and saving."""
+
+    plan: Plan
+    tokenizer: object
+    data: DataBundle
+    trainer: object
+    status: str  # completed | interrupted | diverged
+    start_step: int
+    start_tokens: int
+    train_seconds: float
+    base: dict = field(default_factory=dict)
+    message: str = ""
+
+
+def run_plan(plan_dir: str | os.PathLike, *, log: Log = print) -> RunSummary:
+    """Train the plan in ``plan_dir`` end to end and return what was measured.
+
+    Resumes from the newest complete checkpoint under ``<output_dir>/checkpoints``. Raises
+    FtplanError (exit 2) for bad input and TrainingDiverged (exit 3) on NaN/inf loss; a Ctrl-C
+    returns a summary with status "interrupted" after saving a checkpoint.
+    """
+    wall0 = time.perf_counter()
+    plan = load_plan(plan_dir)  # parse + validate (every problem in one message)
+    paths = RunPaths.of(plan_dir, plan.output_dir)
+    check_inputs(plan)
+    paths.output.mkdir(parents=True, exist_ok=True)
+
+    trained, plan, fallbacks = train_with_fallbacks(
+        plan, paths, lambda p: train(p, paths, log), log=log, free_memory=free_memory
+    )
+
+    summary = summarise(trained, paths, wall0)
+    summary.fallbacks = [f.__dict__ for f in fallbacks]
+    if trained.status == "completed":
+        summary.tuned = evaluate_tuned(trained)
+        summary.base = trained.base or evaluate_base_after(trained)
+        summary.artifacts.update(save_artifacts(trained, paths, log))
+    summary.wall_seconds = time.perf_counter() - wall0
+    finish(trained, summary, paths)
+    if trained.status == "diverged":
+        raise TrainingDiverged(trained.message, hint="lower training.lr or enable clipping; the last good "
+                               f"checkpoint is kept in {paths.checkpoints}")
+    return summary
+
+
+def check_inputs(plan: Plan) -> None:
+    """Fail fast, before any heavy import, on paths that cannot exist."""
+    name = plan.model.name_or_path
+    looks_local = name.startswith(("/", "./", "../", "~")) or Path(name).exists()
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise FtplanError(f"model.name_or_path '{name}': no such model folder",
+                          hint="fix the path in plan.yaml or re-plan with --model")
+    for what, path in (("data.path", plan.data.path), ("data.general_path", plan.data.general_path)):
+        if path and not Path(path).is_file():
+            raise FtplanError(f"{what} '{path}': no such file", hint="fix the path in plan.yaml or re-plan")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train(plan: Plan, paths: RunPaths, log: Log) -> Trained:
+    """One training attempt: build everything from the plan, resume, train. OOM -> OutOfMemoryAtStep."""
+    from transformers import set_seed
+
+    set_seed(plan.training.seed)
+    tokenizer = build_tokenizer(plan)
+    data = build_datasets(plan, tokenizer)
+    args = build_training_args(plan, paths, has_val=data.val is not None)  # before the model (ZeRO-3 init)
+    model = build_model(plan, tokenizer, labels=data.labels if is_head_classification(plan) else None)
+    trainer = build_trainer(plan, model, tokenizer, data, args, paths)
+
+    resume = find_resume(paths, log)
+    start_step = checkpoints.step_of(resume) if resume else 0
+    base = evaluate_base_before(plan, trainer, tokenizer, data, paths)
+    if resume:
+        log(f"ftplan: resuming from {resume.name} (step {start_step})")
+    t0 = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except Exception as exc:
+        if is_oom(exc):
+            raise OutOfMemoryAtStep(trainer.state.global_step - start_step, exc) from exc
+        if resume is not None and trainer.state.global_step <= start_step:
+            raise FtplanError(
+                f"checkpoint {resume}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+                hint=f"delete {resume} to resume from the previous checkpoint, or delete the folder to start over",
+            ) from exc
+        raise
+    seconds = time.perf_counter() - t0
+
+    status, message = "completed", ""
+    nan = find_callback(trainer, NanGuardCallback).bad
+    interrupt = find_callback(trainer, InterruptCallback)
+    if nan:
+        step, key, value = nan
+        status = "diverged"
+        message = (f"training {key} became {value} at step {step}; stopped without saving it")
+    elif interrupt.requested:
+        status, message = "interrupted", f"stopped by Ctrl-C at step {trainer.state.global_step} (checkpoint saved)"
+    metrics_cb = find_callback(trainer, MetricsCallback)
+    return Trained(plan, tokenizer, data, trainer, status, start_step, metrics_cb.start_tokens,
+                   seconds, base, message)
+
+
+def find_resume(paths: RunPaths, log: Log) -> Path | None:
+    """Newest complete checkpoint; only the main process deletes incomplete ones."""
+    if is_main_process():
+        return checkpoints.resume_checkpoint(paths.checkpoints, log)
+    done = [c for c in checkpoints.list_checkpoints(paths.checkpoints) if checkpoints.is_complete(c)]
+    return done[-1] if done else None
+
+
+def free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluation: base and tuned side by side
+# ----------------------------------------------------------------------------------------------------
+
+
+def _generation_ok(trainer) -> bool:
+    """Greedy generation for the task metric: single process, or ranks holding full weights (not ZeRO-3)."""
+    if trainer.args.world_size == 1:
+        return True
+    ds = trainer.args.hf_deepspeed_config
+    return ds is None or not ds.is_zero3()
+
+
+def evaluate_base_before(plan: Plan, trainer, tokenizer, data: DataBundle, paths: RunPaths) -> dict:
+    """Full fine-tuning: the base weights only exist before training, so evaluate them then (cached)."""
+    if not plan.evaluation.compare_base or plan.strategy.method in PEFT_METHODS:
+        return {}
+    if paths.base_eval.is_file():
+        return json.loads(paths.base_eval.read_text(encoding="utf-8"))
+    if trainer.args.deepspeed:  # a DeepSpeed engine is built by train(); evaluating first would build another
+        return {}
+    base = evaluate_model(plan, trainer, tokenizer, data, generation=_generation_ok(trainer))
+    if is_main_process():
+        paths.base_eval.write_text(json.dumps(base, default=str), encoding="utf-8")
+    return base
+
+
+def evaluate_base_after(t: Trained) -> dict:
+    """PEFT methods: the base model is the tuned one with its adapter switched off."""
+    if not t.plan.evaluation.compare_base or t.plan.strategy.method not in PEFT_METHODS:
+        return {}
+    with adapter_disabled(t.trainer.model):
+        return evaluate_model(t.plan, t.trainer, t.tokenizer, t.data, generation=_generation_ok(t.trainer))
+
+
+def evaluate_tuned(t: Trained) -> dict:
+    return evaluate_model(t.plan, t.trainer, t.tokenizer, t.data, generation=_generation_ok(t.trainer))
+
+
+# ----------------------------------------------------------------------------------------------------
+# saving and summarising
+# ----------------------------------------------------------------------------------------------------
+
+
+def save_artifacts(t: Trained, paths: RunPaths, log: Log) -> dict[str, str]:
+    """Adapter (PEFT format) or full model (safetensors) + tokenizer; merged model when planned."""
+    t.trainer.save_model(str(paths.final))  # collective under DeepSpeed: every rank calls it
+    out = {"final": str(paths.final)}
+    if not is_main_process():
+        return out
+    t.tokenizer.save_pretrained(str(paths.final))
+    lora = t.plan.lora
+    if t.plan.strategy.method in ("lora", "dora", "qlora") and lora is not None and lora.merge_after:
+        merge_adapter(t.plan, paths, t.tokenizer, t.data.labels if is_head_classification(t.plan) else None)
+        out["merged"] = str(paths.merged)
+        log(f"ftplan: merged model written to {paths.merged}")
+    return out
+
+
+def merge_adapter(plan: Plan, paths: RunPaths, tokenizer, labels: list[str] | None = None) -> Path:
+    """Reload the base unquantized in the compute dtype, apply the saved adapter, merge, save safetensors.
+
+    QLoRA adapters are merged into 16-bit base weights, not 4-bit ones (merging into NF4 would
+    re-quantize the update away; peft docs, "merge_and_unload" with quantized models).
+    """
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from executor.model import torch_dtype
+
+    dtype = torch_dtype("bf16" if plan.strategy.method == "qlora" else plan.strategy.precision)
+    cls = AutoModelForSequenceClassification if is_head_classification(plan) else AutoModelForCausalLM
+    base = cls.from_pretrained(plan.model.name_or_path, dtype=dtype, revision=plan.model.revision,
+                               trust_remote_code=plan.model.trust_remote_code, use_safetensors=True,
+                               **({"num_labels": len(labels)} if labels else {}))
+    merged = PeftModel.from_pretrained(base, str(paths.final)).merge_and_unload()
+    merged.save_pretrained(str(paths.merged), safe_serialization=True)
+    tokenizer.save_pretrained(str(paths.merged))
+    return paths.merged
+
+
+def summarise(t: Trained, paths: RunPaths, wall0: float) -> RunSummary:
+    import torch
+
+    state = t.trainer.state
+    steps_run = max(state.global_step - t.start_step, 0)
+    tokens_run = max(state.num_input_tokens_seen - t.start_tokens, 0)
+    train_losses = [h["loss"] for h in state.log_history if "loss" in h]
+    trainable, total = trainable_parameters(t.trainer.model)
+    return RunSummary(
+        status=t.status,
+        plan_dir=str(paths.plan_dir),
+        output_dir=str(paths.output),
+        task=t.plan.task,
+        method=t.plan.strategy.method,
+        device=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        world_size=t.trainer.args.world_size,
+        global_step=state.global_step,
+        resumed_from_step=t.start_step,
+        train_seconds=t.train_seconds,
+        wall_seconds=time.perf_counter() - wall0,
+        tokens_seen=state.num_input_tokens_seen,
+        tokens_per_second=tokens_run / t.train_seconds if t.train_seconds else 0.0,
+        seconds_per_step=t.train_seconds / steps_run if steps_run else 0.0,
+        trainable_params=trainable,
+        total_params=total,
+        final_train_loss=train_losses[-1] if train_losses else None,
+        peak_memory_gb=memory_now(),
+        data=dict(t.data.stats),
+        message=t.message,
+    )
+
+
+def finish(t: Trained, summary: RunSummary, paths: RunPaths) -> None:
+    """run_summary.json, loss curve, REPORT.md section (main process only)."""
+    if not is_main_process():
+        return
+    summary.comparisons = compare_with_estimate(t.plan, summary)
+    curve = plot_loss_curve(read_metrics(paths.metrics), paths.loss_curve)
+    if curve:
+        summary.artifacts["loss_curve"] = str(curve)
+    summary.artifacts["metrics"] = str(paths.metrics)
+    write_summary(summary, paths)
+    append_report(summary, paths)

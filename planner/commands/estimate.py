@@ -1,0 +1,208 @@
+"""``ftplan estimate``: VRAM per GPU, time and cost of every strategy (or of one, with --method).
+
+Never imports torch/transformers/peft: the whole estimate is analytic (planner.memory, planner.cost).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from planner.errors import FtplanError
+
+EPILOG = """\b
+Examples:
+  ftplan estimate --model meta-llama/Llama-3.1-8B --gpu RTX-4090
+  ftplan estimate --model Qwen/Qwen2.5-7B --gpu A100-80GB --seq-len 4096 --tokens 50000000
+  ftplan estimate --model Qwen/Qwen2.5-0.5B --method full --dtype bf16 --seq-len 1024 --json
+  ftplan estimate --model huggyllama/llama-65b --method qlora --lora-r 64 --optimizer paged_adamw_8bit \\
+      --seq-len 512 --grad-ckpt --gpu A100-80GB --json
+  ftplan estimate --model meta-llama/Llama-3.1-70B --method full --mixed-precision --gpus 8 --zero 3 \\
+      --offload --gpu H100-SXM
+"""
+
+GIB = 1024**3
+DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown in the output)
+
+
+@click.command(name="estimate", epilog=EPILOG)
+@click.option("--model", "model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local folder.")
+@click.option("--method", type=click.Choice(["full", "lora", "qlora", "dora", "prompt", "prefix"]),
+              help="One strategy (default: all side by side).")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+              help="Compute dtype (full without --mixed-precision: pure 16-bit weights, grads, states).")
+@click.option("--mixed-precision", is_flag=True, help="fp32 master weights, grads and optimizer; 16-bit compute.")
+@click.option("--seq-len", type=int, default=2048, show_default=True, metavar="N")
+@click.option("--micro-batch", type=int, default=1, show_default=True, metavar="B")
+@click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True, help="Gradient checkpointing.")
+@click.option("--lora-r", type=int, default=16, show_default=True, metavar="R")
+@click.option("--lora-targets", default="all-linear", show_default=True, metavar="all-linear|q_proj,v_proj")
+@click.option("--optimizer", default=None, metavar="NAME",
+              help="adamw (fused) | adamw_8bit | paged_adamw_8bit | sgd | adafactor "
+                   "(default adamw; qlora: paged_adamw_8bit).")
+@click.option("--attn", "attn", type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default="sdpa",
+              show_default=True)
+@click.option("--num-virtual-tokens", type=int, default=20, show_default=True, help="Prompt/prefix tuning.")
+@click.option("--gpus", type=int, metavar="N", help="GPUs (world size).")
+@click.option("--zero", type=int, metavar="0-3", help="DeepSpeed ZeRO stage (with --gpus > 1).")
+@click.option("--offload", is_flag=True, help="CPU offload of optimizer states (and params with ZeRO-3/FSDP).")
+@click.option("--fsdp", is_flag=True, help="FSDP full shard instead of DeepSpeed.")
+@click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU).")
+@click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU (GiB).")
+@click.option("--price", type=float, metavar="USD", help="Price per GPU-hour (overrides the catalog).")
+@click.option("--tokens", type=int, metavar="T", help="Training tokens per epoch.")
+@click.option("--data", type=click.Path(dir_okay=False), metavar="FILE", help="Dataset: tokens counted from it.")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with --method).")
+def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, lora_targets,
+            optimizer, attn, num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price, tokens,
+            data, epochs, as_json):
+    """VRAM per GPU (weights, gradients, optimizer, activations, temporaries, overhead), verdict,
+    largest micro-batch, time and cost: every strategy side by side, or one with --method."""
+    from planner.estimate import cheapest_and_fastest, estimate, estimate_all
+    from planner.hardware import resolve_hardware
+    from planner.model_spec import load_model_spec
+
+    _check_values(seq_len=seq_len, micro_batch=micro_batch, lora_r=lora_r, epochs=epochs, tokens=tokens,
+                  gpus=gpus, zero=zero, num_virtual_tokens=num_virtual_tokens)
+    spec = load_model_spec(model)
+    hardware = resolve_hardware(gpu=gpu, gpus=gpus, gpu_memory_gb=gpu_memory, price_per_hour=price)
+    n_tokens, token_note = _tokens(tokens, data, spec)
+    targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
+    half = dtype or ("bf16" if (hardware.gpu is None or hardware.bf16) else "fp16")
+    if method is None:
+        if mixed_precision or zero is not None or offload or fsdp:
+            raise FtplanError("--mixed-precision/--zero/--offload/--fsdp need --method", hint="add --method full")
+        rows = estimate_all(spec, hardware, seq_len=seq_len, micro_batch=micro_batch, tokens=n_tokens,
+                            epochs=epochs, gpus=gpus, grad_ckpt=grad_ckpt, attn_impl=attn, lora_r=lora_r,
+                            lora_targets=targets, optimizer=optimizer or "adamw")
+        ref = next((r for r in rows if r.name == "lora"), rows[0])
+        cheap, fast = cheapest_and_fastest(spec, ref.setup.with_(gpus=1, distribution="single"),
+                                           tokens=n_tokens, epochs=epochs)
+        if as_json:
+            click.echo(json.dumps({"model": _model_dict(spec), "hardware": _hw(hardware), "tokens": n_tokens,
+                                   "strategies": [r.to_dict() for r in rows],
+                                   "cheapest": cheap.to_dict() if cheap else None,
+                                   "fastest": fast.to_dict() if fast else None}, indent=2))
+        else:
+            _print_table(spec, hardware, rows, cheap, fast, n_tokens, epochs, token_note)
+        return
+    setup = _setup(method, half, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, targets, optimizer,
+                   attn, num_virtual_tokens, gpus or 1, zero, offload, fsdp)
+    est = estimate(spec, setup, hardware, tokens=n_tokens, epochs=epochs)
+    if as_json:
+        out = est.to_dict()
+        out["model"] = {**_model_dict(spec), **out["model"]}
+        out["hardware"] = _hw(hardware)
+        click.echo(json.dumps(out, indent=2))
+    else:
+        _print_table(spec, hardware, [est], None, None, n_tokens, epochs, token_note)
+
+
+def _check_values(**values) -> None:
+    for name in ("seq_len", "micro_batch", "lora_r", "num_virtual_tokens"):
+        if values[name] <= 0:
+            raise FtplanError(f"--{name.replace('_', '-')} must be a positive integer, got {values[name]}")
+    if values["epochs"] <= 0:
+        raise FtplanError(f"--epochs must be positive, got {values['epochs']}")
+    if values["tokens"] is not None and values["tokens"] <= 0:
+        raise FtplanError(f"--tokens must be a positive integer, got {values['tokens']}")
+    if values["gpus"] is not None and values["gpus"] <= 0:
+        raise FtplanError(f"--gpus must be a positive integer, got {values['gpus']}")
+    if values["zero"] is not None and values["zero"] not in (0, 1, 2, 3):
+        raise FtplanError(f"--zero {values['zero']} is not a DeepSpeed ZeRO stage", hint="use 0, 1, 2 or 3")
+
+
+def _setup(method, dtype, mixed, seq_len, micro_batch, grad_ckpt, lora_r, targets, optimizer, attn, nvt, gpus,
+           zero, offload, fsdp):
+    from planner.memory import TrainSetup
+
+    if mixed and method != "full":
+        raise FtplanError("--mixed-precision applies to --method full", hint="drop it for LoRA/QLoRA")
+    if zero and fsdp:
+        raise FtplanError("--zero and --fsdp are alternatives", hint="pick one")
+    if (zero or fsdp) and gpus < 2:
+        raise FtplanError(f"--zero/--fsdp need --gpus of at least 2 (got {gpus})")
+    dist = "fsdp" if fsdp else {None: "ddp", 0: "ddp", 1: "zero1", 2: "zero2", 3: "zero3"}[zero]
+    if gpus == 1:
+        dist = "single"
+    if offload and dist not in ("zero1", "zero2", "zero3", "fsdp"):
+        raise FtplanError("--offload needs --zero 1-3 or --fsdp with --gpus > 1")
+    full_shard = dist in ("zero3", "fsdp")
+    if method == "full" and dtype == "fp32":
+        mixed = False
+    opt = optimizer or ("paged_adamw_8bit" if method == "qlora" else "adamw")
+    return TrainSetup(
+        method=method, dtype=dtype, mixed_precision=mixed, seq_len=seq_len, micro_batch=micro_batch,
+        grad_ckpt=grad_ckpt, optimizer=opt, attn_impl=attn, lora_r=lora_r, lora_targets=targets,
+        num_virtual_tokens=nvt, gpus=gpus, distribution=dist, offload_optimizer=offload,
+        offload_params=offload and full_shard,
+    )
+
+
+def _tokens(tokens, data, spec) -> tuple[int, str]:
+    if tokens:
+        return tokens, ""
+    if data:
+        from planner.data_profile import profile_data
+
+        prof = profile_data(data, tokenizer_path=spec.tokenizer_path)
+        return max(1, prof.total_tokens), f"tokens counted in {data} ({prof.tokenizer})"
+    return DEFAULT_TOKENS, f"no --tokens/--data: time and cost for {DEFAULT_TOKENS:,} tokens"
+
+
+def _model_dict(spec) -> dict:
+    return {"name": spec.name, "model_type": spec.model_type, "total_params": spec.param_counts().total}
+
+
+def _hw(hw) -> dict:
+    return {"gpu": hw.gpu.name if hw.gpu else None, "count": hw.count, "free_memory_bytes": hw.free_memory_bytes,
+            "price_per_hour": hw.hourly_price}
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f}"
+
+
+_STYLE = {"fits": "green", "tight": "yellow", "exceeds": "red", "cpu": "dim"}
+
+
+def _print_table(spec, hw, rows, cheap, fast, tokens, epochs, token_note) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    where = f"{hw.count} x {hw.gpu.name} ({_gib(hw.free_memory_bytes)} GiB free each)" if hw.gpu else "CPU only"
+    console.print(f"[bold]{spec.name}[/bold]  {spec.param_counts().total / 1e9:.2f}B params  on {where}")
+    table = Table(title=f"Memory per GPU (GiB), {tokens * epochs:,.0f} tokens", header_style="bold")
+    for col in ("strategy", "trainable", "weights", "grads", "optim", "activ.", "temp", "peak", "total",
+                "verdict", "max mb", "hours", "$"):
+        table.add_column(col, justify="left" if col in ("strategy", "verdict") else "right")
+    for r in rows:
+        m = r.memory
+        table.add_row(
+            r.name, f"{r.trainable_params / 1e6:,.1f}M", _gib(m.weights), _gib(m.gradients), _gib(m.optimizer),
+            _gib(m.activations), _gib(m.temporary), _gib(m.peak_allocated), _gib(m.total),
+            f"[{_STYLE[r.verdict]}]{r.verdict}[/]", str(r.max_micro_batch), _fmt_hours(r.time_hours),
+            f"{r.cost_usd:,.2f}",
+        )
+    console.print(table)
+    console.print("[dim]peak = the largest phase of a step (forward, loss, backward, optimizer), not the sum "
+                  "of the columns; total = peak + CUDA context + allocator reserve.[/dim]")
+    if rows[0].setup.seq_len:
+        console.print(f"[dim]seq_len {rows[0].setup.seq_len}, micro-batch {rows[0].setup.micro_batch}"
+                      f"{', grad ckpt' if rows[0].setup.grad_ckpt else ''}. {token_note}[/dim]")
+    for label, e in (("cheapest", cheap), ("fastest", fast)):
+        if e:
+            console.print(f"{label} ({e.name}): {e.gpus} x {e.gpu_name}  {_fmt_hours(e.time_hours)} h  "
+                          f"${e.cost_usd:,.2f}")
+    notes = sorted({n for r in rows for n in r.memory.notes})
+    for note in notes:
+        console.print(f"[dim]note: {note}[/dim]")
+
+
+def _fmt_hours(h: float) -> str:
+    if h == float("inf"):
+        return "-"
+    return f"{h:,.2f}" if h < 100 else f"{h:,.0f}"

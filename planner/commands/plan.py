@@ -1,0 +1,87 @@
+"""``ftplan plan``: decide every setting (planner.rules) and write a reviewable plan folder
+(planner.render). Pure planner: no torch/transformers import, answers in well under a second."""
+
+from __future__ import annotations
+
+import click
+
+from planner.errors import FtplanError
+
+EPILOG = """\b
+Examples:
+  ftplan plan --model Qwen/Qwen2.5-0.5B --data train.jsonl --task sft --out plans/qwen
+  ftplan plan --model meta-llama/Llama-3.1-8B --data chats.jsonl --task chat --gpu RTX-4090 --goal cost
+  ftplan plan --model meta-llama/Llama-3.1-70B --data big.jsonl --task sft --gpu H100-SXM --gpus 8 \\
+      --max-hours 12 --out plans/llama70
+  ftplan plan --model ./my-model --data docs.jsonl --task continued-pretraining \\
+      --general-data general.jsonl --set training.lr=1e-5 --set lora.r=64 --out plans/domain
+"""
+
+TASKS = ("sft", "chat", "continued-pretraining", "classification", "preference")
+
+
+@click.command(name="plan", epilog=EPILOG)
+@click.option("--model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local model folder.")
+@click.option("--data", required=True, metavar="FILE", help="Training data (jsonl, json, csv, parquet).")
+@click.option("--task", required=True, type=click.Choice(TASKS), help="What to train.")
+@click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU).")
+@click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu).")
+@click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU.")
+@click.option("--price", type=float, metavar="USD", help="Price per GPU-hour (overrides the catalog).")
+@click.option("--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced", show_default=True)
+@click.option("--max-hours", type=float, metavar="H", help="Time budget; the plan says if it cannot be met.")
+@click.option("--max-cost", type=float, metavar="USD", help="Money budget; the plan says if it cannot be met.")
+@click.option("--general-data", metavar="FILE", help="General corpus: 80/20 replay and a forgetting check.")
+@click.option("--out", "out_dir", default="plan", show_default=True, metavar="DIR", help="Plan folder to write.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any plan.yaml field by dotted path (repeatable), e.g. training.lr=1e-4.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code (only for models you trust).")
+@click.option("--force", is_flag=True, help="Replace the plan files in an existing, non-empty --out folder.")
+def command(model, data, task, gpu, gpus, gpu_memory, price, goal, max_hours, max_cost, general_data, out_dir,
+            sets, trust_remote_code, force):
+    """Decide strategy, precision, batch, learning rate, LoRA shape, evaluation and budget, each with its
+    reason, and write plan.yaml, launch.sh, accelerate/DeepSpeed configs and REPORT.md to --out."""
+    from planner.plan import parse_set_options
+    from planner.render import check_out_dir, write_plan_folder
+    from planner.request import PlanRequest
+    from planner.rules import make_plan
+
+    for flag, value in (("--max-hours", max_hours), ("--max-cost", max_cost)):
+        if value is not None and not value > 0:
+            raise FtplanError(f"{flag} must be positive, got {value:g}")
+    check_out_dir(out_dir, force)  # fail before any work
+    request = PlanRequest(model=model, data=data, task=task, goal=goal, gpu=gpu, gpus=gpus,
+                          gpu_memory_gb=gpu_memory, price_per_hour=price, max_hours=max_hours, max_cost=max_cost,
+                          general_data=general_data, overrides=parse_set_options(sets),
+                          trust_remote_code=trust_remote_code)
+    result = make_plan(request)
+    folder = write_plan_folder(result, out_dir, force=force)
+    click.echo(summary(result, folder))
+
+
+def summary(result, folder) -> str:
+    """The few lines a user needs before opening REPORT.md."""
+    from planner.render import _hours, _usd
+
+    p = result.plan
+    hw = f"{p.hardware.count * p.hardware.nodes}x {p.hardware.gpu}" if p.hardware.gpu else "CPU"
+    strat = p.strategy.method + ("" if p.strategy.distribution == "single" else f" + {p.strategy.distribution}")
+    if p.strategy.offload_optimizer or p.strategy.offload_params:
+        strat += " + CPU offload"
+    e = p.estimate
+    lines = [
+        f"plan: {p.model.name_or_path} · {p.task} · {hw}",
+        f"  strategy   {strat} ({p.strategy.precision}{', grad ckpt' if p.strategy.gradient_checkpointing else ''})",
+        f"  memory     {e.total / 1e9:.1f} GB per GPU ({e.verdict})"
+        + (f" of {p.hardware.memory_gb:g} GB" if p.hardware.gpu else ""),
+        f"  batch      {p.training.micro_batch} x {p.training.grad_accum} accum, seq {p.training.seq_len}, "
+        f"lr {p.training.lr:g}, {p.training.epochs:g} epoch(s), {e.steps} steps",
+        f"  time/cost  {_hours(e.time_hours)}, {_usd(e.cost_usd)}",
+    ]
+    for w in p.warnings:
+        lines.append(f"  warning    {w}")
+    for a in result.advice:
+        if a.verdict != "fine-tune":  # 'fine-tuning suits this task' is left to REPORT.md
+            lines.append(f"  advice     {a.verdict}: {a.message}")
+    lines.append(f"wrote {folder}/ (plan.yaml, launch.sh, REPORT.md); run: bash {folder}/launch.sh")
+    return "\n".join(lines)

@@ -1,0 +1,685 @@
+"""The glue: inputs -> estimates of every candidate setup -> decisions -> Plan.
+
+Each decision comes from a small rule in a sibling module; this file only orders them, feeds the
+estimator and records every choice (field, value, reason, source) into ``Plan.decisions``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from planner import __version__
+from planner.errors import FtplanError
+from planner.memory import TrainSetup
+from planner.plan import (
+    CheckpointSection,
+    DataSection,
+    Decision,
+    EstimateSection,
+    EvaluationSection,
+    Fallback,
+    HardwareSection,
+    LoraSection,
+    ModelSection,
+    Plan,
+    StrategySection,
+    TrainingSection,
+    apply_overrides,
+)
+from planner.rules import advice as advice_rules
+from planner.rules import batch, budget, data, evaluation, lora, optim, precision, strategy
+from planner.rules.common import ESTIMATOR, Choice, gb
+from planner.rules.inputs import check_profile, check_task
+from planner.rules.strategy import Candidate
+
+CPU_MAX_HOURS = 8.0  # a CPU plan is offered only when it finishes within a working day
+GB = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Option:
+    """One candidate setup, sized (micro-batch, checkpointing, accumulation) and estimated."""
+
+    candidate: Candidate
+    estimate: object  # StrategyEstimate
+    fits: bool
+    micro_batch: int
+    grad_ckpt: bool
+    grad_accum: int
+    effective: Choice
+    steps: int
+
+    @property
+    def name(self) -> str:
+        return self.candidate.name
+
+    @property
+    def family(self) -> str:
+        return self.candidate.family
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """The same method on other hardware from the GPU catalog."""
+
+    gpu: str
+    count: int
+    strategy: str
+    time_hours: float
+    cost_usd: float
+    memory_total: int
+    verdict: str
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    estimates: list  # StrategyEstimate of every candidate, side by side (same order as options)
+    chosen: object  # StrategyEstimate of the plan as written (after overrides)
+    profile: object  # DataProfile
+    spec: object  # ModelSpec
+    hardware: object  # Hardware
+    alternatives: dict[str, Alternative | None] = field(default_factory=dict)  # cheapest / fastest
+    advice: list = field(default_factory=list)  # advice_rules.Advice
+    options: list[Option] = field(default_factory=list)
+    general_profile: object | None = None
+
+
+class Recorder:
+    """Collects decisions in the order they are made."""
+
+    def __init__(self) -> None:
+        self.decisions: list[Decision] = []
+
+    def add(self, path: str, choice: Choice):
+        self.decisions.append(Decision(path, _plain(choice.value), choice.reason, choice.source))
+        return choice.value
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def _resolve_inputs(request, hardware, profile, spec):
+    check_task(request.task)
+    if spec is None:
+        from planner.model_spec import load_model_spec
+
+        spec = load_model_spec(request.model, trust_remote_code=request.trust_remote_code)
+    if hardware is None:
+        from planner.hardware import resolve_hardware
+
+        hardware = resolve_hardware(request.gpu, request.gpus, request.gpu_memory_gb, request.price_per_hour)
+    if profile is None:
+        from planner.data_profile import profile_data
+
+        profile = profile_data(request.data, tokenizer_path=spec.tokenizer_path, task=request.task)
+    check_profile(profile, request.task)
+    general = None
+    if request.general_data:
+        from planner.data_profile import profile_data
+
+        general = profile_data(request.general_data, tokenizer_path=spec.tokenizer_path, task=None)
+        if general.valid_rows == 0:
+            raise FtplanError(f"{request.general_data}: the general corpus has no valid rows",
+                              hint="point --general-data at a text or instruction file")
+    return spec, hardware, profile, general
+
+
+def _world(hardware) -> int:
+    return max(1, hardware.count * getattr(hardware, "nodes", 1)) if hardware.gpu is not None else 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizing one candidate
+# ----------------------------------------------------------------------------------------------
+
+
+def _fit_ok(est, gpu: bool) -> bool:
+    return est.verdict == "fits" if gpu else est.verdict in ("fits", "cpu")
+
+
+def _size_option(cand: Candidate, ctx: "_Ctx", estimator: "Estimators") -> Option:
+    """Largest micro-batch that fits (without checkpointing if possible), then accumulation."""
+    gpu = ctx.hardware.gpu is not None
+    effective = batch.effective_batch_rule(cand.setup.method, ctx.task, ctx.train_rows, ctx.profile.tokens_mean,
+                                           ctx.seq_len, ctx.packing, ctx.tokens_per_epoch)
+    world = cand.setup.gpus
+    upper = max(1, min(batch.MAX_MICRO_BATCH, effective.value // world))
+    def fits(mb: int, ckpt: bool) -> bool:
+        return estimator.fits(ctx.spec, cand.setup.with_(micro_batch=mb, grad_ckpt=ckpt), ctx.hardware)
+
+    ckpt = False
+    mb = batch.fit_micro_batch(lambda m: fits(m, False), upper)
+    if mb == 0:
+        ckpt = True
+        mb = batch.fit_micro_batch(lambda m: fits(m, True), upper)
+    fits_any = mb > 0
+    mb = max(mb, 1)
+    accum = batch.grad_accum_rule(effective.value, mb, world).value
+    final = estimator.full(ctx.spec, cand.setup.with_(micro_batch=mb, grad_ckpt=ckpt, grad_accum=accum),
+                           ctx.hardware, tokens=ctx.tokens_per_epoch, epochs=ctx.epochs)
+    steps = _steps(ctx, mb * world * accum)
+    return Option(cand, final, fits_any and _fit_ok(final, gpu), mb, ckpt, accum, effective, steps)
+
+
+def _steps(ctx: "_Ctx", per_step: int) -> int:
+    per_epoch = max(1, math.ceil(ctx.train_units / max(per_step, 1)))
+    return max(1, math.ceil(per_epoch * ctx.epochs))
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    request: object
+    spec: object
+    hardware: object
+    profile: object
+    task: str
+    goal: str
+    seq_len: int
+    packing: bool
+    train_rows: int
+    train_units: int  # examples, or packed sequences, per epoch (incl. replay)
+    tokens_per_epoch: int
+    epochs: float
+
+
+# ----------------------------------------------------------------------------------------------
+# make_plan
+# ----------------------------------------------------------------------------------------------
+
+
+def make_plan(request, *, hardware=None, profile=None, spec=None, estimator: Callable | None = None,
+              versions: dict[str, str] | None = None, alternatives: bool = True) -> PlanResult:
+    """Decide every setting of a fine-tuning run and explain each one (see planner/rules/*.py).
+
+    ``estimator`` defaults to :func:`planner.estimate.estimate`; ``versions`` to
+    :func:`collect_versions` (tests inject fixed values so rendered files are reproducible).
+    """
+    estimator = as_estimators(estimator)
+    spec, hardware, profile, general = _resolve_inputs(request, hardware, profile, spec)
+    task, goal = request.task, request.goal
+    rec = Recorder()
+    gpu = hardware.gpu is not None
+    world = _world(hardware)
+
+    # -- data
+    val_choice, val_rows = data.val_split_rule(profile.valid_rows)
+    rec.add("data.val_split", val_choice)
+    train_rows = max(1, profile.valid_rows - profile.duplicates - val_rows)
+    seq_len = rec.add("training.seq_len", data.seq_len_rule(profile, spec.max_position_embeddings, task))
+    cut = data.truncated_share(seq_len, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99,
+                               profile.tokens_max)
+    packing = rec.add("training.packing", data.packing_rule(profile, seq_len, task))
+    rec.add("training.completion_only_loss", data.completion_only_rule(task))
+    replay = rec.add("data.replay_ratio", data.replay_rule(general is not None))
+    tokens_per_epoch = data.trained_tokens(profile, seq_len, cut, packing, val_rows, replay)
+    units = math.ceil(tokens_per_epoch / seq_len) if packing else math.ceil(train_rows / (1 - replay))
+    epochs = rec.add("training.epochs", optim.epochs_rule(task, train_rows, goal))
+
+    # -- precision, attention
+    prec = rec.add("strategy.precision", precision.precision_rule(hardware))
+    attn = rec.add("strategy.attn_implementation", precision.attention_rule(spec.model_type, hardware))
+
+    # -- LoRA shape (the same for LoRA and QLoRA candidates)
+    code = lora.is_code_model_or_data(spec.name, profile.format, tuple(profile.fields))
+    r_choice = lora.rank_rule(task, train_rows, code, goal)
+    alpha_choice = lora.alpha_rule(r_choice.value)
+    base = TrainSetup(method="lora", dtype=prec, seq_len=seq_len, attn_impl=attn, lora_r=r_choice.value,
+                      lora_alpha=alpha_choice.value, gpus=world)
+    ctx = _Ctx(request, spec, hardware, profile, task, goal, seq_len, packing, train_rows, units,
+               tokens_per_epoch, epochs)
+
+    # -- strategy: estimate every candidate, keep the first family with a fitting setup
+    examples = max(1, profile.valid_rows - profile.duplicates)  # the dataset's size, as the seeds count it
+    order_choice = strategy.family_order(task, examples, profile.total_tokens, goal)
+    order = order_choice.value
+    cands = strategy.candidates(base, world, gpu, allow_offload=True)
+    options = [_size_option(_with_precision(c, prec), ctx, estimator) for c in cands]
+    chosen, method_reason = _choose(options, order, goal, gpu)
+    if chosen is None or (not gpu and chosen.estimate.time_hours > CPU_MAX_HOURS):
+        raise _no_fit_error(spec, hardware, options, ctx, estimator)
+    chosen, budget_choice, budget_warnings = budget.budget_rule(
+        chosen, [o for o in options if o.fits and _allowed(o, goal, gpu, options)],
+        {f: i for i, f in enumerate(order)}, request.max_hours, request.max_cost)
+
+    method = chosen.candidate.setup.method
+    rec.add("strategy.method", Choice(method, f"{order_choice.reason}. {method_reason} -> {chosen.name}",
+                                      order_choice.source))
+    fitting = [o.name for o in options if o.fits]
+    rec.add("strategy.distribution", Choice(chosen.candidate.setup.distribution,
+                                            strategy.distribution_reason(chosen.name, world, fitting),
+                                            strategy.DISTRIBUTION_SOURCE))
+    rec.add("strategy.mixed_precision", precision.mixed_precision_rule(method, prec))
+    rec.add("strategy.optimizer", precision.optimizer_rule(method, hardware))
+    rec.add("strategy.gradient_checkpointing", batch.grad_ckpt_reason(chosen.grad_ckpt, chosen.name))
+    upper = max(1, min(batch.MAX_MICRO_BATCH, chosen.effective.value // world))
+    rec.add("training.micro_batch", Choice(chosen.micro_batch, batch.micro_batch_reason(
+        chosen.micro_batch, upper, chosen.grad_ckpt), batch.MICRO_BATCH_SOURCE))
+    rec.add("training.grad_accum", batch.grad_accum_rule(chosen.effective.value, chosen.micro_batch, world))
+
+    # -- optimisation
+    steps = chosen.steps
+    lr = rec.add("training.lr", optim.lr_rule(method, task, spec.param_counts().total))
+    warmup = rec.add("training.warmup_ratio", optim.warmup_rule(steps))
+    sched = rec.add("training.lr_scheduler", optim.schedule_rule(steps, epochs))
+    wd = rec.add("training.weight_decay", optim.weight_decay_rule(method, train_rows))
+    clip = rec.add("training.max_grad_norm", optim.clipping_rule())
+    lld = rec.add("training.layerwise_lr_decay", optim.layerwise_rule(method))
+
+    # -- LoRA
+    lora_section = None
+    if method in ("lora", "dora", "qlora"):
+        rec.add("lora.r", r_choice)
+        rec.add("lora.alpha", alpha_choice)
+        dropout = rec.add("lora.dropout", lora.dropout_rule(spec.param_counts().total))
+        targets = rec.add("lora.target_modules", lora.targets_rule(spec))
+        lora_section = LoraSection(r=r_choice.value, alpha=alpha_choice.value, dropout=dropout,
+                                   target_modules=list(targets))
+
+    # -- evaluation and checkpoints
+    sps = evaluation.seconds_per_step(chosen.estimate.time_hours, steps)
+    metric = rec.add("evaluation.metric", evaluation.metric_rule(task, profile.response_tokens_mean))
+    eval_steps = rec.add("evaluation.eval_steps", evaluation.eval_steps_rule(steps, sps))
+    save_steps = rec.add("checkpointing.save_steps", evaluation.save_steps_rule(eval_steps, sps))
+    patience = rec.add("evaluation.early_stopping_patience", evaluation.early_stopping_rule(val_rows))
+    forgetting = rec.add("evaluation.forgetting_check", evaluation.forgetting_rule(general is not None))
+    if request.max_hours is not None or request.max_cost is not None:
+        rec.add("estimate.cost_usd", budget_choice)
+
+    # -- warnings and advice
+    warnings = data.data_warnings(profile, cut, seq_len) + budget_warnings
+    if not gpu:
+        warnings.append(f"no GPU: this is a CPU plan (fp32, ~{hours_text(chosen.estimate.time_hours)}); a GPU "
+                        "would be far faster (see alternatives in REPORT.md)")
+    adv = advice_rules.advice_rule(task, profile.valid_rows, profile.total_tokens, profile.response_tokens_mean)
+
+    plan = Plan(
+        model=_model_section(spec, request),
+        data=DataSection(path=os.path.abspath(profile.path), sha256=profile.sha256, format=profile.format, rows=profile.rows,
+                         valid_rows=profile.valid_rows, val_split=val_choice.value, val_rows=val_rows,
+                         drop_duplicates=True, general_path=os.path.abspath(request.general_data) if request.general_data else None,
+                         general_sha256=general.sha256 if general else "", replay_ratio=replay,
+                         duplicates=profile.duplicates, invalid_rows=profile.invalid_count),
+        task=task,
+        goal=goal,
+        hardware=_hardware_section(hardware),
+        strategy=StrategySection(method=method, distribution=chosen.candidate.setup.distribution, precision=prec,
+                                 mixed_precision=chosen.candidate.setup.mixed_precision,
+                                 offload_optimizer=chosen.candidate.setup.offload_optimizer,
+                                 offload_params=chosen.candidate.setup.offload_params,
+                                 attn_implementation=attn, gradient_checkpointing=chosen.grad_ckpt,
+                                 optimizer=chosen.candidate.setup.optimizer),
+        lora=lora_section,
+        training=TrainingSection(seq_len=seq_len, micro_batch=chosen.micro_batch, grad_accum=chosen.grad_accum,
+                                 packing=packing, epochs=float(epochs), lr=lr, lr_scheduler=sched,
+                                 warmup_ratio=warmup, weight_decay=wd, max_grad_norm=clip, layerwise_lr_decay=lld,
+                                 completion_only_loss=data.completion_only_rule(task).value),
+        evaluation=EvaluationSection(eval_steps=eval_steps, early_stopping_patience=patience, metric=metric,
+                                     compare_base=True, forgetting_check=forgetting),
+        checkpointing=CheckpointSection(save_steps=save_steps, save_total_limit=3),
+        estimate=estimate_section(chosen.estimate, steps),
+        decisions=rec.decisions,
+        warnings=warnings,
+        advice=[a.message for a in adv],
+        versions=collect_versions() if versions is None else dict(versions),
+    )
+    plan.fallbacks = fallbacks_for(plan, chosen, options, order)
+    result = PlanResult(plan=plan, estimates=[o.estimate for o in options], chosen=chosen.estimate,
+                        profile=profile, spec=spec, hardware=hardware, advice=adv, options=options,
+                        general_profile=general)
+    if alternatives:
+        result.alternatives = find_alternatives(spec, hardware, chosen, ctx, estimator)
+    if request.overrides:
+        result = apply_plan_overrides(result, request.overrides, estimator, ctx)
+    return result
+
+
+@dataclass(frozen=True)
+class Estimators:
+    """The estimator functions the rules call: ``full`` = planner.estimate.estimate (memory, verdict,
+    time, cost) and ``memory`` = planner.memory.estimate_memory (bytes only: hardware-independent,
+    so batch searches and the alternatives scan reuse one memory figure across GPU types)."""
+
+    full: Callable
+    memory: Callable
+
+    def fits(self, spec, setup, hardware) -> bool:
+        from planner.estimate import verdict_for
+
+        total = self.memory(spec, setup).total
+        return verdict_for(total, hardware) in (("fits",) if hardware.gpu is not None else ("fits", "cpu"))
+
+
+def default_estimator() -> Estimators:
+    """planner.estimate.estimate without its max-batch/max-seq searches (the rules size batches themselves)."""
+    from functools import partial
+
+    from planner.estimate import estimate
+    from planner.memory import estimate_memory
+
+    return Estimators(full=partial(estimate, search=False), memory=estimate_memory)
+
+
+def as_estimators(estimator) -> Estimators:
+    """An Estimators from a plain ``estimate``-like callable (tests inject a stub)."""
+    if estimator is None:
+        return default_estimator()
+    if isinstance(estimator, Estimators):
+        return estimator
+    from planner.hardware import GPUType, Hardware
+
+    big = GPUType("any", 1 << 50, 1.0, 1.0, 1.0, (9, 0), 0.0)
+    probe_hw = Hardware(gpu=big, count=1, free_memory_bytes=1 << 50, detected=False)
+    return Estimators(full=estimator,
+                      memory=lambda spec, setup: estimator(spec, setup, probe_hw, tokens=0, epochs=1.0).memory)
+
+
+def _with_precision(cand: Candidate, prec: str) -> Candidate:
+    mixed = precision.mixed_precision_rule(cand.setup.method, prec).value
+    return replace(cand, setup=cand.setup.with_(dtype=prec, mixed_precision=mixed))
+
+
+def _allowed(opt: Option, goal: str, gpu: bool, options: list[Option]) -> bool:
+    """Offload setups are slow: used by goal=quality, or when nothing on the GPU alone fits."""
+    if not opt.candidate.offload:
+        return True
+    return goal == "quality" or not any(o.fits and not o.candidate.offload for o in options)
+
+
+def _choose(options: list[Option], order: tuple[str, ...], goal: str, gpu: bool):
+    reason_parts = []
+    for family in order:
+        fam = [o for o in options if o.family == family]
+        ok = [o for o in fam if o.fits and _allowed(o, goal, gpu, options)]
+        if ok:
+            idx = {id(o): i for i, o in enumerate(options)}
+            best = min(ok, key=lambda o: (round(o.estimate.time_hours, 3), idx[id(o)]))
+            reason_parts.append(f"{family} fits ({gb(best.estimate.memory.total)} per GPU of "
+                                f"{gb(_free(best))} free)")
+            return best, f"{order[0]} first ({', '.join(order)}); " + "; ".join(reason_parts)
+        offload_only = [o for o in fam if o.fits and o.candidate.offload]
+        if offload_only:
+            reason_parts.append(f"{family} fits only with CPU offload ({offload_only[0].name}, "
+                                f"{_hours_text(offload_only[0])}: slow, used for goal=quality)")
+        elif fam:
+            need = min(fam, key=lambda o: o.estimate.memory.total)
+            reason_parts.append(f"{family} does not fit ({need.name} needs {gb(need.estimate.memory.total)} per "
+                                f"GPU of {gb(_free(need))} free, with margin)")
+    return None, "; ".join(reason_parts)
+
+
+def _hours_text(opt: Option) -> str:
+    return hours_text(opt.estimate.time_hours)
+
+
+def _free(opt: Option) -> int:
+    e = opt.estimate
+    return e.memory.total + e.headroom_bytes
+
+
+def _model_section(spec, request) -> ModelSection:
+    # A local folder is recorded absolute: launch.sh runs from the plan folder.
+    path = os.path.abspath(spec.local_path) if spec.source == "local" and spec.local_path else spec.name
+    return ModelSection(name_or_path=path, architecture=spec.architecture, model_type=spec.model_type,
+                        total_params=int(spec.param_counts().total), source=spec.source,
+                        trust_remote_code=bool(request.trust_remote_code))
+
+
+def _hardware_section(hw) -> HardwareSection:
+    return HardwareSection(gpu=hw.gpu.name if hw.gpu else None, count=hw.count if hw.gpu else 1,
+                           nodes=getattr(hw, "nodes", 1), memory_gb=round(hw.free_memory_bytes / GB, 2),
+                           bf16=hw.bf16, detected=hw.detected, price_per_hour=float(hw.hourly_price))
+
+
+def estimate_section(est, steps: int) -> EstimateSection:
+    m = est.memory
+    return EstimateSection(weights=int(m.weights), gradients=int(m.gradients), optimizer=int(m.optimizer),
+                           activations=int(m.activations), temporary=int(m.temporary),
+                           peak_allocated=int(m.peak_allocated), overhead=int(m.overhead), total=int(m.total),
+                           cpu_bytes=int(m.cpu_bytes), verdict=est.verdict, tokens=int(est.tokens), steps=int(steps),
+                           time_hours=_finite(est.time_hours), cost_usd=_finite(est.cost_usd),
+                           tokens_per_second=_finite(est.tokens_per_second))
+
+
+def _finite(x: float) -> float:
+    return round(float(x), 4) if math.isfinite(x) else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Fallbacks, alternatives, no-fit answers
+# ----------------------------------------------------------------------------------------------
+
+
+def fallbacks_for(plan: Plan, chosen: Option, options: list[Option], order: tuple[str, ...]) -> list[Fallback]:
+    """What the executor tries on out-of-memory, in order: halve the micro-batch (doubling accumulation,
+    same effective batch), then gradient checkpointing, then the next setup that fits."""
+    out: list[Fallback] = []
+    mb, accum = plan.training.micro_batch, plan.training.grad_accum
+    while mb > 1:
+        mb, accum = mb // 2, accum * 2
+        out.append(Fallback({"training.micro_batch": mb, "training.grad_accum": accum},
+                            f"halve the micro-batch to {mb}, accumulate {accum} (same effective batch)"))
+    if not plan.strategy.gradient_checkpointing:
+        out.append(Fallback({"strategy.gradient_checkpointing": True},
+                            "recompute activations (about +33% compute, activation memory ~sqrt)"))
+    rank = {f: i for i, f in enumerate(order)}
+    rest = [o for o in options if o.fits and o is not chosen and o.estimate.memory.total < chosen.estimate.memory.total]
+    rest.sort(key=lambda o: (rank.get(o.family, 9), o.estimate.memory.total))
+    for nxt in rest[:2]:
+        s = nxt.candidate.setup
+        out.append(Fallback({"strategy.method": s.method, "strategy.distribution": s.distribution,
+                             "strategy.optimizer": s.optimizer, "strategy.offload_optimizer": s.offload_optimizer,
+                             "strategy.offload_params": s.offload_params, "strategy.gradient_checkpointing": True,
+                             "training.micro_batch": 1,
+                             "training.grad_accum": batch.grad_accum_rule(nxt.effective.value, 1, s.gpus).value},
+                            f"switch to {nxt.name} ({gb(nxt.estimate.memory.total)} per GPU estimated)"))
+    return out
+
+
+def find_alternatives(spec, hardware, chosen: Option, ctx: _Ctx, estimator: "Estimators", counts=(1, 2, 4, 8)):
+    """Cheapest and fastest hardware from the GPU catalog for the chosen method (any distribution).
+
+    Memory does not depend on the GPU type, so each (count, setup, checkpointing) is sized once; the
+    time/cost estimate runs only for the setups that fit: per GPU type, the fewest GPUs that fit
+    (cheapest) and the most (fastest).
+    """
+    from planner.estimate import verdict_for
+    from planner.hardware import Hardware, gpu_catalog
+
+    method = chosen.candidate.setup.method
+    sized: dict[tuple[int, str], list[tuple[str, TrainSetup, int]]] = {}
+    for n in counts:
+        for prec in ("bf16", "fp16"):
+            base = chosen.candidate.setup.with_(gpus=n, dtype=prec, micro_batch=1, grad_accum=1,
+                                                mixed_precision=precision.mixed_precision_rule(method, prec).value)
+            rows = []
+            for cand in strategy.candidates(base, n, True, allow_offload=False):
+                if cand.setup.method != method:
+                    continue
+                for ckpt in (False, True):
+                    setup = cand.setup.with_(grad_ckpt=ckpt)
+                    rows.append((cand.name, setup, estimator.memory(spec, setup).total))
+            sized[(n, prec)] = rows
+            if prec == "bf16":  # fp16 takes the same bytes: reuse the sizes
+                sized[(n, "fp16")] = [(nm, st.with_(dtype="fp16"), tot) for nm, st, tot in rows]
+                break
+    found: list[Alternative] = []
+    for gpu in gpu_catalog().values():
+        if getattr(gpu, "generic", False):
+            continue
+        prec = "bf16" if gpu.bf16 else "fp16"
+        fitting_counts = []
+        for n in counts:
+            hw = Hardware(gpu=gpu, count=n, free_memory_bytes=gpu.memory_bytes, detected=False)
+            hit = next(((nm, st) for nm, st, tot in sized[(n, prec)] if verdict_for(tot, hw) == "fits"), None)
+            if hit:
+                fitting_counts.append((n, hw, hit))
+        for n, hw, (name, setup) in {id(x): x for x in fitting_counts[:1] + fitting_counts[-1:]}.values():
+            e = estimator.full(spec, setup, hw, tokens=ctx.tokens_per_epoch, epochs=ctx.epochs)
+            if e.verdict == "fits" and math.isfinite(e.time_hours):
+                found.append(Alternative(gpu.name, n, name, e.time_hours, e.cost_usd, e.memory.total, e.verdict))
+    if not found:
+        return {"cheapest": None, "fastest": None}
+    return {"cheapest": min(found, key=lambda a: (a.cost_usd, a.time_hours)),
+            "fastest": min(found, key=lambda a: (a.time_hours, a.cost_usd))}
+
+
+class NoFitError(FtplanError):
+    """Nothing fits the hardware (or there is no GPU): names what would do."""
+
+    def __init__(self, message: str, *, hint: str | None = None, alternatives=None):
+        self.alternatives = alternatives or {}
+        super().__init__(message, hint=hint)
+
+
+def hours_text(h: float) -> str:
+    if not math.isfinite(h):
+        return "n/a"
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def _alt_text(a: Alternative) -> str:
+    return f"{a.count}x {a.gpu} ({a.strategy}, {hours_text(a.time_hours)}, ${a.cost_usd:.2f})"
+
+
+def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
+    size = f"{spec.param_counts().total / 1e9:.2f}B-parameter"
+    smallest = min(options, key=lambda o: o.estimate.memory.total) if options else None
+    probe = smallest or options[0]
+    alts = {}
+    for method_opt in sorted(options, key=lambda o: o.estimate.memory.total):
+        alts = find_alternatives(spec, hardware, method_opt, ctx, estimator)
+        if alts.get("cheapest"):
+            break
+    cheap, fast = alts.get("cheapest"), alts.get("fastest")
+    would = ""
+    if cheap:
+        would = f"; cheapest that fits: {_alt_text(cheap)}"
+        if fast and (fast.gpu, fast.count) != (cheap.gpu, cheap.count):
+            would += f"; fastest: {_alt_text(fast)}"
+    if hardware.gpu is None:
+        hours = hours_text(probe.estimate.time_hours)
+        return NoFitError(f"no GPU found: fine-tuning the {size} model {spec.name} needs a GPU (a CPU run would take "
+                          f"{hours}){would}", hint="pass --gpu NAME [--gpus N] to plan for one", alternatives=alts)
+    return NoFitError(f"{spec.name} ({size}) does not fit {hardware.count}x {hardware.gpu.name} "
+                      f"({gb(hardware.free_memory_bytes)} free per GPU) with any strategy: the smallest, "
+                      f"{probe.name}, needs {gb(probe.estimate.memory.total)}{would}",
+                      hint="use a bigger or more GPUs (--gpu/--gpus), or a smaller model", alternatives=alts)
+
+
+# ----------------------------------------------------------------------------------------------
+# --set overrides: accepted, re-estimated, and warned about with numbers
+# ----------------------------------------------------------------------------------------------
+
+
+def setup_from_plan(plan: Plan) -> TrainSetup:
+    """The TrainSetup the executor will run for this plan (what the estimator models)."""
+    s, t, lo = plan.strategy, plan.training, plan.lora or LoraSection()
+    gpus = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else 1
+    return TrainSetup(method=s.method, dtype=s.precision, mixed_precision=s.mixed_precision, seq_len=t.seq_len,
+                      micro_batch=t.micro_batch, grad_ckpt=s.gradient_checkpointing, optimizer=s.optimizer,
+                      attn_impl=s.attn_implementation, lora_r=lo.r, lora_alpha=lo.alpha,
+                      lora_targets=tuple(lo.target_modules), num_virtual_tokens=s.num_virtual_tokens, gpus=gpus,
+                      distribution=s.distribution, offload_optimizer=s.offload_optimizer,
+                      offload_params=s.offload_params, grad_accum=t.grad_accum)
+
+
+def apply_plan_overrides(result: PlanResult, overrides, estimator, ctx: _Ctx) -> PlanResult:
+    """Apply --set overrides, re-estimate, and warn (with numbers) when they break a rule or do not fit."""
+    before = result.plan
+    plan = apply_overrides(before, overrides)
+    warnings = list(plan.warnings)
+    keys = list(overrides) if not isinstance(overrides, list) else [o.partition("=")[0] for o in overrides]
+    decisions = []
+    for d in plan.decisions:
+        if d.field in keys:
+            new = _get(plan, d.field)
+            d = Decision(d.field, _plain(new), f"set by --set (the rule chose {d.value!r}: {d.reason})", "--set")
+        decisions.append(d)
+    for k in keys:
+        if not any(d.field == k for d in decisions):
+            decisions.append(Decision(k, _plain(_get(plan, k)), "set by --set", "--set"))
+    warnings += override_warnings(before, plan, result.hardware)
+    if plan.strategy.method in ("lora", "dora", "qlora") and plan.lora is None:
+        plan.lora = LoraSection()
+    setup = setup_from_plan(plan)
+    est = estimator.full(result.spec, setup, result.hardware, tokens=ctx.tokens_per_epoch,
+                         epochs=plan.training.epochs)
+    gpu = result.hardware.gpu is not None
+    if not _fit_ok(est, gpu):
+        free = est.memory.total + est.headroom_bytes
+        warnings.append(f"--set: the plan as overridden needs {gb(est.memory.total)} per GPU, "
+                        f"{result.hardware.gpu.name if gpu else 'CPU'} has {gb(free)} free ({est.verdict}); "
+                        f"expect out-of-memory (the fallbacks will shrink the micro-batch first)")
+    steps = _steps(ctx, setup.micro_batch * setup.gpus * setup.grad_accum)
+    if plan.training.max_steps > 0:
+        steps = plan.training.max_steps
+    plan = replace(plan, decisions=decisions, warnings=warnings, estimate=estimate_section(est, steps))
+    return replace(result, plan=plan, chosen=est)
+
+
+def _get(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part, None) if obj is not None else None
+    return obj
+
+
+def override_warnings(before: Plan, after: Plan, hardware) -> list[str]:
+    """Rule violations introduced by overrides, each with the numbers."""
+    out: list[str] = []
+    t, s = after.training, after.strategy
+    lo, hi = optim.lr_range(s.method, after.task)
+    if t.lr != before.training.lr and not lo <= t.lr <= hi:
+        out.append(f"--set training.lr={t.lr:g} is outside the usual {s.method} range {lo:g}..{hi:g} "
+                   "(seeds/001, seeds/004)")
+    if s.precision == "bf16" and hardware.gpu is not None and not hardware.bf16:
+        out.append(f"--set strategy.precision=bf16: {hardware.gpu.name} has no bf16 support (compute capability "
+                   f"{'.'.join(map(str, hardware.gpu.compute_capability))} < 8.0); use fp16")
+    if s.precision != "fp32" and hardware.gpu is None:
+        out.append(f"--set strategy.precision={s.precision}: CPU training needs fp32")
+    if after.lora is not None and s.method in ("lora", "dora", "qlora") and after.lora.alpha != 2 * after.lora.r:
+        out.append(f"lora.alpha={after.lora.alpha} with lora.r={after.lora.r}: scale alpha/r = "
+                   f"{after.lora.alpha / after.lora.r:g} (rule: alpha = 2r = {2 * after.lora.r})")
+    if t.seq_len < before.training.seq_len:
+        out.append(f"--set training.seq_len={t.seq_len} is below the data's p99-based {before.training.seq_len}: "
+                   "more examples will be truncated")
+    if t.micro_batch * t.grad_accum != before.training.micro_batch * before.training.grad_accum:
+        out.append(f"effective batch per GPU is now {t.micro_batch} x {t.grad_accum} = {t.micro_batch * t.grad_accum} "
+                   f"(the rule chose {before.training.micro_batch * before.training.grad_accum})")
+    if s.method == "full" and before.strategy.method != "full" and after.lora is not None:
+        out.append("strategy.method=full: the lora section is ignored")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Versions
+# ----------------------------------------------------------------------------------------------
+
+VERSIONED = ("torch", "transformers", "peft", "accelerate", "trl", "deepspeed", "bitsandbytes")
+
+
+def collect_versions() -> dict[str, str]:
+    """ftplan's version plus the training libraries' installed versions (importlib.metadata reads the
+    dist-info only: nothing is imported)."""
+    from importlib import metadata
+
+    out = {"ftplan": __version__}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,47 @@
+"""Input checks before any decision: the data must be usable for the task."""
+
+from __future__ import annotations
+
+from planner.errors import FtplanError
+
+# Which record formats (planner.data_profile.DataFormat) each task can train on. Must match
+# executor/data.py FORMATS_FOR_TASK (a test checks): planning must refuse what training would refuse.
+FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
+    "sft": ("alpaca", "prompt_completion", "chat", "classification"),
+    "chat": ("chat", "alpaca", "prompt_completion"),
+    "continued-pretraining": ("text",),
+    "classification": ("classification",),
+    "preference": ("preference",),
+}
+TASKS = tuple(FORMATS_FOR_TASK)
+# More than this share of malformed rows means a wrong file or wrong task, not a few bad rows
+# (same threshold as executor/data.py MAX_INVALID_SHARE).
+MAX_INVALID_SHARE = 0.5
+
+
+def check_task(task: str) -> None:
+    if task not in FORMATS_FOR_TASK:
+        from planner.errors import close_matches
+
+        hint = close_matches(task, TASKS, n=1)
+        raise FtplanError(f"unknown task '{task}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""),
+                          hint="one of: " + ", ".join(TASKS))
+
+
+def check_profile(profile, task: str) -> None:
+    """Refuse empty data, mostly-malformed data and a record format the task cannot train on."""
+    path = profile.path
+    first = profile.invalid[0] if profile.invalid else None
+    where = f"; first: line {first.line}: {first.reason}" if first else ""
+    if profile.valid_rows == 0:
+        if profile.rows == 0:
+            raise FtplanError(f"{path}: the dataset is empty (no rows)", hint="point --data at a file with examples")
+        raise FtplanError(f"{path}: none of the {profile.rows} rows is valid{where}",
+                          hint="fix the rows or check the file format")
+    if profile.rows and profile.invalid_count / profile.rows > MAX_INVALID_SHARE:
+        raise FtplanError(f"{path}: {profile.invalid_count} of {profile.rows} rows are malformed{where}",
+                          hint="fix the rows or check that --task matches the data")
+    allowed = FORMATS_FOR_TASK[task]
+    if profile.format not in allowed:
+        raise FtplanError(f"{path}: rows look like '{profile.format}' records, which task '{task}' cannot train on",
+                          hint=f"task {task} needs one of: {', '.join(allowed)}")

@@ -1,0 +1,14 @@
+"""``ftplan wizard``: a Textual terminal wizard from nothing to a reviewed plan (and its run).
+
+The wizard is a thin shell over the planner: every number it shows comes from the same functions
+``ftplan plan`` calls (``planner.rules.make_plan``, ``planner.render``...), reached through
+:class:`~planner.wizard.services.WizardServices` so tests can fake the hardware probe.
+
+Textual is an optional extra (``pip install 'ftplan[wizard]'``): only ``planner.wizard.app`` and the
+screens import it, and nothing else in ``planner/`` imports them. This ``__init__`` stays free of it.
+"""
+
+from planner.wizard.services import WizardServices
+from planner.wizard.state import WizardAnswers
+
+__all__ = ["WizardAnswers", "WizardServices"]

@@ -1,0 +1,498 @@
+"""`ftplan wizard`: the Textual wizard driven with App.run_test() + pilot, and snapshots of each step.
+
+The wizard runs on the real planner (model catalog, data profiler, rules, render); only the hardware
+probe is faked (1x A100-80GB), so the tests behave the same on any machine. The snapshot tests also
+pin the estimator to the rules tests' stub and the versions, so they show layout, not coefficients
+being tuned (update them with `pytest tests/test_wizard.py --snapshot-update` after a planner text
+change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+
+from textual.widgets import Input, OptionList, Select  # noqa: E402
+
+from planner.errors import FtplanError  # noqa: E402
+from planner.hardware import Hardware, resolve_gpu  # noqa: E402
+from planner.wizard import WizardAnswers, WizardServices  # noqa: E402
+from planner.wizard.app import WizardApp  # noqa: E402
+from planner.wizard.runner import MetricsTail  # noqa: E402
+from planner.wizard.screens.data import DataScreen  # noqa: E402
+from planner.wizard.screens.hardware import HardwareScreen  # noqa: E402
+from planner.wizard.screens.model import ModelScreen  # noqa: E402
+from planner.wizard.screens.review import ReviewScreen  # noqa: E402
+from planner.wizard.screens.run import RunScreen  # noqa: E402
+from planner.wizard.screens.settings import SettingsScreen  # noqa: E402
+from planner.wizard.screens.strategies import StrategyScreen  # noqa: E402
+from planner.wizard.screens.task import TaskScreen  # noqa: E402
+from planner.wizard.widgets import memory_bar, memory_parts  # noqa: E402
+
+MODEL = "Qwen/Qwen2.5-0.5B"  # a catalog model: no download, no config.json needed
+GPU = "A100-80GB"
+SIZE = (80, 24)
+GIB = 1024**3
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+def fake_probe() -> Hardware:
+    """What pynvml would report on a machine with one A100-80GB (2 GiB already in use)."""
+    gpu = resolve_gpu(GPU)
+    return Hardware(
+        gpu=gpu,
+        count=1,
+        free_memory_bytes=gpu.memory_bytes - 2 * GIB,
+        detected=True,
+        names=("NVIDIA A100-SXM4-80GB",),
+    )
+
+
+def write_data(folder: Path, rows: int = 240, bad_lines: tuple[int, ...] = ()) -> Path:
+    """An alpaca JSONL file (arithmetic), with malformed JSON at the given 1-based lines."""
+    lines = [
+        json.dumps({"instruction": f"What is {i} + {i % 7}?", "input": "", "output": str(i + i % 7)})
+        for i in range(rows)
+    ]
+    for n in bad_lines:
+        lines.insert(n - 1, "{not json")
+    path = folder / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A clean current folder holding train.jsonl, so paths shown on screen are short and stable."""
+    monkeypatch.chdir(tmp_path)
+    write_data(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def services() -> WizardServices:
+    return WizardServices(probe=fake_probe)
+
+
+async def settle(pilot) -> None:
+    """Let debounce timers fire and planner workers finish, then redraw."""
+    await pilot.pause(0.3)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def next_step(pilot) -> None:
+    await pilot.press("ctrl+n")
+    await settle(pilot)
+
+
+def error_text(app) -> str:
+    return str(app.screen.query_one("#error").render())
+
+
+def set_value(app, selector: str, value) -> None:
+    app.screen.query_one(selector).value = value
+
+
+async def walk_to_review(
+    pilot, *, gpu: str = GPU, pick: str | None = None, settings: dict[str, str] | None = None
+) -> None:
+    """Model, data, task, hardware, strategies, settings: typed / picked as a user would."""
+    app = pilot.app
+    await settle(pilot)
+    assert isinstance(app.screen, ModelScreen)
+    await pilot.press(*MODEL)  # typed key by key: live validation and suggestions run
+    await settle(pilot)
+    assert "494.03 M parameters" in str(app.screen.query_one("#model-info").render())
+    await pilot.press("enter")
+    await settle(pilot)
+    assert isinstance(app.screen, DataScreen)
+    set_value(app, "#data", "train.jsonl")
+    await settle(pilot)
+    assert "alpaca" in str(app.screen.query_one("#profile").render())
+    await next_step(pilot)
+    assert isinstance(app.screen, TaskScreen)
+    await next_step(pilot)
+    assert isinstance(app.screen, HardwareScreen)
+    set_value(app, "#gpu", gpu)
+    await next_step(pilot)
+    assert isinstance(app.screen, StrategyScreen)
+    if pick is not None:
+        names = app.screen.names
+        for _ in range(len(names)):
+            if names[app.screen.query_one("#strategies", OptionList).highlighted] == pick:
+                break
+            await pilot.press("down")
+    await next_step(pilot)
+    assert isinstance(app.screen, SettingsScreen), error_text(app)
+    for field, value in (settings or {}).items():
+        index = [d.field for d in app.screen.decisions].index(field)
+        set_value(app, f"#f{index}", value)
+    await settle(pilot)
+    await next_step(pilot)
+    assert isinstance(app.screen, ReviewScreen), error_text(app)
+
+
+def cli_plan(out: Path, overrides: dict[str, str], task: str = "sft") -> int:
+    from planner.cli import main
+
+    args = [
+        "plan",
+        "--model",
+        MODEL,
+        "--data",
+        "train.jsonl",
+        "--task",
+        task,
+        "--gpu",
+        GPU,
+        "--gpus",
+        "1",
+        "--out",
+        str(out),
+    ]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    return main(args)
+
+
+# ------------------------------------------------------------------------------- walk-through
+@pytest.mark.parametrize(
+    "pick, settings",
+    [
+        (None, {}),  # the planner's recommendation, untouched
+        ("qlora", {"training.lr": "1e-4", "lora.r": "8"}),  # another strategy and two edited settings
+    ],
+    ids=["recommended", "qlora-edited"],
+)
+def test_walkthrough_writes_the_same_plan_as_ftplan_plan(workdir, services, pick, settings):
+    app = WizardApp(services)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await walk_to_review(pilot, pick=pick, settings=settings)
+            assert "schema version" in app.screen.yaml_text
+            set_value(app, "#out", "wizard-plan")
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+
+    asyncio.run(drive())
+    plan = app.return_value
+    assert plan is not None and (workdir / "wizard-plan" / "plan.yaml").is_file()
+    if pick:
+        assert plan.strategy.method == pick
+    overrides = app.answers.overrides
+    for key, value in settings.items():
+        assert overrides[key] == value
+    assert cli_plan(workdir / "cli-plan", overrides) == 0
+    for name in ("plan.yaml", "REPORT.md", "launch.sh"):
+        wizard_file = workdir / "wizard-plan" / name
+        cli_file = workdir / "cli-plan" / name
+        if cli_file.exists():
+            assert wizard_file.read_text() == cli_file.read_text().replace("cli-plan", "wizard-plan"), name
+
+
+def test_back_and_next_keep_answers(workdir, services):
+    app = WizardApp(services, WizardAnswers(model=MODEL, data="train.jsonl"))
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await next_step(pilot)
+            await next_step(pilot)
+            assert isinstance(app.screen, TaskScreen)
+            set_value(app, "#max-hours", "3")
+            await next_step(pilot)
+            assert isinstance(app.screen, HardwareScreen)
+            await pilot.press("escape")  # Back
+            await settle(pilot)
+            assert isinstance(app.screen, TaskScreen)
+            assert app.screen.query_one("#max-hours", Input).value == "3"
+            await pilot.click("#back")  # the mouse works too
+            await settle(pilot)
+            assert isinstance(app.screen, DataScreen)
+            assert app.screen.query_one("#data", Input).value == "train.jsonl"
+            await pilot.press("escape")
+            await settle(pilot)
+            assert isinstance(app.screen, ModelScreen)
+            await pilot.press("escape")  # no step before the first
+            await settle(pilot)
+            assert isinstance(app.screen, ModelScreen)
+            assert app.screen.query_one("#model", Input).value == MODEL
+            await pilot.click("#next")
+            await settle(pilot)
+            assert isinstance(app.screen, DataScreen)
+
+    asyncio.run(drive())
+    assert app.answers.max_hours == 3.0
+
+
+# -------------------------------------------------------------------------------- invalid input
+def _answers_at(step: int, workdir: Path, services: WizardServices) -> WizardAnswers:
+    """Answers as they stand when step ``step`` opens (built with the real planner functions)."""
+    spec = services.load_model_spec(MODEL)
+    profile = services.profile_data("train.jsonl", tokenizer_path=spec.tokenizer_path, task="sft")
+    hw = services.resolve_hardware(GPU, 1, None, None)
+    full = WizardAnswers(
+        model=MODEL, spec=spec, data="train.jsonl", profile=profile, task="sft", gpu=GPU, gpus=1, hardware=hw
+    )
+    keep = {1: {}, 2: {"model", "spec"}, 3: {"model", "spec", "data", "profile"}}.get(step)
+    if keep is None:
+        return full
+    return WizardAnswers(**{k: getattr(full, k) for k in keep})
+
+
+async def _blocked(pilot, screen_type) -> str:
+    await pilot.press("ctrl+n")
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, screen_type)  # Next did not advance
+    message = error_text(pilot.app)
+    assert message.startswith("✗ ")
+    return message
+
+
+INVALID = [
+    # (step, screen, selector, bad value, words the inline message must contain)
+    (1, ModelScreen, "#model", "no-such-org/no-such-model-xyz", "no-such-org/no-such-model-xyz"),
+    (1, ModelScreen, "#model", "", "enter a model"),
+    (2, DataScreen, "#data", "missing.jsonl", "missing.jsonl"),
+    (2, DataScreen, "#data", "bad.jsonl", "line 1"),
+    (3, TaskScreen, "#max-hours", "soon", "max hours"),
+    (3, TaskScreen, "#max-cost", "-5", "max cost"),
+    (3, TaskScreen, "#task", "preference", "preference"),
+    (4, HardwareScreen, "#gpus", "0", "GPU count"),
+    (4, HardwareScreen, "#price", "free", "price"),
+    (6, SettingsScreen, "training.lr", "fast", "training.lr"),
+    (6, SettingsScreen, "training.micro_batch", "0", "training.micro_batch"),
+    (7, ReviewScreen, "#out", "", "folder"),
+    (7, ReviewScreen, "#out", "train.jsonl", "train.jsonl"),  # a file, not a folder
+]
+
+
+@pytest.mark.parametrize(
+    "step, screen_type, selector, value, words",
+    INVALID,
+    ids=[f"{s}-{sel.strip('#')}-{v or 'empty'}" for s, _, sel, v, _ in INVALID],
+)
+def test_invalid_input_blocks_next(workdir, services, step, screen_type, selector, value, words):
+    (workdir / "bad.jsonl").write_text("{oops\n[1, 2]\n", encoding="utf-8")
+    app = WizardApp(services, _answers_at(step, workdir, services), start_step=step)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert isinstance(app.screen, screen_type)
+            if screen_type is SettingsScreen:
+                index = [d.field for d in app.screen.decisions].index(selector)
+                set_value(app, f"#f{index}", value)
+            else:
+                set_value(app, selector, value)
+            await settle(pilot)
+            message = await _blocked(pilot, screen_type)
+            assert words.lower() in message.lower()
+
+    asyncio.run(drive())
+
+
+def test_planner_failure_on_strategies_is_inline(workdir, services):
+    def failing_plan(*args, **kwargs):
+        raise FtplanError("no strategy fits 1x A100-80GB", hint="try QLoRA")
+
+    broken = replace(services, make_plan=failing_plan)
+    app = WizardApp(broken, _answers_at(5, workdir, services), start_step=5)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            message = await _blocked(pilot, StrategyScreen)
+            assert "no strategy fits" in message and "try QLoRA" in message
+
+    asyncio.run(drive())
+
+
+def test_unexpected_exception_never_crashes(workdir, services):
+    def buggy_profile(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    app = WizardApp(
+        replace(services, profile_data=buggy_profile), _answers_at(2, workdir, services), start_step=2
+    )
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            set_value(app, "#data", "train.jsonl")
+            await settle(pilot)
+            message = await _blocked(pilot, DataScreen)
+            assert "ZeroDivisionError" in message
+
+    asyncio.run(drive())
+
+
+# --------------------------------------------------------------------------------------- run step
+FAKE_EXECUTOR = textwrap.dedent("""
+    import json, signal, sys, time
+    from pathlib import Path
+    out = Path(sys.argv[1]) / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    stop = []
+    signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    steps = int(sys.argv[2])
+    for step in range(1, steps + 1):
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": step, "loss": 3.0 / step, "tokens_per_second": 1000.0,
+                                 "peak_rss_gb": 1.5}) + "\\n")
+        print(f"step {step}", flush=True)
+        if stop:
+            print("checkpoint saved at step", step, flush=True)
+            sys.exit(0)
+        time.sleep(float(sys.argv[3]))
+    print("done", flush=True)
+""")
+
+
+def _run_app(workdir: Path, services: WizardServices, steps: int, delay: float) -> WizardApp:
+    """A wizard opened on the Run step of a written plan, with a stand-in executor script."""
+    script = workdir / "fake_executor.py"
+    script.write_text(FAKE_EXECUTOR, encoding="utf-8")
+    answers = _answers_at(7, workdir, services)
+    result = services.make_plan(
+        answers.request(), hardware=answers.hardware, profile=answers.profile, spec=answers.spec
+    )
+    services.write_plan_folder(result, "plan")
+    argv = functools.partial(lambda d: [sys.executable, str(script), str(d), str(steps), str(delay)])
+    answers = replace(answers, out_dir="plan", result=result, run_now=True)
+    return WizardApp(replace(services, run_argv=argv), answers, start_step=8)
+
+
+def test_run_step_shows_progress_and_finishes(workdir, services):
+    app = _run_app(workdir, services, steps=5, delay=0.0)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if screen.exit_code is not None:
+                    break
+            assert screen.exit_code == 0
+            assert screen.losses == [3.0, 1.5, 1.0, 0.75, 0.6]
+            assert "step 5" in str(screen.query_one("#run-status").render()) or "finished" in str(
+                screen.query_one("#run-status").render()
+            )
+            assert "1.50 GiB" in str(screen.query_one("#memory").render())
+            await pilot.press("ctrl+n")  # Close
+            await pilot.pause()
+
+    asyncio.run(drive())
+    assert app.return_value is not None
+
+
+def test_run_step_stop_sends_sigint(workdir, services):
+    app = _run_app(workdir, services, steps=10_000, delay=0.05)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if screen.losses:
+                    break
+            await pilot.press("ctrl+n")  # still running: Next is blocked
+            assert isinstance(app.screen, RunScreen)
+            await pilot.click("#stop")
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if screen.exit_code is not None:
+                    break
+            assert screen.exit_code == 0 and screen.process.stop_requested
+            assert any("checkpoint saved" in line for line in screen.process.lines)
+            assert "stopped" in str(screen.query_one("#run-status").render())
+            assert len(screen.losses) < 10_000
+
+    asyncio.run(drive())
+
+
+# ------------------------------------------------------------------------------- small pieces
+def test_metrics_tail_reads_only_complete_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(path)
+    assert tail.read_new() == []  # not there yet
+    path.write_text('{"step": 1}\n{"step": 2', encoding="utf-8")
+    assert tail.read_new() == [{"step": 1}]
+    with path.open("a") as fh:
+        fh.write('}\nnot json\n{"step": 3}\n')
+    assert tail.read_new() == [{"step": 2}, {"step": 3}]
+
+
+def test_memory_bar_adds_up_and_marks_overflow(services):
+    from planner.memory import MemoryBreakdown
+
+    mem = MemoryBreakdown(
+        weights=40 * GIB,
+        gradients=20 * GIB,
+        optimizer=30 * GIB,
+        activations=10 * GIB,
+        temporary=5 * GIB,
+        peak_allocated=105 * GIB,
+        overhead=3 * GIB,
+        total=108 * GIB,
+    )
+    assert sum(b for _, b in memory_parts(mem)) == mem.total
+    bar = memory_bar(mem, capacity=80 * GIB, width=54)
+    assert len(bar.plain) == 54 and set(bar.plain) == {"█"}
+    red_cells = sum(span.end - span.start for span in bar.spans if "on red" in str(span.style))
+    assert red_cells == 54 - round(54 * 80 / 108)
+
+
+# ------------------------------------------------------------------------------------- snapshots
+SNAPSHOT_MODELS = [
+    "HuggingFaceTB/SmolLM2-135M",
+    "Qwen/Qwen2.5-0.5B",
+    "Qwen/Qwen2.5-1.5B",
+    "meta-llama/Llama-3.1-8B",
+]
+
+
+def snapshot_services() -> WizardServices:
+    """Real planner, but the rules tests' stub estimator and fixed versions: snapshots show layout."""
+    from planner.rules import make_plan
+    from rules_helpers import FIXED_VERSIONS, stub_estimate
+
+    plan = functools.partial(make_plan, estimator=stub_estimate, versions=FIXED_VERSIONS)
+    return WizardServices(probe=fake_probe, make_plan=plan, model_names=lambda: SNAPSHOT_MODELS)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4, 5, 6, 7])
+def test_snapshot_step(workdir, snap_compare, step):
+    services = snapshot_services()
+    answers = _answers_at(step, workdir, services)
+    if step == 1:
+        answers = WizardAnswers(model="qwen")  # mid-typing: suggestions and matches visible
+    if step == 2:
+        (workdir / "train.jsonl").unlink()
+        write_data(workdir, rows=60, bad_lines=(3, 17))
+        answers = replace(answers, data="train.jsonl")
+    app = WizardApp(services, answers, start_step=step)
+    assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+
+
+def test_snapshot_run_step(workdir, snap_compare):
+    app = _run_app(workdir, snapshot_services(), steps=6, delay=0.0)
+
+    async def finished(pilot):
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if pilot.app.screen.exit_code is not None:
+                break
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=finished)
