@@ -159,6 +159,9 @@ def measure(case: Case) -> int:
     autocast = case.precision == "mixed" or case.method == "lora"
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = model.to_empty(device="cpu")
+        # to_empty replaces parameters module by module, which unties lm_head from the embeddings
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.tie_weights()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
         ids = torch.randint(0, config.vocab_size, (case.batch, case.seq))

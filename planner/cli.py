@@ -17,6 +17,7 @@ from planner.errors import FtplanError
 
 # name -> (module, short help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("planner.commands.models", "List the built-in model catalog (plans offline)."),
     "hardware": ("planner.commands.hardware", "Show the detected or named GPUs (pynvml probe, GPU catalog)."),
     "profile": ("planner.commands.profile", "Profile a dataset: format, rows, token lengths, bad rows."),
     "estimate": ("planner.commands.estimate", "VRAM per GPU, time and cost of every strategy."),

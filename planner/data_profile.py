@@ -176,8 +176,15 @@ Sequence = tuple[list[tuple[str, bool]], int]
 
 @dataclass
 class Row:
+    """One example: the sequences the trainer builds from it, flattened for batch token counting."""
+
     sequences: list[Sequence]
     label: str | None = None
+
+    def __post_init__(self):
+        self.texts: list[str] = [t for parts, _ in self.sequences for t, _ in parts]
+        self.is_response = bytes(int(r) for parts, _ in self.sequences for _, r in parts)
+        self.shape = [(len(parts), n_msgs) for parts, n_msgs in self.sequences]
 
 
 def _is_blank(value) -> bool:
@@ -434,10 +441,10 @@ def _read_json(path: str) -> Iterator[Item]:
                     if not state["eof"] and len(buf) - pos < MAX_RECORD_CHARS and fill():
                         continue
                     err_line = line + buf.count("\n", pos, getattr(exc, "pos", pos))
-                    raise FtplanError(
-                        f"{path}: bad JSON at line {err_line}: {getattr(exc, 'msg', exc)}; "
-                        "a JSON array cannot be read past a broken record (JSON Lines can)"
-                    ) from None
+                    truncated = state["eof"] and not buf.rstrip().endswith("]")
+                    why = ("the file ends inside this record (truncated?)" if truncated
+                           else "a JSON array cannot be read past a broken record (JSON Lines can)")
+                    raise FtplanError(f"{path}: bad JSON at line {err_line}: {getattr(exc, 'msg', exc)}; {why}") from None
             line += buf.count("\n", pos, end)
             pos = end
             expect_comma = True
@@ -613,7 +620,28 @@ class HeuristicCounter(TokenCounter):
         self.name = f"heuristic:{self.family}-vocab"
 
     def count(self, texts: list[str]) -> list[int]:
-        return [heuristic_tokens(t, self.family) for t in texts]
+        """heuristic_tokens for each text, with one translate over the whole batch (the per-call
+        overhead of str.translate dominates on short texts)."""
+        ka, kd, kp, ks, kn, kc, ko = HEURISTIC_COEFFS[self.family]
+        classes = "".join(texts).translate(_CLASS_TABLE)
+        out, pos = [], 0
+        for text in texts:
+            n = len(text)
+            if n == 0:
+                out.append(0)
+                continue
+            seg = classes[pos:pos + n]
+            pos += n
+            d, p, s, nl = seg.count("0"), seg.count("!"), text.count(" "), text.count("\n")
+            if text.isascii():
+                est = ka * (n - d - p - s - nl) + kd * d + kp * p + ks * s + kn * nl
+            else:
+                ascii_chars = len(text.encode("ascii", "ignore"))
+                cjk = len(_CJK.findall(text))
+                est = (ka * (ascii_chars - d - p - s - nl) + kd * d + kp * p + ks * s + kn * nl
+                       + kc * cjk + ko * (n - ascii_chars - cjk))
+            out.append(max(1, round(est)))
+        return out
 
 
 def make_counter(tokenizer_path: str | None, vocab_size: int | None = None) -> TokenCounter:
@@ -655,32 +683,36 @@ class _Stats:
     def add(self, row: Row) -> None:
         # Duplicate key: the example's texts, roles and label (what the executor de-duplicates on:
         # executor/data.py keys on the normalised row), not incidental fields such as ids.
-        key = "\x1f".join(f"{int(r)}{t}" for parts, _ in row.sequences for t, r in parts)
+        key = "\x1f".join(row.texts).encode("utf-8", "surrogatepass") + b"\x1e" + row.is_response
         if row.label is not None:
-            key += "\x1e" + row.label
-        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            key += b"\x1e" + row.label.encode("utf-8", "surrogatepass")
+        digest = hashlib.blake2b(key, digest_size=16).digest()
         self.buckets[digest[0]] += digest[1:]
         self.pending.append(row)
-        self.pending_texts += sum(len(parts) for parts, _ in row.sequences)
+        self.pending_texts += len(row.texts)
         if self.pending_texts >= ENCODE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         if not self.pending:
             return
-        texts = [text for row in self.pending for parts, _ in row.sequences for text, _ in parts]
-        counts = iter(self.counter.count(texts))
+        texts = [t for row in self.pending for t in row.texts]
+        counts = self.counter.count(texts)
+        i = 0
         for row in self.pending:
-            best_len, best_resp = 0, 0
-            for parts, n_msgs in row.sequences:
+            best_len = best_resp = j = 0
+            for n_parts, n_msgs in row.shape:
                 length = resp = 0
-                for _, is_resp in parts:
-                    c = next(counts)
+                for k in range(n_parts):
+                    c = counts[i + j + k]
                     length += c
-                    resp += c if is_resp else 0
+                    if row.is_response[j + k]:
+                        resp += c
+                j += n_parts
                 length += n_msgs * self.per_message + SEQUENCE_OVERHEAD_TOKENS
                 if length > best_len:
                     best_len, best_resp = length, resp
+            i += j
             self.hist[best_len] += 1
             self.total += best_len
             self.response_total += best_resp

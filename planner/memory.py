@@ -624,7 +624,10 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     if stage >= 2:
         head_grad //= n
     layer_grad = (grads - head_grad) // d.L if full else 0
-    embed_tmp = vh * prec.train if full and spec.tie_word_embeddings else 0
+    # Tied embeddings: autograd sums the lm_head and the embedding gradient of the shared weight before
+    # AccumulateGrad, so the end of backward holds both contributions and their sum (3 x V x h; one of
+    # them becomes .grad, counted in ``grads``). Untied: each gradient is stolen into .grad as is.
+    embed_tmp = 2 * vh * prec.train if full and spec.tie_word_embeddings else 0
     head_copies = 2 * vh if full and prec.autocast else 0
     parts = _Parts(
         weights=weights, grads=grads, optim=optim, layer_act=act, layer_copies=copies,

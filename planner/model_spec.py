@@ -2,6 +2,14 @@
 
 INTERFACE (shared by memory.py, cost.py, rules.py, executor): the dataclasses below are the contract.
 Implementation of the loaders and counters: see the functions at the bottom.
+
+- ``load_model_spec(name)``: local folder -> catalog (planner/data/models.json) -> HF cache -> hub
+  (config.json only); ``spec_from_config(config_dict, name)`` for a config already in hand.
+- ``spec.param_counts()`` / ``total_params`` / ``active_params``: equal to what transformers 5 builds,
+  to the parameter (tests/test_model_spec.py checks every catalog entry on the meta device).
+- ``spec.linear_layers()``: one decoder layer's Linear/Conv1D modules (and MoE parameter matrices).
+- ``spec.lora_trainable_params(targets, r, dora=)``, ``spec.lora_modules(...)``,
+  ``spec.prompt_tuning_params(n)``, ``spec.prefix_tuning_params(n)``: what peft 0.21 creates.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ class LinearShape:
     # Added (defaults keep the fixed interface): what torch object it is, and where it sits in a layer.
     # "linear": nn.Linear, "conv1d": transformers' Conv1D (GPT-2; LoRA treats it like a Linear), "param":
     # a bare nn.Parameter (transformers 5 fuses MoE experts into 3-D tensors and the router into a
-    # parameter; peft reaches those only through ``target_parameters``, never ``target_modules``).
+    # parameter; peft adapts those with ParamWrapper via ``target_parameters``, to which it also remaps
+    # v4 names such as w1/w2/w3/gate and 'all-linear'; see ``lora_modules``).
     kind: Literal["linear", "conv1d", "param"] = "linear"
     parent: str = ""  # path inside the decoder layer: "self_attn", "mlp", "mlp.experts", "attn"...
 

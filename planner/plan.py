@@ -510,11 +510,24 @@ PLAN_HEADER = (
 )
 
 
+def _yaml_loader():
+    """libyaml's C loader when PyYAML was built with it (several times faster), else the Python one."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _yaml_dumper():
+    import yaml
+
+    return getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_plan(plan: Plan) -> str:
     """plan.yaml text: a short header comment, then the fields in schema order."""
     import yaml
 
-    body = yaml.safe_dump(plan_to_dict(plan), sort_keys=False, allow_unicode=True, width=100)
+    body = yaml.dump(plan_to_dict(plan), Dumper=_yaml_dumper(), sort_keys=False, allow_unicode=True, width=100)
     return PLAN_HEADER.format(v=plan.schema_version) + body
 
 
@@ -536,7 +549,7 @@ def load_plan(path: str | os.PathLike) -> Plan:
     except (OSError, UnicodeDecodeError) as exc:
         raise FtplanError(f"{p}: cannot read plan ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -569,7 +582,7 @@ def save_plan(plan: Plan, path: str | os.PathLike) -> Path:
 def _yaml_load(text: str):
     import yaml
 
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=_yaml_loader())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def validate_folder(folder: Path) -> None:
         except json.JSONDecodeError as exc:
             raise FtplanError(f"rendered {DEEPSPEED} is not valid JSON ({exc})") from None
     try:
-        yaml.safe_load((folder / ACCELERATE).read_text(encoding="utf-8"))
+        yaml.load((folder / ACCELERATE).read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise FtplanError(f"rendered {ACCELERATE} is not valid YAML ({exc})") from None
     bash = shutil.which("bash")

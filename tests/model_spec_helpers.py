@@ -82,14 +82,25 @@ def meta_model(hub_id: str):
 
 def peft_trainable(config: dict, peft_config) -> int:
     """Trainable parameters after ``get_peft_model`` on a freshly built tiny model."""
+    return peft_model_summary(config, peft_config)[0]
+
+
+def peft_model_summary(config: dict, peft_config) -> tuple[int, set[str]]:
+    """(trainable parameters, names of the nn.Linear/Conv1D modules peft wrapped) for a tiny model."""
     import warnings
 
     from peft import get_peft_model
+    from peft.tuners.lora import LoraLayer
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = get_peft_model(build_model(config), peft_config)
-    return model.get_nb_trainable_parameters()[0]
+    wrapped = {
+        name.removeprefix("base_model.model.")
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer) and type(module.get_base_layer()).__name__ in {"Linear", "Conv1D"}
+    }
+    return model.get_nb_trainable_parameters()[0], wrapped
 
 
 def component_of(param_name: str) -> str:

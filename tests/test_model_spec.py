@@ -13,6 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from model_spec_helpers import (
+    TINY_CONFIGS,
+    build_model,
+    component_of,
+    meta_model,
+    peft_model_summary,
+    peft_trainable,
+)
 
 from planner.errors import FtplanError
 from planner.model_spec import (
@@ -23,7 +31,6 @@ from planner.model_spec import (
     load_model_spec,
     spec_from_config,
 )
-from tests.model_spec_helpers import TINY_CONFIGS, build_model, component_of, meta_model, peft_trainable
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = catalog_names()
@@ -216,8 +223,10 @@ def test_lora_trainable_params_match_peft(arch, targets):
             with pytest.raises(FtplanError, match="DoRA"):
                 spec.lora_trainable_params(targets, 8, dora=True)
             continue
-        expected = peft_trainable(cfg, config)
+        expected, wrapped = peft_model_summary(cfg, config)
         assert spec.lora_trainable_params(targets, 8, dora=dora) == expected, (arch, targets, dora)
+        ours = {m.name for m in spec.lora_modules(targets, 8) if m.shape.kind != "param"}
+        assert ours == wrapped  # the same modules, by full name
 
 
 def test_lora_on_moe_target_parameters_matches_peft():
@@ -507,3 +516,19 @@ def test_modelspec_is_constructible_without_the_new_fields():
         norm_type="rmsnorm",
     )
     assert spec.total_params == spec_from_config(TINY_CONFIGS["llama"], "t").total_params
+
+
+def test_folder_named_like_a_catalog_id_without_config_falls_back_to_the_catalog(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gpt2").mkdir()  # e.g. an output folder called gpt2
+    assert load_model_spec("gpt2").source == "catalog"
+    _write_model_folder(tmp_path / "gpt2", TINY_CONFIGS["gpt2"])
+    assert load_model_spec("gpt2").source == "local"  # a real model folder wins, as in from_pretrained
+
+
+def test_custom_code_model_gets_notes():
+    cfg = dict(TINY_CONFIGS["llama"], model_type="fancy", auto_map={"AutoModelForCausalLM": "m.Fancy"})
+    spec = spec_from_config(cfg, "fancy")
+    assert any("trust-remote-code" in n for n in spec.notes)
+    quant = dict(TINY_CONFIGS["llama"], quantization_config={"quant_method": "awq", "bits": 4})
+    assert any("pre-quantized" in n for n in spec_from_config(quant, "q").notes)

@@ -222,13 +222,13 @@ def test_general_data_adds_replay_and_forgetting_check(tmp_path):
 
 def test_budget_switches_to_a_plan_that_meets_it():
     hw = resolve_hardware("A100-80GB", 1)
-    base = make_plan(PlanRequest(model="Qwen/Qwen2.5-7B", data="t.jsonl", task="sft", goal="quality"), hardware=hw,
-                     profile=make_profile(30_000), versions=FIXED_VERSIONS)
+    base = make_plan(PlanRequest(model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task="sft"), hardware=hw,
+                     profile=make_profile(50_000), versions=FIXED_VERSIONS)
     times = sorted(o.estimate.time_hours for o in base.options if o.fits)
     assert len(times) >= 2 and times[0] < base.plan.estimate.time_hours
     limit = (times[0] + base.plan.estimate.time_hours) / 2  # between the fastest option and the chosen one
-    res = make_plan(PlanRequest(model="Qwen/Qwen2.5-7B", data="t.jsonl", task="sft", goal="quality",
-                                max_hours=limit), hardware=hw, profile=make_profile(30_000), versions=FIXED_VERSIONS)
+    res = make_plan(PlanRequest(model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task="sft", max_hours=limit),
+                    hardware=hw, profile=make_profile(50_000), versions=FIXED_VERSIONS)
     assert res.plan.estimate.time_hours <= limit
     assert any(w.startswith("budget: switched") for w in res.plan.warnings)
 

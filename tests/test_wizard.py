@@ -21,22 +21,22 @@ import pytest
 
 pytest.importorskip("textual")
 
-from textual.widgets import Input, OptionList, Select  # noqa: E402
+from textual.widgets import Input, OptionList
 
-from planner.errors import FtplanError  # noqa: E402
-from planner.hardware import Hardware, resolve_gpu  # noqa: E402
-from planner.wizard import WizardAnswers, WizardServices  # noqa: E402
-from planner.wizard.app import WizardApp  # noqa: E402
-from planner.wizard.runner import MetricsTail  # noqa: E402
-from planner.wizard.screens.data import DataScreen  # noqa: E402
-from planner.wizard.screens.hardware import HardwareScreen  # noqa: E402
-from planner.wizard.screens.model import ModelScreen  # noqa: E402
-from planner.wizard.screens.review import ReviewScreen  # noqa: E402
-from planner.wizard.screens.run import RunScreen  # noqa: E402
-from planner.wizard.screens.settings import SettingsScreen  # noqa: E402
-from planner.wizard.screens.strategies import StrategyScreen  # noqa: E402
-from planner.wizard.screens.task import TaskScreen  # noqa: E402
-from planner.wizard.widgets import memory_bar, memory_parts  # noqa: E402
+from planner.errors import FtplanError
+from planner.hardware import Hardware, resolve_gpu
+from planner.wizard import WizardAnswers, WizardServices
+from planner.wizard.app import WizardApp
+from planner.wizard.runner import MetricsTail
+from planner.wizard.screens.data import DataScreen
+from planner.wizard.screens.hardware import HardwareScreen
+from planner.wizard.screens.model import ModelScreen
+from planner.wizard.screens.review import ReviewScreen
+from planner.wizard.screens.run import RunScreen
+from planner.wizard.screens.settings import SettingsScreen
+from planner.wizard.screens.strategies import StrategyScreen
+from planner.wizard.screens.task import TaskScreen
+from planner.wizard.widgets import memory_bar, memory_parts
 
 MODEL = "Qwen/Qwen2.5-0.5B"  # a catalog model: no download, no config.json needed
 GPU = "A100-80GB"
@@ -170,7 +170,7 @@ def cli_plan(out: Path, overrides: dict[str, str], task: str = "sft") -> int:
     "pick, settings",
     [
         (None, {}),  # the planner's recommendation, untouched
-        ("qlora", {"training.lr": "1e-4", "lora.r": "8"}),  # another strategy and two edited settings
+        ("qlora", {"training.lr": "1e-4", "lora.r": "32"}),  # another strategy and two edited settings
     ],
     ids=["recommended", "qlora-edited"],
 )
@@ -463,12 +463,19 @@ SNAPSHOT_MODELS = [
 
 
 def snapshot_services() -> WizardServices:
-    """Real planner, but the rules tests' stub estimator and fixed versions: snapshots show layout."""
-    from planner.rules import make_plan
+    """Real planner, but the rules tests' stub estimator, fixed versions and the temporary folder
+    shown as /work: snapshots show the layout, not coefficients being tuned or tmp paths."""
     from rules_helpers import FIXED_VERSIONS, stub_estimate
 
+    from planner.render import render_plan_yaml, render_report
+    from planner.rules import make_plan
+
+    def stable(render):
+        return lambda *a, **k: render(*a, **k).replace(str(Path.cwd()), "/work")
+
     plan = functools.partial(make_plan, estimator=stub_estimate, versions=FIXED_VERSIONS)
-    return WizardServices(probe=fake_probe, make_plan=plan, model_names=lambda: SNAPSHOT_MODELS)
+    return WizardServices(probe=fake_probe, make_plan=plan, model_names=lambda: SNAPSHOT_MODELS,
+                          render_plan_yaml=stable(render_plan_yaml), render_report=stable(render_report))
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 4, 5, 6, 7])
@@ -476,7 +483,7 @@ def test_snapshot_step(workdir, snap_compare, step):
     services = snapshot_services()
     answers = _answers_at(step, workdir, services)
     if step == 1:
-        answers = WizardAnswers(model="qwen")  # mid-typing: suggestions and matches visible
+        answers = WizardAnswers(model="qwen2.5-0.5b")  # a short name: resolved, matches listed
     if step == 2:
         (workdir / "train.jsonl").unlink()
         write_data(workdir, rows=60, bad_lines=(3, 17))
@@ -496,3 +503,68 @@ def test_snapshot_run_step(workdir, snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=finished)
+
+
+# ------------------------------------------------------------------------ completion and the CLI
+def test_model_suggestions_and_catalog_matches(workdir):
+    services = replace(snapshot_services(), make_plan=None)
+    app = WizardApp(services)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press(*"Qwen/Qwen2.5-0.")
+            await settle(pilot)
+            await pilot.press("right")  # accept the inline suggestion
+            assert app.screen.query_one("#model", Input).value == "Qwen/Qwen2.5-0.5B"
+            app.screen.query_one("#model", Input).value = "llama"
+            await settle(pilot)
+            await pilot.press("down")  # into the catalog matches
+            matches = app.screen.query_one("#matches", OptionList)
+            assert matches.has_focus and matches.option_count == 1
+            await pilot.press("enter")
+            await settle(pilot)
+            assert app.screen.query_one("#model", Input).value == "meta-llama/Llama-3.1-8B"
+            assert "8.03 B parameters" in str(app.screen.query_one("#model-info").render())
+
+    asyncio.run(drive())
+
+
+def test_data_path_completion(workdir, services):
+    (workdir / "sub").mkdir()
+    (workdir / "sub" / "chats.jsonl").write_text("{}\n", encoding="utf-8")
+    app = WizardApp(services, _answers_at(2, workdir, services), start_step=2)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press(*"tra", "right")
+            assert app.screen.query_one("#data", Input).value == "train.jsonl"
+            app.screen.query_one("#data", Input).value = ""
+            await pilot.press(*"su", "right", "c", "right")
+            assert app.screen.query_one("#data", Input).value == "sub/chats.jsonl"
+
+    asyncio.run(drive())
+
+
+def test_cli_wizard_prefills_answers(workdir, monkeypatch):
+    from planner.cli import main
+
+    seen = {}
+
+    def fake_run(self):
+        seen["answers"] = self.answers
+        return None
+
+    monkeypatch.setattr(WizardApp, "run", fake_run)
+    assert main(["wizard", "--model", MODEL, "--data", "train.jsonl", "--gpu", "a100-80gb", "--gpus", "2",
+                 "--out", "plans/x"]) == 0
+    a = seen["answers"]
+    assert (a.model, a.data, a.gpu, a.gpus, a.out_dir) == (MODEL, "train.jsonl", GPU, 2, "plans/x")
+    assert a.hardware.count == 2 and a.hardware.gpu.name == GPU
+
+
+def test_cli_wizard_bad_gpu_is_one_line(capsys):
+    from planner.cli import main
+
+    assert main(["wizard", "--gpu", "no-such-gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ftplan: error:") and "no-such-gpu" in err and "\n" not in err

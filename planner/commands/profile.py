@@ -23,7 +23,7 @@ SHOWN_INVALID = 5  # invalid rows listed in the table (all of them are in --json
 
 
 @click.command(name="profile", epilog=EPILOG)
-@click.argument("data", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("data")
 @click.option("--model", metavar="M", help="Model (local folder, hub id or catalog name) whose tokenizer counts tokens.")
 @click.option("--tokenizer", "tokenizer", metavar="PATH", help="A tokenizer.json (or a folder holding one).")
 @click.option("--task", metavar="T", help="sft | chat | continued-pretraining | classification | preference "

@@ -280,14 +280,15 @@ def make_plan(request, *, hardware=None, profile=None, spec=None, estimator: Cal
     lld = rec.add("training.layerwise_lr_decay", optim.layerwise_rule(method))
 
     # -- LoRA
+    dropout_choice, targets_choice = lora.dropout_rule(spec.param_counts().total), lora.targets_rule(spec)
+    lora_rules = LoraSection(r=r_choice.value, alpha=alpha_choice.value, dropout=dropout_choice.value,
+                             target_modules=list(targets_choice.value))
     lora_section = None
     if method in ("lora", "dora", "qlora"):
-        rec.add("lora.r", r_choice)
-        rec.add("lora.alpha", alpha_choice)
-        dropout = rec.add("lora.dropout", lora.dropout_rule(spec.param_counts().total))
-        targets = rec.add("lora.target_modules", lora.targets_rule(spec))
-        lora_section = LoraSection(r=r_choice.value, alpha=alpha_choice.value, dropout=dropout,
-                                   target_modules=list(targets))
+        for path, choice in (("lora.r", r_choice), ("lora.alpha", alpha_choice), ("lora.dropout", dropout_choice),
+                             ("lora.target_modules", targets_choice)):
+            rec.add(path, choice)
+        lora_section = lora_rules
 
     # -- evaluation and checkpoints
     sps = evaluation.seconds_per_step(chosen.estimate.time_hours, steps)
@@ -343,7 +344,7 @@ def make_plan(request, *, hardware=None, profile=None, spec=None, estimator: Cal
     if alternatives:
         result.alternatives = find_alternatives(spec, hardware, chosen, ctx, estimator)
     if request.overrides:
-        result = apply_plan_overrides(result, request.overrides, estimator, ctx)
+        result = apply_plan_overrides(result, request.overrides, estimator, ctx, lora_rules)
     return result
 
 
@@ -597,12 +598,21 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
                       offload_params=s.offload_params, grad_accum=t.grad_accum)
 
 
-def apply_plan_overrides(result: PlanResult, overrides, estimator, ctx: _Ctx) -> PlanResult:
+def apply_plan_overrides(result: PlanResult, overrides, estimator, ctx: _Ctx,
+                         lora_rules: LoraSection | None = None) -> PlanResult:
     """Apply --set overrides, re-estimate, and warn (with numbers) when they break a rule or do not fit."""
     before = result.plan
-    plan = apply_overrides(before, overrides)
+    base = before
+    if isinstance(overrides, list):
+        from planner.plan import parse_set_options
+
+        overrides = parse_set_options(overrides)
+    if (overrides.get("strategy.method", "").strip() in ("lora", "dora", "qlora") and before.lora is None
+            and "lora" not in overrides):
+        base = replace(before, lora=lora_rules or LoraSection())  # switching to LoRA: the rules' LoRA shape
+    plan = apply_overrides(base, overrides)
     warnings = list(plan.warnings)
-    keys = list(overrides) if not isinstance(overrides, list) else [o.partition("=")[0] for o in overrides]
+    keys = list(overrides)
     decisions = []
     for d in plan.decisions:
         if d.field in keys:
@@ -613,8 +623,6 @@ def apply_plan_overrides(result: PlanResult, overrides, estimator, ctx: _Ctx) ->
         if not any(d.field == k for d in decisions):
             decisions.append(Decision(k, _plain(_get(plan, k)), "set by --set", "--set"))
     warnings += override_warnings(before, plan, result.hardware)
-    if plan.strategy.method in ("lora", "dora", "qlora") and plan.lora is None:
-        plan.lora = LoraSection()
     setup = setup_from_plan(plan)
     est = estimator.full(result.spec, setup, result.hardware, tokens=ctx.tokens_per_epoch,
                          epochs=plan.training.epochs)

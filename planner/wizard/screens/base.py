@@ -61,6 +61,7 @@ class StepScreen(Screen):
     # -- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static(f"ftplan wizard · step {self.STEP}/{STEP_COUNT} · {self.TITLE}", id="title")
+        yield from self.compose_pinned()
         with VerticalScroll(id="body"):
             yield from self.compose_body()
         yield Static("", id="error")
@@ -69,6 +70,10 @@ class StepScreen(Screen):
             yield Static("", id="status")
             yield Button(self.NEXT_LABEL, id="next", variant="primary", compact=True)
         yield Footer()
+
+    def compose_pinned(self) -> ComposeResult:
+        """Widgets kept in view above the scrolling body (e.g. the live estimate)."""
+        yield from ()
 
     def compose_body(self) -> ComposeResult:  # pragma: no cover - every step overrides it
         yield from ()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -20,6 +21,7 @@ MAX_MATCHES = 50
 class ModelScreen(StepScreen):
     STEP = 1
     TITLE = "Model"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("down", "browse", "Browse catalog", show=False)]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -48,6 +50,14 @@ class ModelScreen(StepScreen):
         self.query_one("#model", Input).focus()
         if self.answers.model:
             self._check(self.answers.model)
+
+    def action_browse(self) -> None:
+        """↓ in the text field moves to the catalog matches (the list handles ↓ itself)."""
+        matches = self.query_one("#matches", OptionList)
+        if matches.option_count:
+            if matches.highlighted is None:
+                matches.highlighted = 0
+            matches.focus()
 
     def _options(self, text: str) -> list[Option]:
         needle = text.strip().lower()

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Button, Input, Label, TabbedContent, TabPane, TextArea
+from textual.widgets import Button, Checkbox, Input, Label, TabbedContent, TabPane, TextArea
 
 from planner.wizard.screens.base import StepFailed, StepScreen
 
@@ -42,6 +42,8 @@ class ReviewScreen(StepScreen):
             yield Label("plan folder ", classes="field-label")
             yield Input(self.answers.out_dir or default_out_dir(self.answers.model), id="out", compact=True)
             yield Button("Write and run", id="write-run", compact=True)
+        yield Checkbox("replace the plan files if the folder already has a plan (keeps output/)", id="force",
+                       compact=True)
         with TabbedContent(id="files"):
             with TabPane("plan.yaml", id="tab-yaml"):
                 yield TextArea(self.yaml_text, read_only=True, id="yaml", soft_wrap=False)
@@ -83,7 +85,8 @@ class ReviewScreen(StepScreen):
             self.show_error("enter the folder to write the plan into")
             return
         try:
-            self.call(self.services.write_plan_folder, self.result, out)
+            force = self.query_one("#force", Checkbox).value
+            self.call(self.services.write_plan_folder, self.result, out, force=force)
         except StepFailed as exc:
             self.show_error(str(exc))
             return

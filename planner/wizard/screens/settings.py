@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
@@ -17,6 +17,7 @@ from planner.wizard.screens.strategies import capacity
 from planner.wizard.widgets import gib, hours, memory_bar, money, verdict_text
 
 SCALARS = (bool, int, float, str, type(None))
+NOT_EDITABLE = ("estimate",)  # results of the other choices, not choices (e.g. the budget decision)
 
 
 def value_text(value: Any) -> str:
@@ -35,6 +36,8 @@ def editable_decisions(plan) -> list:
     seen: set[str] = set()
     out = []
     for d in getattr(plan, "decisions", []) or []:
+        if d.field.split(".")[0] in NOT_EDITABLE:
+            continue
         simple = isinstance(d.value, SCALARS) or (
             isinstance(d.value, (list, tuple)) and all(isinstance(v, SCALARS) for v in d.value))
         if simple and d.field not in seen:
@@ -84,9 +87,12 @@ class SettingsScreen(StepScreen):
         self.initial = {d.field: value_text(d.value) for d in self.decisions}
         self._shown = dict(self.initial)  # the text each Input holds now
 
-    def compose_body(self) -> ComposeResult:
+    def compose_pinned(self) -> ComposeResult:
         yield Static(live_summary(self.result, self.answers.hardware) if self.result else "", id="live")
-        yield Static(warnings_text(self.result) if self.result else "", id="warnings")
+        with VerticalScroll(id="warnings-box"):
+            yield Static(warnings_text(self.result) if self.result else "", id="warnings")
+
+    def compose_body(self) -> ComposeResult:
         for i, d in enumerate(self.decisions):
             with Horizontal(classes="setting"):
                 yield Label(d.field, classes="setting-name")
@@ -94,6 +100,7 @@ class SettingsScreen(StepScreen):
             yield Static(Text(str(d.reason), style="dim"), classes="reason")
 
     def on_mount(self) -> None:
+        self._show_warnings(self.result)
         if self.error:
             self.show_error(self.error)
         if self.decisions:
@@ -138,7 +145,12 @@ class SettingsScreen(StepScreen):
         self.show_error(error)
         if result is not None:
             self.query_one("#live", Static).update(live_summary(result, self.answers.hardware))
-            self.query_one("#warnings", Static).update(warnings_text(result))
+            self._show_warnings(result)
+
+    def _show_warnings(self, result) -> None:
+        text = warnings_text(result) if result is not None else Text()
+        self.query_one("#warnings", Static).update(text)
+        self.query_one("#warnings-box").display = bool(text.plain)
 
     def validate(self) -> str | None:
         if self.result is None:
