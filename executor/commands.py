@@ -16,8 +16,13 @@ from planner.errors import FtplanError
 
 
 def needs_launcher(plan) -> bool:
-    """More than one process (DDP, ZeRO, FSDP, several GPUs): started by the plan's launch.sh."""
-    return plan.strategy.distribution != "single" or plan.hardware.count * plan.hardware.nodes > 1
+    """The plan's launch.sh starts a distributed launcher (several processes, DeepSpeed, FSDP).
+
+    Same rule as the one that renders launch.sh (planner.render.launch_info), so the two agree.
+    """
+    from planner.render import launch_info
+
+    return launch_info(plan).multi_process
 
 
 def _exec_launch(plan_dir: Path) -> None:
@@ -55,8 +60,9 @@ def run_in_process(plan_dir: Path) -> int:
     from executor.run import run_plan
 
     summary = run_plan(plan_dir)
-    click.echo(headline(summary))
-    click.echo(f"ftplan: report: {Path(summary.plan_dir) / 'REPORT.md'}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one headline per run, not one per process
+        click.echo(headline(summary))
+        click.echo(f"ftplan: report: {Path(summary.plan_dir) / 'REPORT.md'}")
     return 130 if summary.status == "interrupted" else 0
 
 
@@ -80,70 +86,53 @@ def run_command(plan_dir: Path):
         sys.exit(code)
 
 
-def _plan_summary(result, out: Path) -> str:
-    p = result.plan
-    e, s = p.estimate, p.strategy
-    gpu = f"{p.hardware.count} x {p.hardware.gpu}" if p.hardware.gpu else "CPU"
-    return "\n".join([
-        f"Plan written to {out}",
-        f"  model     {p.model.name_or_path}  ({p.task}, {p.data.valid_rows or p.data.rows} rows)",
-        f"  strategy  {s.method} / {s.distribution} / {s.precision} on {gpu}",
-        f"  batch     micro {p.training.micro_batch} x accum {p.training.grad_accum}, seq {p.training.seq_len}, "
-        f"lr {p.training.lr:g}",
-        f"  memory    {e.total / 2**30:.2f} GiB per device ({e.verdict or 'estimated'})",
-        f"  time      {e.time_hours:.2f} h for {e.steps} steps",
-        f"  cost      ${e.cost_usd:.2f}",
-    ])
-
-
 @click.command("go")
-@click.option("--model", required=True, help="Hub id or local model folder.")
-@click.option("--data", "data", required=True, type=click.Path(dir_okay=False), help="Dataset file.")
+@click.option("--model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local model folder.")
+@click.option("--data", required=True, metavar="FILE", help="Training data (jsonl, json, csv, parquet).")
 @click.option("--task", required=True,
               type=click.Choice(["sft", "chat", "continued-pretraining", "classification", "preference"]))
-@click.option("--goal", default="balanced", type=click.Choice(["quality", "balanced", "cost"]))
-@click.option("--gpu", default=None, help="GPU name from the catalog (default: detect; 'cpu' for none).")
-@click.option("--gpus", type=int, default=None, help="GPUs to use.")
-@click.option("--gpu-memory", type=float, default=None, help="Memory per GPU in GB (override).")
-@click.option("--price", type=float, default=None, help="USD per GPU-hour.")
-@click.option("--max-hours", type=float, default=None)
-@click.option("--max-cost", type=float, default=None)
-@click.option("--general-data", default=None, type=click.Path(dir_okay=False),
-              help="General text for replay / forgetting check.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a plan field.")
-@click.option("--trust-remote-code", is_flag=True, default=False)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Plan folder (default: plans/<model name>).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def go_command(model, data, task, goal, gpu, gpus, gpu_memory, price, max_hours, max_cost, general_data,
-               overrides, trust_remote_code, out, yes):
-    """Plan, show the summary, confirm, and run, in one shot.
+@click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU).")
+@click.option("--gpus", type=int, metavar="N", help="GPUs per node.")
+@click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU.")
+@click.option("--price", type=float, metavar="USD", help="Price per GPU-hour.")
+@click.option("--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced", show_default=True)
+@click.option("--max-hours", type=float, metavar="H")
+@click.option("--max-cost", type=float, metavar="USD")
+@click.option("--general-data", metavar="FILE", help="General corpus: replay and a forgetting check.")
+@click.option("--out", "out_dir", default="plan", show_default=True, metavar="DIR", help="Plan folder to write.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a plan field (repeatable).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code (only for models you trust).")
+@click.option("--force", is_flag=True, help="Replace the plan files in an existing, non-empty --out folder.")
+@click.option("--yes", "-y", is_flag=True, help="Run without asking for confirmation.")
+def go_command(model, data, task, gpu, gpus, gpu_memory, price, goal, max_hours, max_cost, general_data, out_dir,
+               sets, trust_remote_code, force, yes):
+    """Plan (as `ftplan plan`), show the summary, confirm, then run (as `ftplan run`), in one shot.
 
     \b
     Examples:
-      ftplan go --model ./tiny --data examples/data/arith_train.jsonl --task sft --yes
+      ftplan go --model ./tiny --data examples/data/arith_train.jsonl --task sft --out plans/arith --yes
       ftplan go --model Qwen/Qwen2.5-0.5B --data chat.jsonl --task chat --gpu RTX-4090 --out plans/q
     """
+    from planner.commands.plan import summary
     from planner.plan import parse_set_options
-    from planner.render import write_plan_folder
+    from planner.render import check_out_dir, write_plan_folder
     from planner.request import PlanRequest
     from planner.rules import make_plan
 
-    request = PlanRequest(
-        model=model, data=data, task=task, goal=goal, gpu=gpu, gpus=gpus, gpu_memory_gb=gpu_memory,
-        price_per_hour=price, max_hours=max_hours, max_cost=max_cost, general_data=general_data,
-        overrides=parse_set_options(overrides), trust_remote_code=trust_remote_code,
-    )
+    check_out_dir(out_dir, force)  # fail before any work
+    request = PlanRequest(model=model, data=data, task=task, goal=goal, gpu=gpu, gpus=gpus,
+                          gpu_memory_gb=gpu_memory, price_per_hour=price, max_hours=max_hours, max_cost=max_cost,
+                          general_data=general_data, overrides=parse_set_options(sets),
+                          trust_remote_code=trust_remote_code)
     result = make_plan(request)
-    out = out or Path("plans") / Path(model.rstrip("/")).name
-    write_plan_folder(result, out)
-    click.echo(_plan_summary(result, out))
+    folder = Path(write_plan_folder(result, out_dir, force=force))
+    click.echo(summary(result, folder))
     if not yes and not click.confirm("Run this plan now?", default=True):
-        click.echo(f"Not run. Review {out}/REPORT.md, then: ftplan run {out}")
+        click.echo(f"Not run. Review {folder}/REPORT.md, then: ftplan run {folder}")
         return
     if needs_launcher(result.plan) and "WORLD_SIZE" not in os.environ:
-        _exec_launch(out)
-    code = run_in_process(out)
+        _exec_launch(folder)
+    code = run_in_process(folder)
     if code:
         sys.exit(code)
 

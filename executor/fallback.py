@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
-
-from planner.errors import FtplanError
-from planner.plan import Decision, Plan, plan_from_dict, plan_to_dict, save_plan
+from typing import TypeVar
 
 from executor.paths import RunPaths
+from planner.errors import FtplanError
+from planner.plan import Decision, Plan, plan_from_dict, plan_to_dict, save_plan
 
 # An OOM within this many optimizer steps of the attempt's start is "in the first steps": the peak of
 # a training step is reached in step 1 (weights + grads + optimizer states all live once the first

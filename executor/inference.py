@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
-from planner.errors import FtplanError
-from planner.plan import load_plan
-
 from executor.model import is_head_classification, torch_dtype
 from executor.paths import RunPaths
+from planner.errors import FtplanError
+from planner.plan import load_plan
 
 
 def load_trained(plan_dir: str | os.PathLike):

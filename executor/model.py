@@ -6,7 +6,7 @@ none and trains every weight.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from planner.errors import FtplanError
 from planner.plan import Plan

@@ -14,7 +14,7 @@ class RunPaths:
     output: Path
 
     @classmethod
-    def of(cls, plan_dir: str | Path, output_dir: str) -> "RunPaths":
+    def of(cls, plan_dir: str | Path, output_dir: str) -> RunPaths:
         plan_dir = Path(plan_dir).resolve()
         out = Path(output_dir)
         return cls(plan_dir=plan_dir, output=out if out.is_absolute() else plan_dir / out)

@@ -10,9 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.plan import Plan
-
 from executor.paths import RunPaths
+from planner.plan import Plan
 
 GIB = 2**30
 

@@ -5,16 +5,14 @@ Read it top to bottom: every step is a builder or a library call; nothing here r
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-from planner.errors import FtplanError
-from planner.plan import Plan, load_plan
 
 from executor import checkpoints
 from executor.callbacks import InterruptCallback, MetricsCallback, NanGuardCallback, memory_now
@@ -23,10 +21,18 @@ from executor.evaluate import adapter_disabled, evaluate_model
 from executor.fallback import OutOfMemoryAtStep, is_oom, train_with_fallbacks
 from executor.model import PEFT_METHODS, build_model, is_head_classification, trainable_parameters
 from executor.paths import RunPaths
-from executor.report import (RunSummary, append_report, compare_with_estimate, plot_loss_curve, read_metrics,
-                             write_summary)
+from executor.report import (
+    RunSummary,
+    append_report,
+    compare_with_estimate,
+    plot_loss_curve,
+    read_metrics,
+    write_summary,
+)
 from executor.tokenizer import build_tokenizer
 from executor.trainer import build_trainer, build_training_args, find_callback
+from planner.errors import FtplanError
+from planner.plan import Plan, load_plan
 
 Log = Callable[[str], None]
 
@@ -63,6 +69,7 @@ def run_plan(plan_dir: str | os.PathLike, *, log: Log = print) -> RunSummary:
     wall0 = time.perf_counter()
     plan = load_plan(plan_dir)  # parse + validate (every problem in one message)
     paths = RunPaths.of(plan_dir, plan.output_dir)
+    plan = resolve_relative_paths(plan, paths.plan_dir)
     check_inputs(plan)
     paths.output.mkdir(parents=True, exist_ok=True)
 
@@ -82,6 +89,22 @@ def run_plan(plan_dir: str | os.PathLike, *, log: Log = print) -> RunSummary:
         raise TrainingDiverged(trained.message, hint="lower training.lr or enable clipping; the last good "
                                f"checkpoint is kept in {paths.checkpoints}")
     return summary
+
+
+def resolve_relative_paths(plan: Plan, plan_dir: Path) -> Plan:
+    """Relative model/data paths in a hand-written plan.yaml: the plan folder first, then the cwd.
+
+    (``ftplan plan`` writes absolute paths; launch.sh changes into the plan folder before running.)
+    """
+    def fix(value: str | None) -> str | None:
+        if not value or Path(value).is_absolute() or Path(value).exists():
+            return value
+        candidate = plan_dir / value
+        return str(candidate) if candidate.exists() else value
+
+    model = dataclasses.replace(plan.model, name_or_path=fix(plan.model.name_or_path))
+    data = dataclasses.replace(plan.data, path=fix(plan.data.path), general_path=fix(plan.data.general_path))
+    return dataclasses.replace(plan, model=model, data=data)
 
 
 def check_inputs(plan: Plan) -> None:
@@ -170,11 +193,12 @@ def free_memory() -> None:
 
 
 def _generation_ok(trainer) -> bool:
-    """Greedy generation for the task metric: single process, or ranks holding full weights (not ZeRO-3)."""
+    """Greedy generation for the task metric, on the main process only (it is the one that reports),
+    and never under ZeRO-3, where no rank holds the full weights outside a collective forward."""
     if trainer.args.world_size == 1:
         return True
-    ds = trainer.args.hf_deepspeed_config
-    return ds is None or not ds.is_zero3()
+    ds = getattr(trainer.args, "hf_deepspeed_config", None)
+    return is_main_process() and (ds is None or not ds.is_zero3())
 
 
 def evaluate_base_before(plan: Plan, trainer, tokenizer, data: DataBundle, paths: RunPaths) -> dict:

@@ -10,13 +10,17 @@ import math
 import os
 import re
 
-from planner.plan import Plan
-
-from executor.callbacks import (CommitCheckpointCallback, InterruptCallback, MetricsCallback, NanGuardCallback,
-                                SaveAtEndCallback)
+from executor.callbacks import (
+    CommitCheckpointCallback,
+    InterruptCallback,
+    MetricsCallback,
+    NanGuardCallback,
+    SaveAtEndCallback,
+)
 from executor.data import DataBundle
 from executor.model import is_head_classification
 from executor.paths import RunPaths
+from planner.plan import Plan
 
 # plan.strategy.optimizer -> transformers OptimizerNames (transformers/training_args.py).
 # "adamw" is the fused CUDA kernel on GPU (one launch per step for all params, torch.optim.AdamW
@@ -172,10 +176,9 @@ def build_optimizer(plan: Plan, model, args):
     decay = plan.training.layerwise_lr_decay
     if decay is None:
         return None
+    import torch
     from transformers import Trainer
     from transformers.trainer_pt_utils import get_parameter_names
-
-    import torch
 
     # Same no-decay rule as Trainer.get_decay_parameter_names (biases and norms).
     names = set(get_parameter_names(model, [torch.nn.LayerNorm],

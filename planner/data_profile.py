@@ -24,9 +24,10 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Literal
 
 from planner.errors import FtplanError
 
@@ -99,38 +100,55 @@ MESSAGE_OVERHEAD_TOKENS = 5
 # One BOS (Llama, Gemma) or EOS (appended by TRL/HF data collators) per sequence.
 SEQUENCE_OVERHEAD_TOKENS = 1
 
-CHAT_ROLES_PROMPT = {"system", "user", "tool", "function", "ipython", "developer",
-                     "human", "observation", "function_call"}  # ShareGPT 'from' values too
-CHAT_ROLES_RESPONSE = {"assistant", "gpt", "model", "bot"}
+# Chat roles the executor accepts, ShareGPT names included (executor/data.py ROLE_ALIASES, after TRL's
+# maybe_convert_to_chatml in trl/data_utils.py): role -> trained (assistant) or not.
+CHAT_ROLES: dict[str, bool] = {
+    "system": False,
+    "user": False,
+    "human": False,
+    "assistant": True,
+    "gpt": True,
+    "bot": True,
+    "model": True,
+}
 
 
 # ----------------------------------------------------------------------------- format rules
 
+
 @dataclass(frozen=True)
 class FormatRule:
-    """A record format: the fields that identify it (all of ``required``, or one of ``any_of``)."""
+    """A record format: it matches a record that has one field of every group in ``required``.
+
+    Each group lists a field and the aliases executor/data.py accepts for it (its normalisers read
+    ``output`` or ``response``, ``prompt`` or ``question``...), so what is profiled is what trains.
+    """
 
     name: DataFormat
-    required: tuple[str, ...]
+    required: tuple[tuple[str, ...], ...]
     describe: str  # for error messages
-    any_of: tuple[str, ...] = ()
 
     def matches(self, keys: set[str]) -> bool:
-        if self.any_of:
-            return any(k in keys for k in self.any_of)
-        return all(k in keys for k in self.required)
+        return all(any(k in keys for k in group) for group in self.required)
 
 
 # Priority order: the first rule matching most of the sampled records wins. Preference before chat
 # (preference rows may hold message lists), alpaca before prompt/completion, classification before text.
 FORMAT_RULES: tuple[FormatRule, ...] = (
-    FormatRule("preference", ("chosen", "rejected"), "preference (prompt, chosen, rejected)"),
-    FormatRule("chat", (), "chat (messages: [{role, content}] or ShareGPT conversations: [{from, value}])",
-               any_of=("messages", "conversations")),
-    FormatRule("alpaca", ("instruction", "output"), "alpaca (instruction, input, output)"),
-    FormatRule("prompt_completion", ("prompt", "completion"), "prompt/completion (prompt, completion)"),
-    FormatRule("classification", ("text", "label"), "classification (text, label)"),
-    FormatRule("text", ("text",), "raw text (text)"),
+    FormatRule("preference", (("chosen",), ("rejected",)), "preference (prompt, chosen, rejected)"),
+    FormatRule(
+        "chat",
+        (("messages", "conversations"),),
+        "chat (messages: [{role, content}] or ShareGPT conversations: [{from, value}])",
+    ),
+    FormatRule("alpaca", (("instruction",), ("output", "response")), "alpaca (instruction, input, output)"),
+    FormatRule(
+        "prompt_completion",
+        (("prompt", "question"), ("completion", "answer")),
+        "prompt/completion (prompt, completion; or question, answer)",
+    ),
+    FormatRule("classification", (("text", "sentence", "input"), ("label",)), "classification (text, label)"),
+    FormatRule("text", (("text", "content"),), "raw text (text)"),
 )
 RULES_BY_NAME = {r.name: r for r in FORMAT_RULES}
 
@@ -161,6 +179,7 @@ def detect_format(records: list[dict], task: str | None = None) -> FormatRule | 
 
 
 # ---------------------------------------------------------------------------- row extraction
+
 
 class BadRow(Exception):
     """A record that cannot be trained on; the message is the reason shown with its line number."""
@@ -197,10 +216,12 @@ def _is_blank(value) -> bool:
     return False
 
 
-def _string(record: dict, key: str, *, required: bool = True, response: bool = False) -> str:
-    if key not in record or record[key] is None:
+def _string(record: dict, *keys: str, response: bool = False, required: bool = True) -> str:
+    """The first of ``keys`` present in the record (a field and its aliases), as a non-blank string."""
+    key = next((k for k in keys if record.get(k) is not None), None)
+    if key is None:
         if required:
-            raise BadRow(f"missing field '{key}'")
+            raise BadRow(f"missing field '{keys[0]}'")
         return ""
     value = record[key]
     if not isinstance(value, str):
@@ -211,8 +232,14 @@ def _string(record: dict, key: str, *, required: bool = True, response: bool = F
 
 
 def _type_name(value) -> str:
-    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number",
-            str: "a string"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+    }.get(type(value), type(value).__name__)
 
 
 def _maybe_json(value):
@@ -225,19 +252,9 @@ def _maybe_json(value):
     return value
 
 
-def _content_text(content) -> str:
-    """Message content: a string, or OpenAI-style parts [{type: text, text: ...}]."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    raise BadRow(f"message content must be a string or a list of parts, got {_type_name(content)}")
-
-
 def _messages(value, field_name: str) -> list[tuple[str, bool]]:
-    """(content, is_response) per message of a chat or ShareGPT conversation."""
+    """(content, is_response) per message, up to the last assistant turn (executor/data.py drops
+    trailing user turns: nothing to learn from them)."""
     value = _maybe_json(value)
     if not isinstance(value, list):
         raise BadRow(f"field '{field_name}' must be a list of messages, got {_type_name(value)}")
@@ -250,17 +267,18 @@ def _messages(value, field_name: str) -> list[tuple[str, bool]]:
         role = msg.get("role", msg.get("from"))
         if not isinstance(role, str):
             raise BadRow(f"{field_name}[{i}] has no 'role' (or ShareGPT 'from')")
-        if "content" not in msg and "value" not in msg:
-            raise BadRow(f"{field_name}[{i}] has no 'content' (or ShareGPT 'value')")
-        text = _content_text(msg.get("content", msg.get("value")))
-        role = role.lower()
-        if role not in CHAT_ROLES_PROMPT and role not in CHAT_ROLES_RESPONSE:
-            raise BadRow(f"{field_name}[{i}] has unknown role '{role}' (use system, user, assistant or tool)")
-        out.append((text, role in CHAT_ROLES_RESPONSE))
-    if not any(is_resp for _, is_resp in out):
+        if role.lower() not in CHAT_ROLES:
+            raise BadRow(f"{field_name}[{i}] has unknown role '{role}' (use system, user or assistant)")
+        content = msg.get("content", msg.get("value"))
+        if not isinstance(content, str):
+            raise BadRow(f"{field_name}[{i}] content must be a string, got {_type_name(content)}")
+        out.append((content, CHAT_ROLES[role.lower()]))
+    while out and not out[-1][1]:
+        out.pop()
+    if not out:
         raise BadRow(f"no assistant message in '{field_name}' (nothing to train on)")
-    if all(not t.strip() for t, is_resp in out if is_resp):
-        raise BadRow(f"empty response: every assistant message in '{field_name}' is blank")
+    if not out[-1][0].strip():
+        raise BadRow(f"empty response: the last assistant message in '{field_name}' is blank")
     return out
 
 
@@ -273,58 +291,74 @@ def _extract_chat(record: dict) -> Row:
 def _extract_alpaca(record: dict) -> Row:
     instruction = _string(record, "instruction")
     extra = _string(record, "input", required=False)
-    output = _string(record, "output", response=True)
-    parts = [(instruction, False)] + ([(extra, False)] if extra else []) + [(output, True)]
+    output = _string(record, "output", "response", response=True)
+    parts = [(instruction, False)] + ([(extra, False)] if extra.strip() else []) + [(output, True)]
     return Row([(parts, 2)])
 
 
 def _extract_prompt_completion(record: dict) -> Row:
-    prompt = _string(record, "prompt")
-    completion = _string(record, "completion", response=True)
+    prompt = _string(record, "prompt", "question")
+    completion = _string(record, "completion", "answer", response=True)
     return Row([([(prompt, False), (completion, True)], 2)])
 
 
-def _preference_side(record: dict, key: str) -> tuple[list[tuple[str, bool]], int]:
+def _preference_answer(record: dict, key: str) -> str:
+    """A preference answer: a string, or a conversation whose last assistant turn is the answer
+    (what executor/data.py keeps; TRL's implicit-prompt layout)."""
     value = _maybe_json(record.get(key))
     if value is None:
         raise BadRow(f"missing field '{key}'")
     if isinstance(value, str):
         if not value.strip():
             raise BadRow(f"empty response: field '{key}' is blank")
-        return [(value, True)], 1
+        return value
     msgs = _messages(value, key)
-    return msgs, len(msgs)
+    return msgs[-1][0]
 
 
 def _extract_preference(record: dict) -> Row:
-    prompt_value = _maybe_json(record.get("prompt"))
-    if isinstance(prompt_value, list):  # conversational prompt (TRL): messages before the answers
-        prompt_parts = [(_content_text(m.get("content", m.get("value"))), False)
-                        for m in prompt_value if isinstance(m, dict)]
-    elif isinstance(prompt_value, str) or prompt_value is None:
-        prompt_parts = [(prompt_value, False)] if prompt_value else []
+    prompt = _maybe_json(record.get("prompt"))
+    if isinstance(prompt, str) and prompt.strip():
+        prompt_parts = [(prompt, False)]
+    elif isinstance(prompt, list) and prompt:
+        prompt_parts = [(t, False) for t, _ in _messages_any(prompt, "prompt")]
     else:
-        raise BadRow(f"field 'prompt' must be a string or a list of messages, got {_type_name(prompt_value)}")
+        raise BadRow("missing prompt: field 'prompt' must be a non-empty string or list of messages")
     sequences = []
     for key in ("chosen", "rejected"):
-        parts, n_msgs = _preference_side(record, key)
-        sequences.append((prompt_parts + parts, n_msgs + len(prompt_parts)))
+        answer = _preference_answer(record, key)
+        sequences.append((prompt_parts + [(answer, True)], len(prompt_parts) + 1))
     return Row(sequences)
 
 
+def _messages_any(value: list, field_name: str) -> list[tuple[str, bool]]:
+    """Messages with no assistant turn required (a conversational preference prompt)."""
+    out = []
+    for i, msg in enumerate(value, 1):
+        role = msg.get("role", msg.get("from")) if isinstance(msg, dict) else None
+        content = msg.get("content", msg.get("value")) if isinstance(msg, dict) else None
+        if not isinstance(role, str) or role.lower() not in CHAT_ROLES or not isinstance(content, str):
+            raise BadRow(f"{field_name}[{i}] needs a role (system, user, assistant) and a string content")
+        out.append((content, False))
+    return out
+
+
 def _extract_text(record: dict) -> Row:
-    return Row([([(_string(record, "text"), True)], 0)])
+    return Row([([(_string(record, "text", "content"), True)], 0)])
 
 
 def _extract_classification(record: dict) -> Row:
-    text = _string(record, "text")
+    text = _string(record, "text", "sentence", "input")
     label = record.get("label")
+    # Integer labels become their decimal string, as executor/data.py does (True -> "1", 2.0 -> "2").
+    if isinstance(label, (int, bool)) or (isinstance(label, float) and label.is_integer()):
+        label = str(int(label))
     if label is None or (isinstance(label, str) and not label.strip()):
         raise BadRow("missing label: field 'label' is blank")
-    if not isinstance(label, (str, int, bool)) or isinstance(label, float):
+    if not isinstance(label, str):
         raise BadRow(f"field 'label' must be a string or an integer, got {_type_name(label)}")
-    label_text = str(label)
-    return Row([([(text, False), (label_text, True)], 0)], label=label_text)
+    label = label.strip()
+    return Row([([(text, False), (label, True)], 0)], label=label)
 
 
 EXTRACTORS: dict[str, Callable[[dict], Row]] = {
@@ -358,7 +392,7 @@ def _read_jsonl(path: str) -> Iterator[Item]:
     with _open_binary(path) as f:
         for n, raw in enumerate(f, 1):
             if n == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
+                raw = raw[len(codecs.BOM_UTF8) :]
             if not raw.strip():
                 continue  # blank lines (a trailing newline, spacing) are not records
             try:
@@ -369,8 +403,11 @@ def _read_jsonl(path: str) -> Iterator[Item]:
             except ValueError as exc:
                 yield n, BadRow(f"bad JSON: {getattr(exc, 'msg', exc)} (column {getattr(exc, 'colno', '?')})")
                 continue
-            yield n, record if isinstance(record, dict) else BadRow(
-                f"expected a JSON object, got {_type_name(record)}"
+            yield (
+                n,
+                record
+                if isinstance(record, dict)
+                else BadRow(f"expected a JSON object, got {_type_name(record)}"),
             )
 
 
@@ -408,13 +445,21 @@ def _read_json(path: str) -> Iterator[Item]:
                     return ""
 
         first = skip_ws()
-        if first == "{":  # a .json file that is really JSON Lines (common on the Hugging Face hub)
-            yield from _read_jsonl(path)
-            return
+        if first == "{":
+            wrapped = _DATA_KEY.match(state["buf"], pos)
+            if wrapped is None:  # a .json file that is really JSON Lines (common on the Hugging Face hub)
+                yield from _read_jsonl(path)
+                return
+            # {"data": [...]}: the records are the array under "data" (executor/data.py reads it too).
+            line += state["buf"].count("\n", pos, wrapped.end() - 1)
+            pos = wrapped.end() - 1
+            first = "["
         if first != "[":
             raise FtplanError(
                 f"{path}: expected a JSON array of records ('[{{...}}, ...]') or JSON Lines, "
-                f"found {first!r} at line {line}" if first else f"{path} is empty"
+                f"found {first!r} at line {line}"
+                if first
+                else f"{path} is empty"
             )
         pos += 1
         expect_comma = False
@@ -423,10 +468,14 @@ def _read_json(path: str) -> Iterator[Item]:
             if ch == "]":
                 return
             if ch == "":
-                raise FtplanError(f"{path}: the JSON array is not closed (missing ']' at the end of the file)")
+                raise FtplanError(
+                    f"{path}: the JSON array is not closed (missing ']' at the end of the file)"
+                )
             if expect_comma:
                 if ch != ",":
-                    raise FtplanError(f"{path}: line {line}: expected ',' or ']' between records, found {ch!r}")
+                    raise FtplanError(
+                        f"{path}: line {line}: expected ',' or ']' between records, found {ch!r}"
+                    )
                 pos += 1
                 skip_ws()
             start_line = line
@@ -442,26 +491,36 @@ def _read_json(path: str) -> Iterator[Item]:
                         continue
                     err_line = line + buf.count("\n", pos, getattr(exc, "pos", pos))
                     truncated = state["eof"] and not buf.rstrip().endswith("]")
-                    why = ("the file ends inside this record (truncated?)" if truncated
-                           else "a JSON array cannot be read past a broken record (JSON Lines can)")
-                    raise FtplanError(f"{path}: bad JSON at line {err_line}: {getattr(exc, 'msg', exc)}; {why}") from None
+                    why = (
+                        "the file ends inside this record (truncated?)"
+                        if truncated
+                        else "a JSON array cannot be read past a broken record (JSON Lines can)"
+                    )
+                    raise FtplanError(
+                        f"{path}: bad JSON at line {err_line}: {getattr(exc, 'msg', exc)}; {why}"
+                    ) from None
             line += buf.count("\n", pos, end)
             pos = end
             expect_comma = True
             if pos > CHUNK_CHARS:  # drop what was consumed so memory stays at about one chunk
                 state["buf"] = buf[pos:]
                 pos = 0
-            yield start_line, record if isinstance(record, dict) else BadRow(
-                f"expected a JSON object, got {_type_name(record)}"
+            yield (
+                start_line,
+                record
+                if isinstance(record, dict)
+                else BadRow(f"expected a JSON object, got {_type_name(record)}"),
             )
 
 
 _WS = re.compile(r"\s*")
+_DATA_KEY = re.compile(r'\{\s*"data"\s*:\s*\[')
 
 
 def _read_csv(path: str) -> Iterator[Item]:
     with _open_binary(path) as fb:
         f = io.TextIOWrapper(fb, encoding="utf-8-sig", newline="")
+        csv.field_size_limit(1 << 30)  # the default 128 KiB per cell is too small for long documents
         reader = csv.reader(f)
         try:
             header = next(reader, None)
@@ -478,7 +537,9 @@ def _read_csv(path: str) -> Iterator[Item]:
                     continue
                 yield line, dict(zip(header, values))
         except UnicodeDecodeError as exc:
-            raise FtplanError(f"{path} is not UTF-8 text ({exc.reason}) after line {reader.line_num}") from None
+            raise FtplanError(
+                f"{path} is not UTF-8 text ({exc.reason}) after line {reader.line_num}"
+            ) from None
         except csv.Error as exc:
             raise FtplanError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
 
@@ -490,7 +551,7 @@ def _read_parquet(path: str) -> Iterator[Item]:
         raise FtplanError(f"reading {path} needs pyarrow", hint="pip install 'ftplan[data]'") from None
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow.ArrowInvalid and friends
+    except Exception as exc:  # noqa: BLE001 - pyarrow.ArrowInvalid, OSError, ...
         raise FtplanError(f"{path} is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
     index = 0
     batches = pf.iter_batches(batch_size=1024)
@@ -499,7 +560,7 @@ def _read_parquet(path: str) -> Iterator[Item]:
             batch = next(batches)
         except StopIteration:
             return
-        except Exception as exc:  # a corrupt row group
+        except Exception as exc:  # noqa: BLE001 - a corrupt row group
             raise FtplanError(f"{path}: cannot read Parquet rows after record {index} ({exc})") from None
         for record in batch.to_pylist():
             index += 1
@@ -512,14 +573,19 @@ READERS: dict[str, Callable[[str], Iterator[Item]]] = {
     "csv": _read_csv,
     "parquet": _read_parquet,
 }
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
-              ".parquet": "parquet", ".pq": "parquet"}
+EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def file_format_of(path: str) -> str:
     name = path.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
+    name = name.removesuffix(".gz")
     for ext, fmt in EXTENSIONS.items():
         if name.endswith(ext):
             return fmt
@@ -530,6 +596,7 @@ def file_format_of(path: str) -> str:
 
 
 # --------------------------------------------------------------------------- token counting
+
 
 class TokenCounter:
     """Counts tokens of many texts at once; ``name`` goes into DataProfile.tokenizer."""
@@ -547,23 +614,27 @@ class HFTokenizerCounter(TokenCounter):
     def __init__(self, path: str):
         file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
         if not os.path.isfile(file):
-            raise FtplanError(f"no tokenizer.json at {path}", hint="give the folder or file of a fast tokenizer")
+            raise FtplanError(
+                f"no tokenizer.json at {path}", hint="give the folder or file of a fast tokenizer"
+            )
         try:
             from tokenizers import Tokenizer
         except ImportError:
-            raise FtplanError("counting with a tokenizer needs the 'tokenizers' package",
-                              hint="pip install tokenizers") from None
+            raise FtplanError(
+                "counting with a tokenizer needs the 'tokenizers' package", hint="pip install tokenizers"
+            ) from None
         try:
             self.tokenizer = Tokenizer.from_file(file)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception
             raise FtplanError(f"cannot load tokenizer {file}: {exc}") from None
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.name = f"model:{path}"
 
     def count(self, texts: list[str]) -> list[int]:
-        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
+        # encode_batch runs on all cores (Rust); special tokens are added once per sequence instead
+        # (SEQUENCE_OVERHEAD_TOKENS), as the chat template or collator would.
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
 # Heuristic token counts without a tokenizer: a linear model over character classes, tokens =
@@ -575,7 +646,15 @@ class HFTokenizerCounter(TokenCounter):
 # tokenizer.model; "large": >= 100k BPE vocabularies (Llama 3, Qwen2.5/3, Mistral NeMo, Gemma), fitted on
 # the mean of Qwen2.5, Qwen3.5 and Mistral Tekken. Unknown vocabulary: "small" (more tokens: the safe side
 # for memory and time).
-HEURISTIC_FEATURES = ("ascii_letters", "digits", "punctuation", "spaces", "newlines", "cjk", "other_non_ascii")
+HEURISTIC_FEATURES = (
+    "ascii_letters",
+    "digits",
+    "punctuation",
+    "spaces",
+    "newlines",
+    "cjk",
+    "other_non_ascii",
+)
 HEURISTIC_COEFFS: dict[str, tuple[float, ...]] = {
     "small": (0.230, 1.360, 0.433, 0.095, 2.051, 1.201, 1.403),
     "large": (0.219, 1.376, 0.282, 0.087, 1.394, 0.708, 2.337),
@@ -584,8 +663,9 @@ LARGE_VOCAB = 64_000  # vocabularies at least this big use the "large" coefficie
 _CJK = re.compile(r"[\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f]")
 # One translate maps each ASCII class onto one character (digits -> "0", punctuation -> "!"); counting
 # those is 2 C-level passes per text (CPython's ASCII fast path for str.translate).
-_CLASS_TABLE = str.maketrans({**{d: "0" for d in "0123456789"},
-                              **{c: "!" for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"}})
+_CLASS_TABLE = str.maketrans(
+    {**{d: "0" for d in "0123456789"}, **{c: "!" for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"}}
+)
 
 
 def vocab_family(vocab_size: int | None) -> str:
@@ -601,8 +681,15 @@ def heuristic_features(text: str) -> tuple[int, ...]:
         return (len(text) - digits - punct - spaces - newlines, digits, punct, spaces, newlines, 0, 0)
     ascii_chars = len(text.encode("ascii", "ignore"))
     cjk = len(_CJK.findall(text))
-    return (ascii_chars - digits - punct - spaces - newlines, digits, punct, spaces, newlines, cjk,
-            len(text) - ascii_chars - cjk)
+    return (
+        ascii_chars - digits - punct - spaces - newlines,
+        digits,
+        punct,
+        spaces,
+        newlines,
+        cjk,
+        len(text) - ascii_chars - cjk,
+    )
 
 
 def heuristic_tokens(text: str, family: str = "small") -> int:
@@ -630,7 +717,7 @@ class HeuristicCounter(TokenCounter):
             if n == 0:
                 out.append(0)
                 continue
-            seg = classes[pos:pos + n]
+            seg = classes[pos : pos + n]
             pos += n
             d, p, s, nl = seg.count("0"), seg.count("!"), text.count(" "), text.count("\n")
             if text.isascii():
@@ -638,8 +725,15 @@ class HeuristicCounter(TokenCounter):
             else:
                 ascii_chars = len(text.encode("ascii", "ignore"))
                 cjk = len(_CJK.findall(text))
-                est = (ka * (ascii_chars - d - p - s - nl) + kd * d + kp * p + ks * s + kn * nl
-                       + kc * cjk + ko * (n - ascii_chars - cjk))
+                est = (
+                    ka * (ascii_chars - d - p - s - nl)
+                    + kd * d
+                    + kp * p
+                    + ks * s
+                    + kn * nl
+                    + kc * cjk
+                    + ko * (n - ascii_chars - cjk)
+                )
             out.append(max(1, round(est)))
         return out
 
@@ -657,12 +751,15 @@ def make_counter(tokenizer_path: str | None, vocab_size: int | None = None) -> T
         counter.notes = (f"{tokenizer_path} has no tokenizer.json (fast tokenizer): heuristic used",)
         return counter
     if not os.path.exists(tokenizer_path):
-        raise FtplanError(f"tokenizer not found: {tokenizer_path}",
-                          hint="give a tokenizer.json file or the model folder that holds it")
+        raise FtplanError(
+            f"tokenizer not found: {tokenizer_path}",
+            hint="give a tokenizer.json file or the model folder that holds it",
+        )
     return HFTokenizerCounter(tokenizer_path)
 
 
 # ------------------------------------------------------------------------------- statistics
+
 
 class _Stats:
     """Streaming statistics over valid rows: a length histogram, totals, 15-byte digests by bucket."""
@@ -724,7 +821,7 @@ class _Stats:
         dups = 0
         for bucket in self.buckets:
             view = memoryview(bucket)
-            seen = {bytes(view[i:i + 15]) for i in range(0, len(bucket), 15)}
+            seen = {bytes(view[i : i + 15]) for i in range(0, len(bucket), 15)}
             dups += len(bucket) // 15 - len(seen)
         return dups
 
@@ -748,6 +845,7 @@ def file_sha256(path: str) -> str:
 
 
 # --------------------------------------------------------------------------------- profiling
+
 
 def _check_file(path: str) -> None:
     if not os.path.exists(path):
@@ -790,7 +888,7 @@ def profile_data(
     try:
         items = READERS[file_format](path)
         if max_rows is not None:
-            items = islice(items, max_rows)
+            items = islice(items, max_rows + 1)  # one more tells whether the file goes on
         sample: list[Item] = list(islice(items, DETECT_SAMPLE))
         records = [r for _, r in sample if isinstance(r, dict)]
         if not sample:
@@ -808,15 +906,20 @@ def profile_data(
         raise FtplanError(f"{path}: corrupt gzip file ({exc})") from None
 
 
-def _profile_rows(path, file_format, rule: FormatRule, items: Iterable[Item], counter: TokenCounter,
-                  max_rows: int | None) -> DataProfile:
+def _profile_rows(
+    path, file_format, rule: FormatRule, items: Iterable[Item], counter: TokenCounter, max_rows: int | None
+) -> DataProfile:
     templated = rule.name not in ("text", "classification")
     stats = _Stats(counter, MESSAGE_OVERHEAD_TOKENS if templated else 0)
     invalid: list[InvalidRow] = []
     invalid_count = empty = rows = 0
     labels: Counter[str] = Counter()
     fields: dict[str, None] = {}
+    truncated = False
     for line, record in items:
+        if rows == max_rows:
+            truncated = True
+            break
         rows += 1
         if isinstance(record, dict):
             if len(fields) < 200:
@@ -837,11 +940,13 @@ def _profile_rows(path, file_format, rule: FormatRule, items: Iterable[Item], co
     stats.flush()
     notes = list(counter.notes)
     if isinstance(counter, HeuristicCounter):
-        notes.append(f"token counts are a heuristic ({counter.family}-vocabulary coefficients; no local "
-                     "tokenizer): pass --model with a local tokenizer or --tokenizer for exact counts")
+        notes.append(
+            f"token counts are a heuristic ({counter.family}-vocabulary coefficients; no local "
+            "tokenizer): pass --model with a local tokenizer or --tokenizer for exact counts"
+        )
     if templated:
         notes.append(f"lengths include {MESSAGE_OVERHEAD_TOKENS} chat-template tokens per message")
-    if max_rows is not None and rows >= max_rows:
+    if truncated:
         notes.append(f"stopped after --max-rows {max_rows}: figures describe a sample")
     return DataProfile(
         path=path,
@@ -866,6 +971,6 @@ def _profile_rows(path, file_format, rule: FormatRule, items: Iterable[Item], co
         size_bytes=os.path.getsize(path),
         label_counts=dict(labels.most_common()),
         sequences_per_row=2 if rule.name == "preference" else 1,
-        truncated=max_rows is not None and rows >= max_rows,
+        truncated=truncated,
         notes=tuple(notes),
     )

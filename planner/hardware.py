@@ -14,6 +14,7 @@ No torch here: pynvml is imported lazily inside :func:`probe`, so planning stays
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -193,7 +194,7 @@ def match_probed_name(nvml_name: str, total_bytes: int) -> GPUType | None:
     Exact NVML names come from the catalog's ``nvml_names``; otherwise the family is taken from the
     name (A100, H100, V100, RTX 4090...) and the memory size picks the variant (A100 40 vs 80 GB).
     """
-    gpus, aliases, nvml = _catalog_data()
+    gpus, _, nvml = _catalog_data()
     key = _norm(nvml_name)
     if key in nvml:
         return gpus[nvml[key]]
@@ -288,8 +289,12 @@ def host_memory_bytes() -> int:
 
 def _cpu_only(note: str) -> Hardware:
     return Hardware(
-        gpu=None, count=0, free_memory_bytes=0, detected=False,
-        cpu_memory_bytes=host_memory_bytes(), notes=(note,),
+        gpu=None,
+        count=0,
+        free_memory_bytes=0,
+        detected=False,
+        cpu_memory_bytes=host_memory_bytes(),
+        notes=(note,),
     )
 
 
@@ -305,17 +310,15 @@ def probe() -> Hardware:
         return _cpu_only("no GPU probe: nvidia-ml-py (pynvml) is not installed; pip install 'ftplan[gpu]'")
     try:
         pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError_LibraryNotFound / DriverNotLoaded / anything NVML raises
+    except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound / DriverNotLoaded / any NVML error
         return _cpu_only(f"no NVIDIA driver found ({type(exc).__name__}): planning for CPU only")
     try:
         return _probe_devices(pynvml)
-    except Exception as exc:  # a half-working driver must not crash planning
+    except Exception as exc:  # noqa: BLE001 - a half-working driver must not crash planning
         return _cpu_only(f"GPU probe failed ({type(exc).__name__}: {exc}): planning for CPU only")
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def _probe_devices(pynvml) -> Hardware:
@@ -328,15 +331,16 @@ def _probe_devices(pynvml) -> Hardware:
         mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
         cc = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
         devices.append((_text(pynvml.nvmlDeviceGetName(handle)), int(mem.total), int(mem.free), cc))
-    try:
+    driver = None
+    with contextlib.suppress(Exception):  # optional detail; some drivers do not report it
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
-    except Exception:
-        driver = None
     notes: list[str] = []
     # Plan for the weakest device: the smallest total memory (ties: the least free memory).
     name, total, _, cc = min(devices, key=lambda d: (d[1], d[2]))
     if len({d[0] for d in devices}) > 1:
-        notes.append(f"mixed GPUs ({', '.join(sorted({d[0] for d in devices}))}): planning for the smallest, {name}")
+        notes.append(
+            f"mixed GPUs ({', '.join(sorted({d[0] for d in devices}))}): planning for the smallest, {name}"
+        )
     gpu = match_probed_name(name, total)
     if gpu is None:
         gpu = generic_gpu(total, cc, label=name)
@@ -346,9 +350,14 @@ def _probe_devices(pynvml) -> Hardware:
         gpu = replace(gpu, memory_bytes=total, compute_capability=cc)
     free = min(d[2] for d in devices)
     return Hardware(
-        gpu=gpu, count=count, free_memory_bytes=free, detected=True,
-        cpu_memory_bytes=host_memory_bytes(), names=tuple(d[0] for d in devices),
-        driver_version=driver, notes=tuple(notes),
+        gpu=gpu,
+        count=count,
+        free_memory_bytes=free,
+        detected=True,
+        cpu_memory_bytes=host_memory_bytes(),
+        names=tuple(d[0] for d in devices),
+        driver_version=driver,
+        notes=tuple(notes),
     )
 
 
@@ -389,8 +398,10 @@ def resolve_hardware(
         if mem_override:
             label = f"GPU-{gpu_memory_gb:g}GB"
             generic = generic_gpu(mem_override, _UNNAMED_CC, label)
-            note = (f"unnamed {gpu_memory_gb:g} GB GPU: bf16 assumed and TFLOPS of an RTX 3090/A10G "
-                    f"({generic.bf16_tflops:g}); name it with --gpu for real figures")
+            note = (
+                f"unnamed {gpu_memory_gb:g} GB GPU: bf16 assumed and TFLOPS of an RTX 3090/A10G "
+                f"({generic.bf16_tflops:g}); name it with --gpu for real figures"
+            )
             return _named(generic, gpus or 1, None, price_per_hour, nodes, notes=(note,))
         if gpus:
             raise FtplanError(
@@ -406,8 +417,14 @@ def resolve_hardware(
     notes = probed.notes
     if mem_override:
         notes += (f"usable memory per GPU capped at {gpu_memory_gb:g} GiB by --gpu-memory",)
-    return replace(probed, count=gpus or probed.count, free_memory_bytes=free, price_per_hour=price_per_hour,
-                   nodes=nodes, notes=notes)
+    return replace(
+        probed,
+        count=gpus or probed.count,
+        free_memory_bytes=free,
+        price_per_hour=price_per_hour,
+        nodes=nodes,
+        notes=notes,
+    )
 
 
 def _named(gpu: GPUType, count: int, mem_override: int | None, price, nodes: int, notes=()) -> Hardware:
@@ -421,6 +438,12 @@ def _named(gpu: GPUType, count: int, mem_override: int | None, price, nodes: int
             )
         notes = (*notes, f"usable memory per GPU capped at {mem_override / GIB:g} GiB by --gpu-memory")
     return Hardware(
-        gpu=gpu, count=count, free_memory_bytes=free, detected=False, nodes=nodes,
-        cpu_memory_bytes=host_memory_bytes(), price_per_hour=price, notes=tuple(notes),
+        gpu=gpu,
+        count=count,
+        free_memory_bytes=free,
+        detected=False,
+        nodes=nodes,
+        cpu_memory_bytes=host_memory_bytes(),
+        price_per_hour=price,
+        notes=tuple(notes),
     )

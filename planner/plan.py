@@ -7,8 +7,20 @@ paths) and ``save_plan(plan, path)`` writes it atomically. The executor reads on
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
+
+from planner.errors import FtplanError, close_matches
 
 SCHEMA_VERSION = 1
 
@@ -178,18 +190,6 @@ class Plan:
 # torchtune's config/_validate.py and accelerate's YAML loader report unknown/bad keys.
 # --------------------------------------------------------------------------------------------------
 
-import dataclasses  # noqa: E402  (kept next to the code that uses it; the schema above stays readable)
-import math  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import tempfile  # noqa: E402
-import types  # noqa: E402
-import typing  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from planner.errors import FtplanError, close_matches  # noqa: E402
-
 PLAN_FILENAME = "plan.yaml"
 
 # Allowed values of the string fields (the schema keeps them as ``str`` so old plans stay loadable).
@@ -205,7 +205,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "strategy.optimizer": ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"),
     # transformers.SchedulerType names (transformers/trainer_utils.py).
     "training.lr_scheduler": (
-        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "constant",
+        "constant_with_warmup",
     ),
     "training.classification_mode": ("generate", "head"),
     "evaluation.metric": ("loss", "exact_match", "accuracy", "rouge_l", "perplexity"),
@@ -272,11 +277,25 @@ RANGES: dict[str, Range] = {
     "evaluation.max_eval_samples": NON_NEGATIVE,
     "checkpointing.save_steps": AT_LEAST_1,
     "checkpointing.save_total_limit": AT_LEAST_1,
-    **{f"estimate.{k}": NON_NEGATIVE for k in (
-        "weights", "gradients", "optimizer", "activations", "temporary", "peak_allocated",
-        "overhead", "total", "cpu_bytes", "tokens", "steps", "time_hours", "cost_usd",
-        "tokens_per_second",
-    )},
+    **{
+        f"estimate.{k}": NON_NEGATIVE
+        for k in (
+            "weights",
+            "gradients",
+            "optimizer",
+            "activations",
+            "temporary",
+            "peak_allocated",
+            "overhead",
+            "total",
+            "cpu_bytes",
+            "tokens",
+            "steps",
+            "time_hours",
+            "cost_usd",
+            "tokens_per_second",
+        )
+    },
 }
 
 LORA_METHODS = ("lora", "dora", "qlora")  # methods that read the lora section
@@ -315,7 +334,9 @@ def _got(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+@functools.cache
 def _hints(cls) -> dict:
+    """Resolved field types (cached: resolving string annotations compiles each one)."""
     return typing.get_type_hints(cls)
 
 
@@ -337,7 +358,9 @@ def _check_scalar(path: str, value) -> str | None:
     allowed = CHOICES.get(path)
     if allowed is not None and value not in allowed:
         hint = close_matches(str(value), [a for a in allowed if a], n=1)
-        extra = f" (did you mean '{hint[0]}'?)" if hint else f" (one of: {', '.join(a for a in allowed if a)})"
+        extra = (
+            f" (did you mean '{hint[0]}'?)" if hint else f" (one of: {', '.join(a for a in allowed if a)})"
+        )
         return f"unknown '{value}'{extra}"
     rng = RANGES.get(path)
     if rng is not None and isinstance(value, (int, float)):
@@ -472,9 +495,13 @@ def plan_from_dict(data, *, source: str = PLAN_FILENAME) -> Plan:
     """Build and validate a Plan from parsed YAML; raises PlanValidationError listing every problem."""
     errors: list[str] = []
     if isinstance(data, Mapping) and "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:
-        raise PlanValidationError(source, [
-            f"schema_version: this ftplan reads version {SCHEMA_VERSION}, got {_got(data['schema_version'])}"
-        ])
+        raise PlanValidationError(
+            source,
+            [
+                f"schema_version: this ftplan reads version {SCHEMA_VERSION}, "
+                f"got {_got(data['schema_version'])}"
+            ],
+        )
     plan = _build(Plan, data, "", errors)
     if plan is not None and not errors:
         errors.extend(_check_values(plan))
@@ -527,7 +554,9 @@ def dump_plan(plan: Plan) -> str:
     """plan.yaml text: a short header comment, then the fields in schema order."""
     import yaml
 
-    body = yaml.dump(plan_to_dict(plan), Dumper=_yaml_dumper(), sort_keys=False, allow_unicode=True, width=100)
+    body = yaml.dump(
+        plan_to_dict(plan), Dumper=_yaml_dumper(), sort_keys=False, allow_unicode=True, width=100
+    )
     return PLAN_HEADER.format(v=plan.schema_version) + body
 
 
@@ -554,7 +583,9 @@ def load_plan(path: str | os.PathLike) -> Plan:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise FtplanError(f"{p}:{where}: not valid YAML ({problem})", hint="fix the syntax or re-plan") from None
+        raise FtplanError(
+            f"{p}:{where}: not valid YAML ({problem})", hint="fix the syntax or re-plan"
+        ) from None
     if data is None:
         raise FtplanError(f"{p}: the plan file is empty", hint="re-run `ftplan plan`")
     return plan_from_dict(data, source=str(p))
@@ -612,7 +643,9 @@ def _field_type(path: str):
 
 
 def _is_str_type(tp) -> bool:
-    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
+    return tp is str or (
+        typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp)
+    )
 
 
 def parse_override_value(raw: str, tp):

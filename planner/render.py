@@ -84,15 +84,33 @@ def environment():
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dirs()),
+        bytecode_cache=_bytecode_cache(jinja2),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(shquote=_shquote, gb=_gb, hours=_hours, usd=_usd, num=_num, md=_md, value=_value,
-                       tojson=lambda v: json.dumps(v))
+    env.filters.update(
+        shquote=_shquote,
+        gb=_gb,
+        hours=_hours,
+        usd=_usd,
+        num=_num,
+        md=_md,
+        value=_value,
+        tojson=lambda v: json.dumps(v),
+    )
     return env
+
+
+def _bytecode_cache(jinja2):
+    """Compiled templates cached across processes (Jinja's per-user temp folder, owner-checked, 0700):
+    compiling the five templates is most of a fresh `ftplan plan`'s rendering time. None if unusable."""
+    try:
+        return jinja2.FileSystemBytecodeCache()
+    except Exception:  # noqa: BLE001 - no writable temp dir: compile every time
+        return None
 
 
 def template_dirs() -> list[str]:
@@ -144,8 +162,15 @@ def launch_info(plan: Plan) -> Launch:
     world = per_node * nodes
     zero = {"zero1": 1, "zero2": 2, "zero3": 3}.get(dist, 0)
     deepspeed = gpu and zero > 0
-    acc_type = "DEEPSPEED" if deepspeed else "FSDP" if (gpu and dist == "fsdp") else \
-        "MULTI_GPU" if (gpu and world > 1) else "NO"
+    acc_type = (
+        "DEEPSPEED"
+        if deepspeed
+        else "FSDP"
+        if (gpu and dist == "fsdp")
+        else "MULTI_GPU"
+        if (gpu and world > 1)
+        else "NO"
+    )
     # DeepSpeed needs its launcher even on one GPU (ZeRO-Offload); otherwise one process is plain python.
     multi = gpu and (world > 1 or deepspeed or dist == "fsdp")
     return Launch(world, per_node, nodes, multi, acc_type, deepspeed, zero)
@@ -160,8 +185,12 @@ def render_launch(plan: Plan) -> str:
 
 
 def render_accelerate_config(plan: Plan) -> str:
-    return _render("accelerate_config.yaml.j2", plan=plan, launch=launch_info(plan),
-                   mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(plan.strategy.precision, "no"))
+    return _render(
+        "accelerate_config.yaml.j2",
+        plan=plan,
+        launch=launch_info(plan),
+        mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(plan.strategy.precision, "no"),
+    )
 
 
 def deepspeed_dict(plan: Plan) -> dict:
@@ -185,25 +214,62 @@ def report_context(result) -> dict:
     for opt in getattr(result, "options", []) or []:
         e = opt.estimate
         m = e.memory
-        rows.append(dict(name=opt.name, chosen=opt.name == chosen_name, weights=m.weights, gradients=m.gradients,
-                         optimizer=m.optimizer, activations=m.activations, temporary=m.temporary,
-                         overhead=m.overhead, total=m.total, cpu=m.cpu_bytes, verdict=e.verdict,
-                         micro_batch=opt.micro_batch, ckpt=opt.grad_ckpt, time=e.time_hours, cost=e.cost_usd))
+        rows.append(
+            dict(
+                name=opt.name,
+                chosen=opt.name == chosen_name,
+                weights=m.weights,
+                gradients=m.gradients,
+                optimizer=m.optimizer,
+                activations=m.activations,
+                temporary=m.temporary,
+                overhead=m.overhead,
+                total=m.total,
+                cpu=m.cpu_bytes,
+                verdict=e.verdict,
+                micro_batch=opt.micro_batch,
+                ckpt=opt.grad_ckpt,
+                time=e.time_hours,
+                cost=e.cost_usd,
+            )
+        )
     alts = []
     hw = plan.hardware
     here = f"{hw.count}x {hw.gpu}" if hw.gpu else "CPU"
-    alts.append(dict(label="this plan", hardware=here, strategy=_strategy_label(plan),
-                     time=plan.estimate.time_hours, cost=plan.estimate.cost_usd))
+    alts.append(
+        dict(
+            label="this plan",
+            hardware=here,
+            strategy=_strategy_label(plan),
+            time=plan.estimate.time_hours,
+            cost=plan.estimate.cost_usd,
+        )
+    )
     for label in ("cheapest", "fastest"):
         a = (getattr(result, "alternatives", None) or {}).get(label)
         if a is not None:
-            alts.append(dict(label=label, hardware=f"{a.count}x {a.gpu}", strategy=a.strategy,
-                             time=a.time_hours, cost=a.cost_usd))
+            alts.append(
+                dict(
+                    label=label,
+                    hardware=f"{a.count}x {a.gpu}",
+                    strategy=a.strategy,
+                    time=a.time_hours,
+                    cost=a.cost_usd,
+                )
+            )
     p = result.profile
     invalid = [dict(line=r.line, reason=r.reason) for r in p.invalid[:10]]
-    return dict(plan=plan, rows=rows, alternatives=alts, profile=p, invalid=invalid,
-                strategy_label=_strategy_label(plan), launch=launch_info(plan), spec=result.spec,
-                world=launch_info(plan).processes)
+    return dict(
+        plan=plan,
+        rows=rows,
+        alternatives=alts,
+        profile=p,
+        invalid=invalid,
+        strategy_label=_strategy_label(plan),
+        launch=launch_info(plan),
+        spec=result.spec,
+        world=launch_info(plan).processes,
+    )
 
 
 def _chosen_option_name(result) -> str:
@@ -211,8 +277,11 @@ def _chosen_option_name(result) -> str:
     for opt in getattr(result, "options", []) or []:
         s = opt.candidate.setup
         if (s.method, s.distribution, s.offload_optimizer, s.offload_params) == (
-                plan.strategy.method, plan.strategy.distribution, plan.strategy.offload_optimizer,
-                plan.strategy.offload_params):
+            plan.strategy.method,
+            plan.strategy.distribution,
+            plan.strategy.offload_optimizer,
+            plan.strategy.offload_params,
+        ):
             return opt.name
     return ""
 
@@ -235,15 +304,20 @@ def _strategy_label(plan: Plan) -> str:
 def render_files(result) -> dict[str, str]:
     """Every file of the plan folder as text (deepspeed.json only for ZeRO plans)."""
     plan = result.plan
-    files = {PLAN_FILENAME: render_plan_yaml(plan), REPORT: render_report(result), LAUNCH: render_launch(plan),
-             ACCELERATE: render_accelerate_config(plan)}
+    files = {
+        PLAN_FILENAME: render_plan_yaml(plan),
+        REPORT: render_report(result),
+        LAUNCH: render_launch(plan),
+        ACCELERATE: render_accelerate_config(plan),
+    }
     if launch_info(plan).deepspeed:
         files[DEEPSPEED] = render_deepspeed(plan)
     return files
 
 
 def validate_folder(folder: Path) -> None:
-    """Re-read what was rendered: plan.yaml by the schema, JSON/YAML by their parsers, launch.sh by bash -n."""
+    """Re-read what was rendered: plan.yaml by the schema, JSON/YAML by their parsers, launch.sh by
+    ``bash -n``."""
     import yaml
 
     load_plan(folder / PLAN_FILENAME)
@@ -254,7 +328,10 @@ def validate_folder(folder: Path) -> None:
         except json.JSONDecodeError as exc:
             raise FtplanError(f"rendered {DEEPSPEED} is not valid JSON ({exc})") from None
     try:
-        yaml.load((folder / ACCELERATE).read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        yaml.load(
+            (folder / ACCELERATE).read_text(encoding="utf-8"),
+            Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
+        )
     except yaml.YAMLError as exc:
         raise FtplanError(f"rendered {ACCELERATE} is not valid YAML ({exc})") from None
     bash = shutil.which("bash")
@@ -276,8 +353,10 @@ def check_out_dir(out_dir: str | os.PathLike, force: bool = False) -> Path:
     if out.exists() and not out.is_dir():
         raise FtplanError(f"--out {out}: exists and is not a folder", hint="choose another --out")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise FtplanError(f"--out {out}: folder exists and is not empty",
-                          hint="choose another --out, or pass --force to replace the plan files in it")
+        raise FtplanError(
+            f"--out {out}: folder exists and is not empty",
+            hint="choose another --out, or pass --force to replace the plan files in it",
+        )
     return out
 
 

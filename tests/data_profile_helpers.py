@@ -16,10 +16,25 @@ RECORDS: dict[str, list[dict]] = {
         {"instruction": "Name a primary colour.", "input": "", "output": "Red"},
     ],
     "chat": [
-        {"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello! How can I help?"}]},
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                      {"role": "assistant", "content": "4"}]},
-        {"messages": [{"role": "user", "content": "Capital of Spain?"}, {"role": "assistant", "content": "Madrid"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "Hi there"},
+                {"role": "assistant", "content": "Hello! How can I help?"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Capital of Spain?"},
+                {"role": "assistant", "content": "Madrid"},
+            ]
+        },
     ],
     "prompt_completion": [
         {"prompt": "The sky is", "completion": " blue."},
@@ -33,7 +48,11 @@ RECORDS: dict[str, list[dict]] = {
     ],
     "preference": [
         {"prompt": "Say something kind.", "chosen": "You are doing great work.", "rejected": "Whatever."},
-        {"prompt": "Explain gravity briefly.", "chosen": "Masses attract each other.", "rejected": "Things fall."},
+        {
+            "prompt": "Explain gravity briefly.",
+            "chosen": "Masses attract each other.",
+            "rejected": "Things fall.",
+        },
         {"prompt": "Greet me.", "chosen": "Hello, nice to meet you!", "rejected": "Hi."},
     ],
     "classification": [
@@ -46,8 +65,7 @@ RECORDS: dict[str, list[dict]] = {
 
 def write_jsonl(path, records: list[dict]) -> str:
     with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in records)
     return str(path)
 
 
@@ -82,12 +100,18 @@ def train_tokenizer(folder) -> str:
     """A small byte-level BPE trained on the fly with `tokenizers`, saved as folder/tokenizer.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    corpus = [r.get("text") or r.get("output") or json.dumps(r) for recs in RECORDS.values() for r in recs] * 20
+    corpus = [
+        r.get("text") or r.get("output") or json.dumps(r) for recs in RECORDS.values() for r in recs
+    ] * 20
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, show_progress=False,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(str(folder), "tokenizer.json")
     tok.save(path)

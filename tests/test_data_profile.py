@@ -9,15 +9,16 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from planner.cli import main
 from planner.data_profile import (
     HEURISTIC_COEFFS,
-    HeuristicCounter,
     MESSAGE_OVERHEAD_TOKENS,
     SEQUENCE_OVERHEAD_TOKENS,
+    HeuristicCounter,
     heuristic_tokens,
     profile_data,
 )
@@ -48,7 +49,7 @@ def test_every_format_in_every_file_type(tmp_path, fmt, file_format):
     assert 0 < prof.tokens_p50 <= prof.tokens_p95 <= prof.tokens_p99 <= prof.tokens_max
     assert prof.total_tokens >= prof.tokens_max
     assert prof.size_bytes == os.path.getsize(path)
-    assert prof.sha256 == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert prof.sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
     assert prof.sequences_per_row == (2 if fmt == "preference" else 1)
 
 
@@ -76,9 +77,10 @@ def test_alpaca_jsonl_invalid_rows_have_their_line_numbers():
 
 def test_json_array_reports_the_line_where_each_bad_record_starts():
     prof = profile_data(asset("chat.json"))
-    assert prof.format == "chat" and prof.valid_rows == 3  # incl. the ShareGPT row and content parts
+    assert prof.format == "chat" and prof.valid_rows == 2  # incl. the ShareGPT row
     by_line = {r.line: r.reason for r in prof.invalid}
-    assert sorted(by_line) == [11, 13]
+    assert sorted(by_line) == [7, 11, 13]
+    assert "content must be a string, got a list" in by_line[7]  # the executor takes strings only
     assert "no assistant message" in by_line[11]
     assert "unknown role 'robot'" in by_line[13]
 
@@ -105,14 +107,56 @@ def test_classification_counts_labels_and_flags_missing_labels():
 
 def test_preference_with_strings_and_message_lists():
     prof = profile_data(asset("preference.jsonl"))
-    assert prof.format == "preference" and prof.valid_rows == 3
-    assert prof.invalid[0].line == 4 and "rejected" in prof.invalid[0].reason
+    assert prof.format == "preference" and prof.valid_rows == 2
+    by_line = {r.line: r.reason for r in prof.invalid}
+    assert "missing prompt" in by_line[3]  # executor/data.py needs a prompt too
+    assert "'rejected'" in by_line[4]
     assert prof.sequences_per_row == 2
 
 
 def test_text_rows():
     prof = profile_data(asset("text.jsonl"))
     assert prof.format == "text" and prof.valid_rows == 2 and prof.empty_rows == 1
+
+
+@pytest.mark.parametrize(
+    "record, fmt",
+    [
+        ({"question": "2+2?", "answer": "4"}, "prompt_completion"),
+        ({"instruction": "Add", "response": "4"}, "alpaca"),
+        ({"sentence": "great", "label": "pos"}, "classification"),
+        ({"content": "plain text"}, "text"),
+    ],
+)
+def test_field_aliases_the_executor_accepts(tmp_path, record, fmt):
+    prof = profile_data(write_jsonl(tmp_path / "d.jsonl", [record]))
+    assert prof.format == fmt and prof.valid_rows == 1
+
+
+def test_integer_and_boolean_labels_become_strings(tmp_path):
+    rows = [
+        {"text": "a", "label": 1},
+        {"text": "b", "label": True},
+        {"text": "c", "label": 0},
+        {"text": "d", "label": 2.0},
+    ]
+    prof = profile_data(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert prof.label_counts == {"1": 2, "0": 1, "2": 1}
+
+
+def test_chat_trailing_user_turns_are_not_counted(tmp_path):
+    base = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"}]
+    trailing = base + [{"role": "user", "content": "a long trailing question " * 20}]
+    a = profile_data(write_jsonl(tmp_path / "a.jsonl", [{"messages": base}]))
+    b = profile_data(write_jsonl(tmp_path / "b.jsonl", [{"messages": trailing}]))
+    assert a.tokens_max == b.tokens_max
+
+
+def test_json_object_with_data_array(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"data": RECORDS["alpaca"]}, indent=1))
+    prof = profile_data(str(path))
+    assert prof.format == "alpaca" and prof.valid_rows == 3
 
 
 def test_task_breaks_ties_between_formats(tmp_path):
@@ -133,7 +177,9 @@ def test_percentiles_are_nearest_rank_over_rows(tmp_path):
     prof = profile_data(write_jsonl(tmp_path / "d.jsonl", rows))
     lengths = sorted(HeuristicCounter().count([r["text"] for r in rows]))
     lengths = [n + SEQUENCE_OVERHEAD_TOKENS for n in lengths]
-    assert prof.tokens_p50 == lengths[49] and prof.tokens_p95 == lengths[94] and prof.tokens_p99 == lengths[98]
+    assert (
+        prof.tokens_p50 == lengths[49] and prof.tokens_p95 == lengths[94] and prof.tokens_p99 == lengths[98]
+    )
     assert prof.tokens_max == lengths[-1] and prof.total_tokens == sum(lengths)
     assert prof.tokens_mean == pytest.approx(sum(lengths) / 100)
 
@@ -150,6 +196,8 @@ def test_max_rows_profiles_a_sample(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", RECORDS["text"] * 10)
     prof = profile_data(path, max_rows=5)
     assert prof.rows == 5 and prof.truncated
+    whole = profile_data(path, max_rows=30)  # exactly the file's size: not a sample
+    assert whole.rows == 30 and not whole.truncated
 
 
 def test_gzip_jsonl(tmp_path):
@@ -159,6 +207,11 @@ def test_gzip_jsonl(tmp_path):
             f.write(json.dumps(r) + "\n")
     prof = profile_data(path)
     assert prof.format == "alpaca" and prof.valid_rows == 3 and prof.file_format == "jsonl"
+
+
+def test_csv_with_long_cells(tmp_path):
+    path = WRITERS["csv"](tmp_path / "d.csv", [{"text": "word " * 100_000}])
+    assert profile_data(path).valid_rows == 1
 
 
 def test_dot_json_file_holding_json_lines(tmp_path):
@@ -194,8 +247,8 @@ def test_bad_files_raise_one_line_errors(tmp_path, content, name, message):
 
 
 def test_unrecognised_format_lists_accepted_formats(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}])
-    with pytest.raises(FtplanError, match="fields found: question, answer; accepted formats: ") as err:
+    path = write_jsonl(tmp_path / "d.jsonl", [{"query": "q", "reply": "a"}])
+    with pytest.raises(FtplanError, match="fields found: query, reply; accepted formats: ") as err:
         profile_data(path)
     assert all(f in str(err.value) for f in ("alpaca (instruction", "chat (messages", "preference (prompt"))
 
@@ -237,8 +290,10 @@ def test_tokenizer_json_counts_exactly(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", RECORDS["text"])
     prof = profile_data(path, tokenizer_path=str(tmp_path / "tok"))
     tok = Tokenizer.from_file(tok_file)
-    lengths = [len(tok.encode(r["text"], add_special_tokens=False).ids) + SEQUENCE_OVERHEAD_TOKENS
-               for r in RECORDS["text"]]
+    lengths = [
+        len(tok.encode(r["text"], add_special_tokens=False).ids) + SEQUENCE_OVERHEAD_TOKENS
+        for r in RECORDS["text"]
+    ]
     assert prof.tokens_max == max(lengths) and prof.total_tokens == sum(lengths)
     assert prof.tokenizer.startswith("model:")
     # The file itself works too.
@@ -277,8 +332,12 @@ def _write_big_json_array(path, target_bytes: int) -> int:
     with open(path, "w", encoding="utf-8") as f:
         f.write("[\n")
         while f.tell() < target_bytes:
-            rec = {"instruction": f"Question {rows}: what is {rows} + {rows * 7 % 1000}? " + "context " * (rows % 50),
-                   "input": "", "output": f"The answer is {rows + rows * 7 % 1000}. " + "because " * (rows % 30)}
+            rec = {
+                "instruction": f"Question {rows}: what is {rows} + {rows * 7 % 1000}? "
+                + "context " * (rows % 50),
+                "input": "",
+                "output": f"The answer is {rows + rows * 7 % 1000}. " + "because " * (rows % 30),
+            }
             f.write(("," if rows else "") + json.dumps(rec) + "\n")
             rows += 1
         f.write("]\n")
@@ -299,7 +358,9 @@ def test_50mb_json_array_streams_with_small_memory(tmp_path):
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "print(p.rows, p.valid_rows, (peak - base) * 1024)\n"  # ru_maxrss is in KiB on Linux
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     n, valid, growth = map(int, proc.stdout.split())
     assert n == valid == rows
@@ -307,7 +368,7 @@ def test_50mb_json_array_streams_with_small_memory(tmp_path):
 
 
 def test_json_array_buffer_stays_at_about_one_chunk(tmp_path, monkeypatch):
-    """With 64 KB chunks, a 4 MB JSON array is parsed with a few hundred KB of Python memory."""
+    """With 64 KB chunks, a 4 MB JSON array is profiled with less memory than the file itself."""
     import planner.data_profile as dp
 
     monkeypatch.setattr(dp, "CHUNK_CHARS", 64 * 1024)
@@ -320,14 +381,18 @@ def test_json_array_buffer_stays_at_about_one_chunk(tmp_path, monkeypatch):
     finally:
         tracemalloc.stop()
     assert prof.valid_rows == rows
-    assert peak < 1_500_000, f"peak {peak / 1e6:.2f} MB"
+    # Bounded by one chunk plus one token-counting batch (~2.6 MB measured), not by the file:
+    # json.load of the same file holds over 12 MB of objects.
+    assert peak < 4_000_000, f"peak {peak / 1e6:.2f} MB"
 
 
 def test_jsonl_memory_does_not_grow_with_rows(tmp_path):
     """Twice the rows, about the same peak: nothing per row is kept but a 15-byte digest."""
     peaks = []
     for n in (8_000, 16_000):
-        path = write_jsonl(tmp_path / f"d{n}.jsonl", [{"text": f"row {i} " + "word " * (i % 40)} for i in range(n)])
+        path = write_jsonl(
+            tmp_path / f"d{n}.jsonl", [{"text": f"row {i} " + "word " * (i % 40)} for i in range(n)]
+        )
         tracemalloc.start()
         try:
             profile_data(path)
@@ -343,7 +408,10 @@ def test_jsonl_memory_does_not_grow_with_rows(tmp_path):
 def test_cli_profile_json(capsys):
     assert main(["profile", asset("alpaca_bad.jsonl"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["format"] == "alpaca" and out["invalid"][0] == {"line": 5, "reason": out["invalid"][0]["reason"]}
+    assert out["format"] == "alpaca" and out["invalid"][0] == {
+        "line": 5,
+        "reason": out["invalid"][0]["reason"],
+    }
 
 
 def test_cli_profile_table(capsys):
@@ -357,8 +425,18 @@ def test_cli_profile_with_tokenizer_and_local_model_folder(tmp_path, capsys):
     (tmp_path / "model" / "config.json").write_text(json.dumps({"vocab_size": 400}))
     assert main(["profile", asset("text.jsonl"), "--model", str(tmp_path / "model"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tokenizer"].startswith("model:")
-    assert main(["profile", asset("text.jsonl"), "--tokenizer", str(tmp_path / "model" / "tokenizer.json"),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                asset("text.jsonl"),
+                "--tokenizer",
+                str(tmp_path / "model" / "tokenizer.json"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["tokenizer"].startswith("model:")
 
 
@@ -384,6 +462,8 @@ def test_profile_does_not_import_torch_or_transformers():
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'deepspeed', 'accelerate') "
         "if m in sys.modules]; print('HEAVY', heavy, file=sys.stderr); sys.exit(rc or (1 if heavy else 0))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stderr

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from executor_helpers import make_plan, plan_folder, tiny_model
 
 torch = pytest.importorskip("torch")
@@ -27,7 +26,7 @@ def model_dir(tmp_path_factory) -> Path:
 def _long_plan(tmp_path, model_dir):
     # Epoch-based length (the step count is derived, not given), a checkpoint every 4 steps.
     return make_plan(tmp_path, model=model_dir, method="lora", rows=64,
-                     training={"max_steps": -1, "epochs": 3.0, "micro_batch": 4, "lr": 1e-2},
+                     training={"max_steps": -1, "epochs": 2.0, "micro_batch": 4, "lr": 1e-2},
                      evaluation={"eval_steps": 1000}, checkpointing={"save_steps": 4, "save_total_limit": 2})
 
 
@@ -103,9 +102,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, model_dir):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, model_dir, monkeypatch):
-    import executor.trainer as trainer_mod
     from transformers import TrainerCallback
 
+    import executor.trainer as trainer_mod
     from executor.run import TrainingDiverged, run_plan
 
     class Poison(TrainerCallback):  # simulates divergence: weights become NaN after step 5
@@ -129,9 +128,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, model_dir, monk
 
 
 def test_oom_in_first_steps_applies_fallback_and_continues(tmp_path, model_dir, monkeypatch):
+    from executor_helpers import Fallback
     from trl import SFTTrainer
 
-    from executor_helpers import Fallback
     from executor.run import run_plan
     from planner.plan import load_plan
 

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from executor_helpers import make_plan, plan_folder, tiny_model, write_jsonl
 
 torch = pytest.importorskip("torch")
@@ -124,6 +123,7 @@ def test_classification_generate_ia3(tmp_path, model_dir):
     assert cfg["peft_type"] == "IA3"
 
 
+@pytest.mark.slow
 def test_classification_head_lora(tmp_path, model_dir):
     folder, s = _run(
         tmp_path,
@@ -144,6 +144,7 @@ def test_classification_head_lora(tmp_path, model_dir):
     assert model(torch.tensor([[5, 6, 7]])).logits.shape == (1, 2)
 
 
+@pytest.mark.slow
 def test_preference_dpo_lora(tmp_path, model_dir):
     folder, s = _run(
         tmp_path,
@@ -196,3 +197,13 @@ def test_full_pure_bf16_adamw_8bit_layerwise_decay(tmp_path, model_dir):
 
     with safe_open(str(folder / "output" / "final" / "model.safetensors"), "pt") as f:
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16
+
+
+def test_full_mixed_precision_keeps_fp32_master_weights(tmp_path, model_dir):
+    folder, s = _run(tmp_path, model_dir, method="full", training={"lr": 1e-3},
+                     strategy={"method": "full", "precision": "bf16", "mixed_precision": True, "optimizer": "sgd"})
+    assert s.status == "completed" and s.tuned["loss"] < s.base["loss"]
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "output" / "final" / "model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float32

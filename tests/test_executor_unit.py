@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from executor_helpers import Fallback, make_plan, plan_folder, tiny_model, write_jsonl
+
 from planner.errors import FtplanError
 
 
@@ -50,6 +50,23 @@ def test_assistant_mask_covers_every_assistant_turn_and_end_of_turn(tokenizer):
     assert trained == "5" + tokenizer.eos_token + "55" + tokenizer.eos_token
     # and the untrained part is exactly the prompts and role headers
     assert "2+3" in tokenizer.decode([t for t, m in zip(enc["input_ids"], enc["completion_mask"]) if not m])
+
+
+def test_packed_examples_attend_only_within_themselves(tmp_path, model_dir):
+    """Padding-free packing (TRL bfd) relies on transformers isolating sequences by position_ids when
+    there is no attention mask and no cache: which build_model guarantees by use_cache=False."""
+    import torch
+
+    from executor.model import build_model
+    from executor.tokenizer import build_tokenizer
+
+    plan = make_plan(tmp_path, model=model_dir, method="full")
+    model = build_model(plan, build_tokenizer(plan)).eval()
+    a, b = torch.tensor([[5, 6, 7, 8]]), torch.tensor([[9, 10, 11]])
+    with torch.no_grad():
+        packed = model(input_ids=torch.cat([a, b], 1), position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2]])).logits
+        alone = model(input_ids=b).logits
+    assert torch.allclose(packed[:, 4:], alone, atol=1e-5)
 
 
 def test_load_rows_drops_duplicates_and_invalid_rows(tmp_path, model_dir):
@@ -101,7 +118,7 @@ def test_layerwise_lr_decay_groups(model_dir):
         n for n, _ in model.named_parameters() if "norm" not in n})
     by_name = {id(p): g for g in groups for p in g["params"]}
     params = dict(model.named_parameters())
-    lr = lambda n: by_name[id(params[n])]["lr"]  # noqa: E731
+    lr = lambda n: by_name[id(params[n])]["lr"]
     assert lr("model.layers.1.self_attn.q_proj.weight") == 1.0  # top block: full lr
     assert lr("model.layers.0.self_attn.q_proj.weight") == 0.5
     assert lr("model.embed_tokens.weight") == 0.25  # below block 0
@@ -118,6 +135,35 @@ def test_optimizer_names_follow_the_plan(tmp_path, model_dir):
     for name, hf in expected.items():
         plan.strategy.optimizer = name
         assert optimizer_name(plan) == hf  # CPU: no fused CUDA AdamW
+
+
+def test_training_arguments_come_from_the_plan(tmp_path, model_dir):
+    from executor.paths import RunPaths
+    from executor.trainer import _common_args, build_callbacks, build_training_args
+
+    plan = make_plan(tmp_path, model=model_dir, training={
+        "micro_batch": 3, "grad_accum": 5, "lr": 3e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.1,
+        "weight_decay": 0.01, "max_grad_norm": 0.5, "seed": 7, "max_steps": 11, "packing": True},
+        strategy={"method": "lora", "precision": "bf16", "optimizer": "adamw", "gradient_checkpointing": True},
+        evaluation={"eval_steps": 4, "early_stopping_patience": 2}, checkpointing={"save_steps": 8})
+    paths = RunPaths.of(tmp_path / "p", plan.output_dir)
+    args = build_training_args(plan, paths, has_val=True)
+    got = (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.learning_rate,
+           args.lr_scheduler_type.value, args.warmup_steps, args.weight_decay, args.max_grad_norm, args.seed,
+           args.max_steps, args.bf16, args.gradient_checkpointing, args.eval_steps, args.save_steps,
+           args.packing, args.max_length, args.optim.value)
+    assert got == (3, 5, 3e-4, "cosine", 0.1, 0.01, 0.5, 7, 11, True, True, 4, 8, True, 64, "adamw_torch")
+    # early stopping planned: best model tracked on eval loss; save steps are a multiple of eval steps
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
+    assert any(type(cb).__name__ == "EarlyStoppingCallback" for cb in build_callbacks(plan, paths, True))
+    assert not args.logging_nan_inf_filter and 8 % args.logging_steps == 0
+    # a deepspeed.json in the plan folder is handed to the Trainer for ZeRO plans only
+    paths.plan_dir.mkdir(parents=True)
+    (paths.plan_dir / "deepspeed.json").write_text("{}")
+    plan.strategy.distribution = "zero2"
+    assert _common_args(plan, paths, True)["deepspeed"] == str(paths.plan_dir / "deepspeed.json")
+    plan.strategy.distribution = "single"
+    assert _common_args(plan, paths, True)["deepspeed"] is None
 
 
 # --- checkpoints ------------------------------------------------------------------------------------

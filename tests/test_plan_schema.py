@@ -30,8 +30,10 @@ def _plan() -> Plan:
     return Plan(
         model=ModelSection("Qwen/Qwen2.5-0.5B", architecture="Qwen2ForCausalLM", total_params=494_032_768),
         data=DataSection("/data/train.jsonl", sha256="ab" * 32, rows=100, valid_rows=98),
-        decisions=[Decision("training.lr", 2e-4, "LoRA range", "seeds/001"),
-                   Decision("lora.target_modules", ["all-linear"], "all linear", "QLoRA")],
+        decisions=[
+            Decision("training.lr", 2e-4, "LoRA range", "seeds/001"),
+            Decision("lora.target_modules", ["all-linear"], "all linear", "QLoRA"),
+        ],
         fallbacks=[Fallback({"training.micro_batch": 1, "training.grad_accum": 8}, "halve")],
         warnings=["tiny dataset"],
         versions={"ftplan": "0.1.0"},
@@ -180,9 +182,18 @@ def test_validate_plan_on_objects():
 
 
 def test_overrides_are_typed_by_the_schema():
-    plan = apply_overrides(_plan(), ["training.lr=3e-4", "training.micro_batch=4", "training.packing=true",
-                                     "lora.target_modules=q_proj,v_proj", "model.revision=1234",
-                                     "evaluation.early_stopping_patience=null", "training.epochs=2"])
+    plan = apply_overrides(
+        _plan(),
+        [
+            "training.lr=3e-4",
+            "training.micro_batch=4",
+            "training.packing=true",
+            "lora.target_modules=q_proj,v_proj",
+            "model.revision=1234",
+            "evaluation.early_stopping_patience=null",
+            "training.epochs=2",
+        ],
+    )
     assert plan.training.lr == 3e-4 and plan.training.micro_batch == 4 and plan.training.packing is True
     assert plan.lora.target_modules == ["q_proj", "v_proj"]
     assert plan.model.revision == "1234"  # a string field keeps the text, even when it looks like a number
@@ -192,8 +203,9 @@ def test_overrides_are_typed_by_the_schema():
 
 
 def test_overrides_accept_a_mapping_and_yaml_lists():
-    plan = apply_overrides(_plan(), {"lora.target_modules": "[q_proj, k_proj]", "strategy.method": "full",
-                                     "lora": "null"})
+    plan = apply_overrides(
+        _plan(), {"lora.target_modules": "[q_proj, k_proj]", "strategy.method": "full", "lora": "null"}
+    )
     assert plan.lora is None and plan.strategy.method == "full"
 
 

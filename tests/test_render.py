@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from planner.errors import FtplanError
 from planner.hardware import Hardware, resolve_hardware
@@ -43,16 +42,44 @@ NASTY = """my model's "dir"; $(touch pwned) `touch pwned2` \\ $HOME"""
 # name -> (model, hardware, profile kwargs, task, goal, overrides)
 CASES = {
     "lora-single-gpu": ("meta-llama/Llama-3.1-8B", ("RTX-4090", 1), dict(rows=5_000), "sft", "balanced", {}),
-    "full-single-gpu": ("Qwen/Qwen2.5-0.5B", ("A100-80GB", 1), dict(rows=50_000, labels={}), "sft", "balanced", {}),
+    "full-single-gpu": (
+        "Qwen/Qwen2.5-0.5B",
+        ("A100-80GB", 1),
+        dict(rows=50_000, labels={}),
+        "sft",
+        "balanced",
+        {},
+    ),
     "zero3-8gpu": ("meta-llama/Llama-3.1-70B", ("H100-SXM", 8), dict(rows=200_000), "sft", "balanced", {}),
     "zero3-offload-fp16": ("Qwen/Qwen2.5-32B", ("V100-32GB", 8), dict(rows=50_000), "sft", "quality", {}),
-    "fsdp-multinode": ("meta-llama/Llama-3.1-70B", ("H100-SXM", 8, 2), dict(rows=100_000), "sft", "balanced",
-                       {"strategy.method": "qlora", "strategy.distribution": "fsdp",
-                        "strategy.optimizer": "paged_adamw_8bit"}),
-    "cpu-classification": ("HuggingFaceTB/SmolLM2-135M", None,
-                           dict(rows=300, fmt="classification", mean=60, response_mean=2,
-                                labels={"yes": 280, "no": 20}, invalid=3, duplicates=4), "classification",
-                           "balanced", {}),
+    "fsdp-multinode": (
+        "meta-llama/Llama-3.1-70B",
+        ("H100-SXM", 8, 2),
+        dict(rows=100_000),
+        "sft",
+        "balanced",
+        {
+            "strategy.method": "qlora",
+            "strategy.distribution": "fsdp",
+            "strategy.optimizer": "paged_adamw_8bit",
+        },
+    ),
+    "cpu-classification": (
+        "HuggingFaceTB/SmolLM2-135M",
+        None,
+        dict(
+            rows=300,
+            fmt="classification",
+            mean=60,
+            response_mean=2,
+            labels={"yes": 280, "no": 20},
+            invalid=3,
+            duplicates=4,
+        ),
+        "classification",
+        "balanced",
+        {},
+    ),
 }
 
 
@@ -71,9 +98,12 @@ def _hardware(spec):
 def make_result(name: str, **request_changes):
     model, hw, prof, task, goal, overrides = CASES[name]
     profile = make_profile(path="/data/train.jsonl", **prof)
-    req = PlanRequest(model=model, data=profile.path, task=task, goal=goal, overrides=dict(overrides),
-                      **request_changes)
-    return make_plan(req, hardware=_hardware(hw), profile=profile, estimator=stub_estimate, versions=FIXED_VERSIONS)
+    req = PlanRequest(
+        model=model, data=profile.path, task=task, goal=goal, overrides=dict(overrides), **request_changes
+    )
+    return make_plan(
+        req, hardware=_hardware(hw), profile=profile, estimator=stub_estimate, versions=FIXED_VERSIONS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +128,9 @@ def test_golden(case, fname, rendered):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(files[fname], encoding="utf-8")
     assert path.exists(), f"missing golden file {path}; run with UPDATE_GOLDEN=1"
-    assert files[fname] == path.read_text(encoding="utf-8"), f"{case}/{fname} differs (UPDATE_GOLDEN=1 to accept)"
+    assert files[fname] == path.read_text(encoding="utf-8"), (
+        f"{case}/{fname} differs (UPDATE_GOLDEN=1 to accept)"
+    )
 
 
 def test_golden_cases_cover_every_template():
@@ -137,8 +169,12 @@ def test_accelerate_config_loads_with_accelerate(rendered, tmp_path):
         cfg = config_args.load_config_from_file(str(path))
         plan = load_plan_text(files["plan.yaml"], tmp_path)
         world = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else 1
-        assert cfg.num_processes == world and cfg.num_machines == (plan.hardware.nodes if plan.hardware.gpu else 1)
-        kind = str(cfg.distributed_type.value if hasattr(cfg.distributed_type, "value") else cfg.distributed_type)
+        assert cfg.num_processes == world and cfg.num_machines == (
+            plan.hardware.nodes if plan.hardware.gpu else 1
+        )
+        kind = str(
+            cfg.distributed_type.value if hasattr(cfg.distributed_type, "value") else cfg.distributed_type
+        )
         seen.add(kind)
         if kind == "DEEPSPEED":
             assert cfg.deepspeed_config["deepspeed_config_file"] == DEEPSPEED
@@ -171,7 +207,9 @@ def test_deepspeed_json_parses_with_deepspeed(rendered, tmp_path):
         assert cfg.bfloat16_config.enabled == (plan.strategy.precision == "bf16")
         assert cfg.float16_config.enabled == (plan.strategy.precision == "fp16")
         offload = cfg.zero_config.offload_optimizer
-        assert (offload is not None and str(offload.device).endswith("cpu")) == plan.strategy.offload_optimizer
+        assert (
+            offload is not None and str(offload.device).endswith("cpu")
+        ) == plan.strategy.offload_optimizer
         checked += 1
     assert checked >= 2
 
@@ -191,9 +229,16 @@ def test_deepspeed_json_agrees_with_hf_training_arguments(rendered, tmp_path):
         path = tmp_path / f"{case}.json"
         path.write_text(files[DEEPSPEED])
         t = plan.training
-        args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=t.micro_batch,
-                                 gradient_accumulation_steps=t.grad_accum, max_grad_norm=t.max_grad_norm,
-                                 learning_rate=t.lr, weight_decay=t.weight_decay, use_cpu=True, report_to=[])
+        args = TrainingArguments(
+            output_dir=str(tmp_path / "out"),
+            per_device_train_batch_size=t.micro_batch,
+            gradient_accumulation_steps=t.grad_accum,
+            max_grad_norm=t.max_grad_norm,
+            learning_rate=t.lr,
+            weight_decay=t.weight_decay,
+            use_cpu=True,
+            report_to=[],
+        )
         args.fp16 = plan.strategy.precision == "fp16"
         args.bf16 = plan.strategy.precision == "bf16"
         hf = integ.HfTrainerDeepSpeedConfig(str(path))
@@ -203,8 +248,14 @@ def test_deepspeed_json_agrees_with_hf_training_arguments(rendered, tmp_path):
 
 def test_report_has_every_section(rendered):
     report = rendered["zero3-8gpu"][REPORT]
-    for heading in ("## Decisions", "## Memory per GPU, every strategy", "## Time and cost", "## Data",
-                    "## Evaluation and safety nets", "## Commands"):
+    for heading in (
+        "## Decisions",
+        "## Memory per GPU, every strategy",
+        "## Time and cost",
+        "## Data",
+        "## Evaluation and safety nets",
+        "## Commands",
+    ):
         assert heading in report
     assert "**lora-zero3** (chosen)" in report or "(chosen)" in report
     for label in ("this plan", "cheapest", "fastest"):
@@ -230,7 +281,9 @@ def _stub_bin(tmp_path: Path) -> Path:
     bin_dir.mkdir()
     for name in ("python", "accelerate", "torchrun", "deepspeed"):
         path = bin_dir / name
-        path.write_text('#!/bin/sh\nprintf "%s\\n" "$(basename "$0")"\nfor a in "$@"; do printf "<%s>\\n" "$a"; done\n')
+        path.write_text(
+            '#!/bin/sh\nprintf "%s\\n" "$(basename "$0")"\nfor a in "$@"; do printf "<%s>\\n" "$a"; done\n'
+        )
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return bin_dir
 
@@ -246,13 +299,19 @@ def test_user_values_reach_the_program_verbatim_and_run_nothing(tmp_path, case):
     work = tmp_path / "work"
     work.mkdir()
     env = {"PATH": f"{_stub_bin(tmp_path)}:{os.environ['PATH']}", "HOME": str(tmp_path)}
-    proc = subprocess.run(["bash", str(folder / LAUNCH), "--extra arg"], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        ["bash", str(folder / LAUNCH)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"ftplan: training {NASTY} on /data/{NASTY}.jsonl" in proc.stderr
     argv = proc.stdout.splitlines()
     real = str(folder.resolve())
-    assert argv[-3:] == ["<run>", f"<{real}>", "<--extra arg>"]
+    assert argv[-2:] == ["<run>", f"<{real}>"]  # python -m executor run PLAN_DIR
     assert "<-m>" in argv and "<executor>" in argv
     if case == "zero3-8gpu":
         assert argv[0] == "accelerate" and f"<{real}/accelerate_config.yaml>" in argv
@@ -265,8 +324,13 @@ def test_user_values_reach_the_program_verbatim_and_run_nothing(tmp_path, case):
 
 def test_multinode_variables(tmp_path):
     folder = write_plan_folder(make_result("fsdp-multinode"), tmp_path / "p")
-    env = {"PATH": f"{_stub_bin(tmp_path)}:{os.environ['PATH']}", "NNODES": "2", "NODE_RANK": "1",
-           "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "1234"}
+    env = {
+        "PATH": f"{_stub_bin(tmp_path)}:{os.environ['PATH']}",
+        "NNODES": "2",
+        "NODE_RANK": "1",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "1234",
+    }
     proc = subprocess.run(["bash", str(folder / LAUNCH)], env=env, capture_output=True, text=True, timeout=30)
     argv = proc.stdout.splitlines()
 
@@ -276,8 +340,13 @@ def test_multinode_variables(tmp_path):
     assert argv[:2] == ["accelerate", "<launch>"]
     assert after("--num_processes") == "<16>" and after("--machine_rank") == "<1>"
     assert after("--main_process_ip") == "<10.0.0.1>" and after("--main_process_port") == "<1234>"
-    proc = subprocess.run(["bash", str(folder / LAUNCH)], env={**env, "LAUNCHER": "torchrun"}, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        ["bash", str(folder / LAUNCH)],
+        env={**env, "LAUNCHER": "torchrun"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.stdout.splitlines()[0] == "torchrun" and "<--nproc_per_node>" in proc.stdout
 
 
@@ -285,7 +354,7 @@ def test_multinode_variables(tmp_path):
 
 
 def test_folder_is_written_atomically(tmp_path, monkeypatch):
-    import planner.render as render
+    from planner import render
 
     result = make_result("lora-single-gpu")
 
@@ -309,7 +378,9 @@ def test_existing_folder_needs_force_and_keeps_outputs(tmp_path):
     assert (out / "output" / "keep.txt").read_text() == "checkpoint"
     assert not (out / DEEPSPEED).exists()  # stale ZeRO config removed
     assert load_plan(out).strategy.distribution == "single"
-    assert sorted(p.name for p in out.iterdir()) == sorted([ACCELERATE, LAUNCH, REPORT, "output", "plan.yaml"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [ACCELERATE, LAUNCH, REPORT, "output", "plan.yaml"]
+    )
 
 
 def test_launch_sh_is_executable(tmp_path):
@@ -321,15 +392,24 @@ def test_launch_sh_is_executable(tmp_path):
 
 
 def _ftplan(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def _write_alpaca(path: Path, rows: int, bad_lines: int = 0):
     with path.open("w") as fh:
         for i in range(rows):
-            fh.write(json.dumps({"instruction": f"Add {i} and {i % 7}.", "input": "",
-                                 "output": f"The sum is {i + i % 7}."}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "instruction": f"Add {i} and {i % 7}.",
+                        "input": "",
+                        "output": f"The sum is {i + i % 7}.",
+                    }
+                )
+                + "\n"
+            )
         for _ in range(bad_lines):
             fh.write("{not json\n")
 
@@ -338,8 +418,21 @@ def test_cli_end_to_end(tmp_path):
     data = tmp_path / "train.jsonl"
     _write_alpaca(data, 400)
     out = tmp_path / "plan"
-    proc = _ftplan("plan", "--model", "Qwen/Qwen2.5-0.5B", "--data", str(data), "--task", "sft", "--gpu", "L4",
-                   "--out", str(out), "--set", "training.seed=7")
+    proc = _ftplan(
+        "plan",
+        "--model",
+        "Qwen/Qwen2.5-0.5B",
+        "--data",
+        str(data),
+        "--task",
+        "sft",
+        "--gpu",
+        "L4",
+        "--out",
+        str(out),
+        "--set",
+        "training.seed=7",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "strategy" in proc.stdout and "time/cost" in proc.stdout and str(out) in proc.stdout
     plan = load_plan(out)
@@ -347,11 +440,34 @@ def test_cli_end_to_end(tmp_path):
     assert plan.data.path == str(data) and plan.hardware.gpu == "L4"
     assert {p.name for p in out.iterdir()} >= {"plan.yaml", LAUNCH, ACCELERATE, REPORT}
     # the same --out again: refused without --force, accepted with it
-    again = _ftplan("plan", "--model", "Qwen/Qwen2.5-0.5B", "--data", str(data), "--task", "sft", "--gpu", "L4",
-                    "--out", str(out))
+    again = _ftplan(
+        "plan",
+        "--model",
+        "Qwen/Qwen2.5-0.5B",
+        "--data",
+        str(data),
+        "--task",
+        "sft",
+        "--gpu",
+        "L4",
+        "--out",
+        str(out),
+    )
     assert again.returncode == 2 and "not empty" in again.stderr
-    forced = _ftplan("plan", "--model", "Qwen/Qwen2.5-0.5B", "--data", str(data), "--task", "sft", "--gpu", "L4",
-                     "--out", str(out), "--force")
+    forced = _ftplan(
+        "plan",
+        "--model",
+        "Qwen/Qwen2.5-0.5B",
+        "--data",
+        str(data),
+        "--task",
+        "sft",
+        "--gpu",
+        "L4",
+        "--out",
+        str(out),
+        "--force",
+    )
     assert forced.returncode == 0, forced.stderr
 
 
@@ -393,6 +509,10 @@ def test_plan_yaml_edited_into_nonsense_is_refused(tmp_path):
     with pytest.raises(FtplanError) as err:
         load_plan(folder)
     msg = str(err.value)
-    for part in ("training.lr: must be > 0, got -1", "strategy.method: unknown 'lroa' (did you mean 'lora'?)",
-                 "training.micro_batch: must be an integer", "training.sed: unknown key (did you mean 'seed'?)"):
+    for part in (
+        "training.lr: must be > 0, got -1",
+        "strategy.method: unknown 'lroa' (did you mean 'lora'?)",
+        "training.micro_batch: must be an integer",
+        "training.sed: unknown key (did you mean 'seed'?)",
+    ):
         assert part in msg

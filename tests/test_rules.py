@@ -14,8 +14,18 @@ import pytest
 from planner.errors import FtplanError
 from planner.hardware import Hardware, resolve_hardware
 from planner.request import PlanRequest
-from planner.rules import NoFitError, make_plan
-from planner.rules import batch, data, evaluation, inputs, lora, optim, precision, strategy
+from planner.rules import (
+    NoFitError,
+    batch,
+    data,
+    evaluation,
+    inputs,
+    lora,
+    make_plan,
+    optim,
+    precision,
+    strategy,
+)
 from tests.rules_helpers import FIXED_VERSIONS, make_profile
 
 CPU = Hardware(gpu=None, count=0, free_memory_bytes=0, detected=True, cpu_memory_bytes=64_000_000_000)
@@ -44,57 +54,203 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("65b-one-48gb", "huggyllama/llama-65b", ("RTX-A6000", 1), dict(rows=10_000), method={"qlora"},
-             precision="bf16", lr=(1e-4, 1e-4), why="QLoRA paper: 65B fine-tuned on a single 48 GB GPU; 1e-4 for 33B+"),
-    Scenario("8b-24gb-5k", "meta-llama/Llama-3.1-8B", ("RTX-4090", 1), dict(rows=5_000), method=PEFT,
-             lr=(1e-4, 3e-4), lora_r=16, epochs=3.0,
-             why="8B full fine-tuning needs >100 GB; 5K examples is LoRA territory (seeds/001)"),
-    Scenario("0.5b-80gb-50k", "Qwen/Qwen2.5-0.5B", ("A100-80GB", 1), dict(rows=50_000), method={"full"},
-             precision="bf16", lr=(1e-5, 5e-5), epochs=2.0, extra={"strategy.mixed_precision": True},
-             why="small model, 10K+ examples, fits easily: full fine-tuning (seeds/001)"),
-    Scenario("70b-8x80gb-200k", "meta-llama/Llama-3.1-70B", ("H100-SXM", 8), dict(rows=200_000),
-             distribution={"zero3"}, epochs=1.0, why="70B does not fit one 80 GB GPU: shard with ZeRO-3; one epoch"),
-    Scenario("70b-8x80gb-quality", "meta-llama/Llama-3.1-70B", ("H100-SXM", 8), dict(rows=200_000), goal="quality",
-             method={"full"}, distribution={"zero3"}, lr=(1e-5, 1e-5), extra={"strategy.offload_optimizer": True},
-             why="full 70B needs 16 B/param = 1.1 TB: ZeRO-3 with CPU offload on 8x80 GB"),
-    Scenario("7b-t4-no-bf16", "Qwen/Qwen2.5-7B", ("T4", 1), dict(rows=3_000), method={"qlora"}, precision="fp16",
-             why="T4 (Turing) has no bf16: fp16 with loss scaling; 16 GB only fits 4-bit 7B"),
-    Scenario("0.5b-v100-fp16-full", "Qwen/Qwen2.5-0.5B", ("V100-32GB", 1), dict(rows=20_000), method={"full"},
-             precision="fp16", extra={"strategy.mixed_precision": True}, why="Volta: fp16 mixed precision"),
-    Scenario("mistral-chat-3k", "mistralai/Mistral-7B-v0.3", ("A100-80GB", 1), dict(rows=3_000, fmt="chat"),
-             task="chat", method={"lora"}, lr=(2e-4, 2e-4), lora_r=16, metric="rouge_l",
-             extra={"lora.alpha": 32, "training.completion_only_loss": True, "strategy.gradient_checkpointing": False},
-             why="medium data, LoRA fits an 80 GB GPU without checkpointing; alpha = 2r"),
-    Scenario("tiny-data", "meta-llama/Llama-3.1-8B", ("A100-80GB", 1), dict(rows=60, response_mean=40),
-             method={"lora"}, lora_r=8, epochs=5.0, warn=("tiny dataset",),
-             extra={"evaluation.early_stopping_patience": 3},
-             why="< 100 examples: small rank, more epochs with early stopping, and a warning"),
-    Scenario("continued-pretraining", "Qwen/Qwen2.5-1.5B", ("H100-SXM", 1),
-             dict(rows=40_000, fmt="text", mean=900, response_mean=900), task="continued-pretraining",
-             method={"full"}, epochs=1.0, metric="perplexity", packing=True,
-             extra={"training.completion_only_loss": False, "training.seq_len": 2048},
-             why="a 36M-token domain corpus on a GPU that fits full: full continued pretraining, perplexity"),
-    Scenario("classification-imbalanced", "Qwen/Qwen2.5-1.5B", ("L4", 1),
-             dict(rows=4_000, fmt="classification", mean=80, response_mean=2, labels={"pos": 3_800, "neg": 200}),
-             task="classification", method=PEFT, metric="accuracy", packing=False, warn=("class imbalance",),
-             why="classification: accuracy; 19:1 labels deserve a warning"),
-    Scenario("dpo-preference", "meta-llama/Llama-3.1-8B", ("H100-SXM", 1), dict(rows=20_000, fmt="preference",
-             mean=600), task="preference", method={"lora"}, lr=(1e-7, 1e-5), epochs=1.0, packing=False,
-             why="DPO with LoRA (the frozen base is the reference), small lr, one epoch"),
-    Scenario("goal-cost", "Qwen/Qwen2.5-0.5B", ("A100-80GB", 1), dict(rows=50_000), goal="cost", method={"lora"},
-             epochs=1.0, why="goal=cost: LoRA first and one fewer epoch"),
-    Scenario("gemma2-eager", "google/gemma-2-9b", ("A100-80GB", 1), dict(rows=5_000), method={"lora"},
-             extra={"strategy.attn_implementation": "eager"}, why="Gemma-2 soft-caps attention: eager"),
-    Scenario("heavy-truncation", "meta-llama/Llama-2-7b-hf", ("A100-80GB", 1),
-             dict(rows=5_000, mean=2_500, p99=9_000, max_len=20_000), method=PEFT, warn=("heavy truncation",),
-             extra={"training.seq_len": 4096}, why="p99 beyond the 4096-token context: capped, with a warning"),
-    Scenario("72b-4x80gb", "Qwen/Qwen2.5-72B", ("A100-80GB", 4), dict(rows=30_000), method=PEFT,
-             distribution={"zero3", "fsdp", "ddp"}, lr=(1e-4, 1e-4),
-             why="72B full needs >1 TB; LoRA with the base sharded (or 4-bit) over 4 GPUs"),
-    Scenario("405b-8xh100", "meta-llama/Llama-3.1-405B", ("H100-SXM", 8), dict(rows=10_000), method={"qlora"},
-             distribution={"fsdp", "ddp"}, why="405B in bf16 is 810 GB > 8x80 GB: only 4-bit fits (FSDP-QLoRA)"),
-    Scenario("cpu-tiny-model", "HuggingFaceTB/SmolLM2-135M", CPU, dict(rows=300, mean=100), precision="fp32",
-             distribution={"single"}, warn=("no GPU",), why="no GPU: a 135M model on a few hundred rows trains on CPU"),
+    Scenario(
+        "65b-one-48gb",
+        "huggyllama/llama-65b",
+        ("RTX-A6000", 1),
+        dict(rows=10_000),
+        method={"qlora"},
+        precision="bf16",
+        lr=(1e-4, 1e-4),
+        why="QLoRA paper: 65B fine-tuned on a single 48 GB GPU; 1e-4 for 33B+",
+    ),
+    Scenario(
+        "8b-24gb-5k",
+        "meta-llama/Llama-3.1-8B",
+        ("RTX-4090", 1),
+        dict(rows=5_000),
+        method=PEFT,
+        lr=(1e-4, 3e-4),
+        lora_r=16,
+        epochs=3.0,
+        why="8B full fine-tuning needs >100 GB; 5K examples is LoRA territory (seeds/001)",
+    ),
+    Scenario(
+        "0.5b-80gb-50k",
+        "Qwen/Qwen2.5-0.5B",
+        ("A100-80GB", 1),
+        dict(rows=50_000),
+        method={"full"},
+        precision="bf16",
+        lr=(1e-5, 5e-5),
+        epochs=2.0,
+        extra={"strategy.mixed_precision": True},
+        why="small model, 10K+ examples, fits easily: full fine-tuning (seeds/001)",
+    ),
+    Scenario(
+        "70b-8x80gb-200k",
+        "meta-llama/Llama-3.1-70B",
+        ("H100-SXM", 8),
+        dict(rows=200_000),
+        distribution={"zero3"},
+        epochs=1.0,
+        why="70B does not fit one 80 GB GPU: shard with ZeRO-3; one epoch",
+    ),
+    Scenario(
+        "70b-8x80gb-quality",
+        "meta-llama/Llama-3.1-70B",
+        ("H100-SXM", 8),
+        dict(rows=200_000),
+        goal="quality",
+        method={"full"},
+        distribution={"zero3"},
+        lr=(1e-5, 1e-5),
+        extra={"strategy.offload_optimizer": True},
+        why="full 70B needs 16 B/param = 1.1 TB: ZeRO-3 with CPU offload on 8x80 GB",
+    ),
+    Scenario(
+        "7b-t4-no-bf16",
+        "Qwen/Qwen2.5-7B",
+        ("T4", 1),
+        dict(rows=3_000),
+        method={"qlora"},
+        precision="fp16",
+        why="T4 (Turing) has no bf16: fp16 with loss scaling; 16 GB only fits 4-bit 7B",
+    ),
+    Scenario(
+        "0.5b-v100-fp16-full",
+        "Qwen/Qwen2.5-0.5B",
+        ("V100-32GB", 1),
+        dict(rows=20_000),
+        method={"full"},
+        precision="fp16",
+        extra={"strategy.mixed_precision": True},
+        why="Volta: fp16 mixed precision",
+    ),
+    Scenario(
+        "mistral-chat-3k",
+        "mistralai/Mistral-7B-v0.3",
+        ("A100-80GB", 1),
+        dict(rows=3_000, fmt="chat"),
+        task="chat",
+        method={"lora"},
+        lr=(2e-4, 2e-4),
+        lora_r=16,
+        metric="rouge_l",
+        extra={
+            "lora.alpha": 32,
+            "training.completion_only_loss": True,
+            "strategy.gradient_checkpointing": False,
+        },
+        why="medium data, LoRA fits an 80 GB GPU without checkpointing; alpha = 2r",
+    ),
+    Scenario(
+        "tiny-data",
+        "meta-llama/Llama-3.1-8B",
+        ("A100-80GB", 1),
+        dict(rows=60, response_mean=40),
+        method={"lora"},
+        lora_r=8,
+        epochs=5.0,
+        warn=("tiny dataset",),
+        extra={"evaluation.early_stopping_patience": 3},
+        why="< 100 examples: small rank, more epochs with early stopping, and a warning",
+    ),
+    Scenario(
+        "continued-pretraining",
+        "Qwen/Qwen2.5-1.5B",
+        ("H100-SXM", 1),
+        dict(rows=40_000, fmt="text", mean=900, response_mean=900),
+        task="continued-pretraining",
+        method={"full"},
+        epochs=1.0,
+        metric="perplexity",
+        packing=True,
+        extra={"training.completion_only_loss": False, "training.seq_len": 2048},
+        why="a 36M-token domain corpus on a GPU that fits full: full continued pretraining, perplexity",
+    ),
+    Scenario(
+        "classification-imbalanced",
+        "Qwen/Qwen2.5-1.5B",
+        ("L4", 1),
+        dict(rows=4_000, fmt="classification", mean=80, response_mean=2, labels={"pos": 3_800, "neg": 200}),
+        task="classification",
+        method=PEFT,
+        metric="accuracy",
+        packing=False,
+        warn=("class imbalance",),
+        why="classification: accuracy; 19:1 labels deserve a warning",
+    ),
+    Scenario(
+        "dpo-preference",
+        "meta-llama/Llama-3.1-8B",
+        ("H100-SXM", 1),
+        dict(rows=20_000, fmt="preference", mean=600),
+        task="preference",
+        method={"lora"},
+        lr=(1e-7, 1e-5),
+        epochs=1.0,
+        packing=False,
+        why="DPO with LoRA (the frozen base is the reference), small lr, one epoch",
+    ),
+    Scenario(
+        "goal-cost",
+        "Qwen/Qwen2.5-0.5B",
+        ("A100-80GB", 1),
+        dict(rows=50_000),
+        goal="cost",
+        method={"lora"},
+        epochs=1.0,
+        why="goal=cost: LoRA first and one fewer epoch",
+    ),
+    Scenario(
+        "gemma2-eager",
+        "google/gemma-2-9b",
+        ("A100-80GB", 1),
+        dict(rows=5_000),
+        method={"lora"},
+        extra={"strategy.attn_implementation": "eager"},
+        why="Gemma-2 soft-caps attention: eager",
+    ),
+    Scenario(
+        "heavy-truncation",
+        "meta-llama/Llama-2-7b-hf",
+        ("A100-80GB", 1),
+        dict(rows=5_000, mean=2_500, p99=9_000, max_len=20_000),
+        method=PEFT,
+        warn=("heavy truncation",),
+        extra={"training.seq_len": 4096},
+        why="p99 beyond the 4096-token context: capped, with a warning",
+    ),
+    Scenario(
+        "72b-4x80gb",
+        "Qwen/Qwen2.5-72B",
+        ("A100-80GB", 4),
+        dict(rows=30_000),
+        method=PEFT,
+        distribution={"zero3", "fsdp", "ddp"},
+        lr=(1e-4, 1e-4),
+        why="72B full needs >1 TB; LoRA with the base sharded (or 4-bit) over 4 GPUs",
+    ),
+    Scenario(
+        "405b-8xh100",
+        "meta-llama/Llama-3.1-405B",
+        ("H100-SXM", 8),
+        dict(rows=10_000),
+        method={"qlora"},
+        distribution={"fsdp", "ddp"},
+        why="405B in bf16 is 810 GB > 8x80 GB: only 4-bit fits (FSDP-QLoRA)",
+    ),
+    Scenario(
+        "cpu-tiny-model",
+        "HuggingFaceTB/SmolLM2-135M",
+        CPU,
+        dict(rows=300, mean=100),
+        precision="fp32",
+        distribution={"single"},
+        warn=("no GPU",),
+        why="no GPU: a 135M model on a few hundred rows trains on CPU",
+    ),
 ]
 
 
@@ -113,7 +269,9 @@ def results():
         if sc.id not in cache:
             hw = resolve_hardware(*sc.hardware) if isinstance(sc.hardware, tuple) else sc.hardware
             req = PlanRequest(model=sc.model, data="train.jsonl", task=sc.task, goal=sc.goal)
-            cache[sc.id] = make_plan(req, hardware=hw, profile=make_profile(**sc.profile), versions=FIXED_VERSIONS)
+            cache[sc.id] = make_plan(
+                req, hardware=hw, profile=make_profile(**sc.profile), versions=FIXED_VERSIONS
+            )
         return cache[sc.id]
 
     return run
@@ -155,8 +313,15 @@ def test_scenario(sc: Scenario, results):
     assert plan.checkpointing.save_steps % plan.evaluation.eval_steps == 0  # HF load_best_model_at_end
     assert plan.training.micro_batch >= 1 and plan.training.grad_accum >= 1
     decided = {d.field for d in plan.decisions}
-    for key in ("strategy.method", "strategy.precision", "training.lr", "training.micro_batch", "training.seq_len",
-                "evaluation.metric", "checkpointing.save_steps"):
+    for key in (
+        "strategy.method",
+        "strategy.precision",
+        "training.lr",
+        "training.micro_batch",
+        "training.seq_len",
+        "evaluation.metric",
+        "checkpointing.save_steps",
+    ):
         assert key in decided, (where, key)
     assert all(d.reason for d in plan.decisions)
 
@@ -206,15 +371,23 @@ def test_no_gpu_for_a_big_model_says_which_gpu_would_do():
 def test_a_gpu_too_small_for_everything():
     req = PlanRequest(model="meta-llama/Llama-3.1-405B", data="train.jsonl", task="sft")
     with pytest.raises(NoFitError, match=r"does not fit 1x RTX-4090 .* with any strategy"):
-        make_plan(req, hardware=resolve_hardware("RTX-4090", 1), profile=make_profile(1_000), versions=FIXED_VERSIONS)
+        make_plan(
+            req,
+            hardware=resolve_hardware("RTX-4090", 1),
+            profile=make_profile(1_000),
+            versions=FIXED_VERSIONS,
+        )
 
 
 def test_general_data_adds_replay_and_forgetting_check(tmp_path):
     general = tmp_path / "general.jsonl"
-    general.write_text("".join(f'{{"text": "general sentence number {i} about many things"}}\n' for i in range(50)))
+    general.write_text(
+        "".join(f'{{"text": "general sentence number {i} about many things"}}\n' for i in range(50))
+    )
     req = PlanRequest(model="Qwen/Qwen2.5-0.5B", data="train.jsonl", task="sft", general_data=str(general))
-    plan = make_plan(req, hardware=resolve_hardware("A100-80GB", 1), profile=make_profile(5_000),
-                     versions=FIXED_VERSIONS).plan
+    plan = make_plan(
+        req, hardware=resolve_hardware("A100-80GB", 1), profile=make_profile(5_000), versions=FIXED_VERSIONS
+    ).plan
     assert plan.data.replay_ratio == pytest.approx(0.2)
     assert plan.evaluation.forgetting_check is True
     assert plan.data.general_path == str(general) and len(plan.data.general_sha256) == 64
@@ -222,31 +395,47 @@ def test_general_data_adds_replay_and_forgetting_check(tmp_path):
 
 def test_budget_switches_to_a_plan_that_meets_it():
     hw = resolve_hardware("A100-80GB", 1)
-    base = make_plan(PlanRequest(model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task="sft"), hardware=hw,
-                     profile=make_profile(50_000), versions=FIXED_VERSIONS)
+    base = make_plan(
+        PlanRequest(model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task="sft"),
+        hardware=hw,
+        profile=make_profile(50_000),
+        versions=FIXED_VERSIONS,
+    )
     times = sorted(o.estimate.time_hours for o in base.options if o.fits)
     assert len(times) >= 2 and times[0] < base.plan.estimate.time_hours
     limit = (times[0] + base.plan.estimate.time_hours) / 2  # between the fastest option and the chosen one
-    res = make_plan(PlanRequest(model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task="sft", max_hours=limit),
-                    hardware=hw, profile=make_profile(50_000), versions=FIXED_VERSIONS)
+    res = make_plan(
+        PlanRequest(model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task="sft", max_hours=limit),
+        hardware=hw,
+        profile=make_profile(50_000),
+        versions=FIXED_VERSIONS,
+    )
     assert res.plan.estimate.time_hours <= limit
     assert any(w.startswith("budget: switched") for w in res.plan.warnings)
 
 
 def test_budget_that_cannot_be_met_warns_with_numbers():
-    res = make_plan(PlanRequest(model="Qwen/Qwen2.5-7B", data="t.jsonl", task="sft", max_hours=0.001,
-                                max_cost=0.01), hardware=resolve_hardware("A100-80GB", 1), profile=make_profile(30_000),
-                    versions=FIXED_VERSIONS)
+    res = make_plan(
+        PlanRequest(model="Qwen/Qwen2.5-7B", data="t.jsonl", task="sft", max_hours=0.001, max_cost=0.01),
+        hardware=resolve_hardware("A100-80GB", 1),
+        profile=make_profile(30_000),
+        versions=FIXED_VERSIONS,
+    )
     warning = next(w for w in res.plan.warnings if w.startswith("budget:"))
     assert "--max-hours 0.001 and --max-cost 0.01 cannot be met" in warning
     assert "cheapest plan that fits" in warning and "training.max_steps" in warning
 
 
 def test_set_overrides_are_accepted_with_warnings():
-    req = PlanRequest(model="meta-llama/Llama-3.1-8B", data="t.jsonl", task="sft",
-                      overrides={"training.lr": "1e-3", "training.micro_batch": "64", "lora.alpha": "8"})
-    res = make_plan(req, hardware=resolve_hardware("RTX-4090", 1), profile=make_profile(5_000),
-                    versions=FIXED_VERSIONS)
+    req = PlanRequest(
+        model="meta-llama/Llama-3.1-8B",
+        data="t.jsonl",
+        task="sft",
+        overrides={"training.lr": "1e-3", "training.micro_batch": "64", "lora.alpha": "8"},
+    )
+    res = make_plan(
+        req, hardware=resolve_hardware("RTX-4090", 1), profile=make_profile(5_000), versions=FIXED_VERSIONS
+    )
     plan = res.plan
     assert plan.training.lr == 1e-3 and plan.training.micro_batch == 64 and plan.lora.alpha == 8
     text = " ".join(plan.warnings)
@@ -259,8 +448,12 @@ def test_set_overrides_are_accepted_with_warnings():
 
 
 def test_set_bf16_on_a_gpu_without_it_warns():
-    req = PlanRequest(model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task="sft", overrides={"strategy.precision": "bf16"})
-    plan = make_plan(req, hardware=resolve_hardware("T4", 1), profile=make_profile(2_000), versions=FIXED_VERSIONS).plan
+    req = PlanRequest(
+        model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task="sft", overrides={"strategy.precision": "bf16"}
+    )
+    plan = make_plan(
+        req, hardware=resolve_hardware("T4", 1), profile=make_profile(2_000), versions=FIXED_VERSIONS
+    ).plan
     assert any("T4 has no bf16" in w for w in plan.warnings)
 
 
@@ -357,3 +550,26 @@ def test_eval_steps_respect_30_minutes():
     ch = evaluation.eval_steps_rule(10_000, 60.0)  # 1 min per step
     assert ch.value == 30
     assert evaluation.eval_steps_rule(100, 1.0).value == 10
+
+
+def test_values_that_follow_an_override():
+    hw, prof = resolve_hardware("RTX-4090", 1), make_profile(5_000)
+    base = make_plan(
+        PlanRequest(model="meta-llama/Llama-3.1-8B", data="t.jsonl", task="sft"),
+        hardware=hw,
+        profile=prof,
+        versions=FIXED_VERSIONS,
+    ).plan
+    req = PlanRequest(
+        model="meta-llama/Llama-3.1-8B",
+        data="t.jsonl",
+        task="sft",
+        overrides={"lora.r": "64", "training.micro_batch": "1"},
+    )
+    plan = make_plan(req, hardware=hw, profile=prof, versions=FIXED_VERSIONS).plan
+    assert plan.lora.r == 64 and plan.lora.alpha == 128  # alpha = 2r follows r
+    per_gpu = base.training.micro_batch * base.training.grad_accum
+    assert plan.training.micro_batch == 1 and plan.training.grad_accum == per_gpu  # same effective batch
+    assert not any("alpha/r" in w or "effective batch" in w for w in plan.warnings)
+    alpha = next(d for d in plan.decisions if d.field == "lora.alpha")
+    assert "follows --set lora.r=64" in alpha.reason

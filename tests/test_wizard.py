@@ -167,27 +167,39 @@ def cli_plan(out: Path, overrides: dict[str, str], task: str = "sft") -> int:
 
 # ------------------------------------------------------------------------------- walk-through
 @pytest.mark.parametrize(
-    "pick, settings",
+    "pick, settings, run_now",
     [
-        (None, {}),  # the planner's recommendation, untouched
-        ("qlora", {"training.lr": "1e-4", "lora.r": "32"}),  # another strategy and two edited settings
+        (None, {}, True),  # the planner's recommendation, untouched; "write and run"
+        ("qlora", {"training.lr": "1e-4", "lora.r": "32"}, False),  # another strategy, two edited settings
     ],
-    ids=["recommended", "qlora-edited"],
+    ids=["recommended-and-run", "qlora-edited"],
 )
-def test_walkthrough_writes_the_same_plan_as_ftplan_plan(workdir, services, pick, settings):
+def test_walkthrough_writes_the_same_plan_as_ftplan_plan(workdir, services, pick, settings, run_now):
+    script = workdir / "fake_executor.py"
+    script.write_text(FAKE_EXECUTOR, encoding="utf-8")
+    services = replace(services, run_argv=lambda d: [sys.executable, str(script), str(d), "3", "0"])
     app = WizardApp(services)
 
     async def drive():
         async with app.run_test(size=SIZE) as pilot:
             await walk_to_review(pilot, pick=pick, settings=settings)
-            assert "schema version" in app.screen.yaml_text
+            shown["plan.yaml"], shown["REPORT.md"] = app.screen.yaml_text, app.screen.report_text
             set_value(app, "#out", "wizard-plan")
-            await pilot.press("ctrl+n")
+            await pilot.press("ctrl+r" if run_now else "ctrl+n")
             await pilot.pause()
+            if run_now:
+                assert isinstance(app.screen, RunScreen)
+                await _wait_until_finished(pilot)
+                assert app.screen.losses == [3.0, 1.5, 1.0]
+                await pilot.press("ctrl+n")  # Close
+                await pilot.pause()
 
+    shown: dict[str, str] = {}
     asyncio.run(drive())
     plan = app.return_value
-    assert plan is not None and (workdir / "wizard-plan" / "plan.yaml").is_file()
+    assert plan is not None
+    for name, text in shown.items():  # the review step shows the files exactly as written
+        assert (workdir / "wizard-plan" / name).read_text() == text
     if pick:
         assert plan.strategy.method == pick
     overrides = app.answers.overrides
@@ -337,6 +349,71 @@ def test_unexpected_exception_never_crashes(workdir, services):
     asyncio.run(drive())
 
 
+def test_settings_update_the_estimate_live(workdir, services):
+    app = WizardApp(services, _answers_at(6, workdir, services), start_step=6)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            before = str(app.screen.query_one("#live").render())
+            fields = [d.field for d in app.screen.decisions]
+            micro = app.screen.initial["training.micro_batch"]
+            set_value(app, f"#f{fields.index('training.micro_batch')}", str(int(micro) * 4))
+            await settle(pilot)
+            after = str(app.screen.query_one("#live").render())
+            assert after != before  # memory per GPU grew with the micro-batch
+            assert "effective batch" in str(app.screen.query_one("#warnings").render())  # inline warning
+            assert app.screen.edits == {"training.micro_batch": str(int(micro) * 4)}
+
+    asyncio.run(drive())
+
+
+NASTY = ["\x00", "../" * 30, "$(touch pwned); rm -rf /", "1e999", "nan", "-0", "[bold]x[/]", "é" * 300, " "]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4, 6, 7])
+def test_no_input_crashes_the_wizard(workdir, services, step):
+    """Every text field on the step gets hostile values; Next either advances or shows a message."""
+    app = WizardApp(services, _answers_at(step, workdir, services), start_step=step)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            inputs = list(screen.query(Input))[:4]
+            for value in NASTY:
+                for field in inputs:
+                    field.value = value
+                await pilot.press("ctrl+n")  # Next validates at once, without waiting for live checks
+                await pilot.pause()
+                await app.workers.wait_for_complete()
+                if app.screen is not screen:  # accepted (e.g. a folder name): fine, stop here
+                    return
+                assert error_text(app).startswith("✗ ")
+            assert not (workdir / "pwned").exists()
+
+    asyncio.run(drive())  # run_test re-raises any exception the app hit
+
+
+def test_no_gpu_detected_then_pick_one(workdir):
+    cpu_only = WizardServices(probe=lambda: Hardware(gpu=None, count=0, free_memory_bytes=0, detected=False))
+    app = WizardApp(cpu_only, _answers_at(4, workdir, cpu_only), start_step=4)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert "no GPU" in str(app.screen.query_one("#detected").render())
+            set_value(app, "#gpu", "RTX-4090")
+            set_value(app, "#gpus", "2")
+            await settle(pilot)
+            assert "2 x RTX-4090" in str(app.screen.query_one("#hw-info").render())
+            await next_step(pilot)
+            assert isinstance(app.screen, StrategyScreen)
+
+    asyncio.run(drive())
+    assert (app.answers.gpu, app.answers.gpus, app.answers.hardware.count) == ("RTX-4090", 2, 2)
+
+
 # --------------------------------------------------------------------------------------- run step
 FAKE_EXECUTOR = textwrap.dedent("""
     import json, signal, sys, time
@@ -359,6 +436,14 @@ FAKE_EXECUTOR = textwrap.dedent("""
 """)
 
 
+async def _wait_until_finished(pilot, seconds: float = 20.0) -> None:
+    for _ in range(int(seconds / 0.1)):
+        await pilot.pause(0.1)
+        if pilot.app.screen.exit_code is not None:
+            return
+    raise AssertionError("the run did not finish")
+
+
 def _run_app(workdir: Path, services: WizardServices, steps: int, delay: float) -> WizardApp:
     """A wizard opened on the Run step of a written plan, with a stand-in executor script."""
     script = workdir / "fake_executor.py"
@@ -379,10 +464,7 @@ def test_run_step_shows_progress_and_finishes(workdir, services):
     async def drive():
         async with app.run_test(size=SIZE) as pilot:
             screen = app.screen
-            for _ in range(100):
-                await pilot.pause(0.1)
-                if screen.exit_code is not None:
-                    break
+            await _wait_until_finished(pilot)
             assert screen.exit_code == 0
             assert screen.losses == [3.0, 1.5, 1.0, 0.75, 0.6]
             assert "step 5" in str(screen.query_one("#run-status").render()) or "finished" in str(
@@ -409,10 +491,7 @@ def test_run_step_stop_sends_sigint(workdir, services):
             await pilot.press("ctrl+n")  # still running: Next is blocked
             assert isinstance(app.screen, RunScreen)
             await pilot.click("#stop")
-            for _ in range(100):
-                await pilot.pause(0.1)
-                if screen.exit_code is not None:
-                    break
+            await _wait_until_finished(pilot)
             assert screen.exit_code == 0 and screen.process.stop_requested
             assert any("checkpoint saved" in line for line in screen.process.lines)
             assert "stopped" in str(screen.query_one("#run-status").render())
@@ -496,10 +575,7 @@ def test_snapshot_run_step(workdir, snap_compare):
     app = _run_app(workdir, snapshot_services(), steps=6, delay=0.0)
 
     async def finished(pilot):
-        for _ in range(100):
-            await pilot.pause(0.1)
-            if pilot.app.screen.exit_code is not None:
-                break
+        await _wait_until_finished(pilot)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=finished)
@@ -529,8 +605,9 @@ def test_model_suggestions_and_catalog_matches(workdir):
     asyncio.run(drive())
 
 
-def test_data_path_completion(workdir, services):
+def test_data_path_completion_and_invalid_rows(workdir, services):
     (workdir / "sub").mkdir()
+    write_data(workdir / "sub", rows=30, bad_lines=(3, 17)).rename(workdir / "sub" / "rows.jsonl")
     (workdir / "sub" / "chats.jsonl").write_text("{}\n", encoding="utf-8")
     app = WizardApp(services, _answers_at(2, workdir, services), start_step=2)
 
@@ -541,6 +618,10 @@ def test_data_path_completion(workdir, services):
             app.screen.query_one("#data", Input).value = ""
             await pilot.press(*"su", "right", "c", "right")
             assert app.screen.query_one("#data", Input).value == "sub/chats.jsonl"
+            app.screen.query_one("#data", Input).value = "sub/rows.jsonl"
+            await settle(pilot)
+            profile = str(app.screen.query_one("#profile").render())
+            assert "32 rows (30 valid)" in profile and "line 3:" in profile and "line 17:" in profile
 
     asyncio.run(drive())
 
@@ -552,7 +633,6 @@ def test_cli_wizard_prefills_answers(workdir, monkeypatch):
 
     def fake_run(self):
         seen["answers"] = self.answers
-        return None
 
     monkeypatch.setattr(WizardApp, "run", fake_run)
     assert main(["wizard", "--model", MODEL, "--data", "train.jsonl", "--gpu", "a100-80gb", "--gpus", "2",

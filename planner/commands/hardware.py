@@ -19,10 +19,17 @@ Examples:
 
 
 @click.command(name="hardware", epilog=EPILOG)
-@click.option("--gpu", metavar="NAME", help="GPU type from the catalog (e.g. A100-80GB, H100, 4090); skips the probe.")
+@click.option(
+    "--gpu", metavar="NAME", help="GPU type from the catalog (e.g. A100-80GB, H100, 4090); skips the probe."
+)
 @click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu).")
-@click.option("--gpu-memory", "gpu_memory", type=float, metavar="GB",
-              help="Memory per GPU in GB (GiB); alone: an unnamed GPU of that size; with --gpu: a cap.")
+@click.option(
+    "--gpu-memory",
+    "gpu_memory",
+    type=float,
+    metavar="GB",
+    help="Memory per GPU in GB (GiB); alone: an unnamed GPU of that size; with --gpu: a cap.",
+)
 @click.option("--price-per-hour", type=float, metavar="USD", help="Override the price per GPU-hour.")
 @click.option("--list", "list_catalog", is_flag=True, help="Print the GPU catalog and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -59,9 +66,14 @@ def _print_hardware(hw: Hardware) -> None:
         if hw.names:
             table.add_row("devices", ", ".join(hw.names))
         table.add_row("memory / GPU", f"{_gib(g.memory_bytes)} total, {_gib(hw.free_memory_bytes)} usable")
-        table.add_row("compute capability", f"{g.compute_capability[0]}.{g.compute_capability[1]}"
-                      f" (bf16 {'yes' if g.bf16 else 'no: fp16 mixed precision'})")
-        table.add_row("peak dense TFLOPS", f"bf16 {g.bf16_tflops:g}, fp16 {g.fp16_tflops:g}, fp32 {g.fp32_tflops:g}")
+        table.add_row(
+            "compute capability",
+            f"{g.compute_capability[0]}.{g.compute_capability[1]}"
+            f" (bf16 {'yes' if g.bf16 else 'no: fp16 mixed precision'})",
+        )
+        table.add_row(
+            "peak dense TFLOPS", f"bf16 {g.bf16_tflops:g}, fp16 {g.fp16_tflops:g}, fp32 {g.fp32_tflops:g}"
+        )
         if g.memory_bandwidth_gbs:
             table.add_row("memory bandwidth", f"{g.memory_bandwidth_gbs:g} GB/s")
         price = f"${hw.hourly_price:.2f} / GPU-hour"
@@ -79,27 +91,42 @@ def _print_catalog(as_json: bool) -> None:
     catalog = gpu_catalog()
     if as_json:
         rows = [
-            {"name": g.name, "memory_bytes": g.memory_bytes, "bf16_tflops": g.bf16_tflops,
-             "fp16_tflops": g.fp16_tflops, "fp32_tflops": g.fp32_tflops,
-             "compute_capability": list(g.compute_capability), "memory_bandwidth_gbs": g.memory_bandwidth_gbs,
-             "price_per_hour": g.price_per_hour, "vendor": g.vendor, "source": g.source}
+            {
+                "name": g.name,
+                "memory_bytes": g.memory_bytes,
+                "bf16_tflops": g.bf16_tflops,
+                "fp16_tflops": g.fp16_tflops,
+                "fp32_tflops": g.fp32_tflops,
+                "compute_capability": list(g.compute_capability),
+                "memory_bandwidth_gbs": g.memory_bandwidth_gbs,
+                "price_per_hour": g.price_per_hour,
+                "vendor": g.vendor,
+                "source": g.source,
+            }
             for g in catalog.values()
         ]
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from rich import box
-
-    table = Table(title="GPU catalog: peak dense TFLOPS, typical on-demand $ per GPU-hour", box=box.SIMPLE_HEAD)
+    table = Table(
+        title="GPU catalog: peak dense TFLOPS, typical on-demand $ per GPU-hour", box=box.SIMPLE_HEAD
+    )
     for col in ["GPU", "GiB", "bf16", "fp16", "fp32", "cc", "GB/s", "$/h", "src"]:
         table.add_column(col, justify="left" if col == "GPU" else "right", no_wrap=True)
     for i, g in enumerate(catalog.values(), 1):
         table.add_row(
-            g.name, f"{g.memory_bytes / GIB:.0f}", f"{g.bf16_tflops:g}" if g.bf16_tflops else "-",
-            f"{g.fp16_tflops:g}", f"{g.fp32_tflops:g}", f"{g.compute_capability[0]}.{g.compute_capability[1]}",
-            f"{g.memory_bandwidth_gbs:g}", f"{g.price_per_hour:.2f}", f"[{i}]",
+            g.name,
+            f"{g.memory_bytes / GIB:.0f}",
+            f"{g.bf16_tflops:g}" if g.bf16_tflops else "-",
+            f"{g.fp16_tflops:g}",
+            f"{g.fp32_tflops:g}",
+            f"{g.compute_capability[0]}.{g.compute_capability[1]}",
+            f"{g.memory_bandwidth_gbs:g}",
+            f"{g.price_per_hour:.2f}",
+            f"[{i}]",
         )
     console = Console()
     console.print(table)

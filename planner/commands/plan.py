@@ -28,17 +28,45 @@ TASKS = ("sft", "chat", "continued-pretraining", "classification", "preference")
 @click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu).")
 @click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU.")
 @click.option("--price", type=float, metavar="USD", help="Price per GPU-hour (overrides the catalog).")
-@click.option("--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced", show_default=True)
+@click.option(
+    "--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced", show_default=True
+)
 @click.option("--max-hours", type=float, metavar="H", help="Time budget; the plan says if it cannot be met.")
-@click.option("--max-cost", type=float, metavar="USD", help="Money budget; the plan says if it cannot be met.")
+@click.option(
+    "--max-cost", type=float, metavar="USD", help="Money budget; the plan says if it cannot be met."
+)
 @click.option("--general-data", metavar="FILE", help="General corpus: 80/20 replay and a forgetting check.")
-@click.option("--out", "out_dir", default="plan", show_default=True, metavar="DIR", help="Plan folder to write.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any plan.yaml field by dotted path (repeatable), e.g. training.lr=1e-4.")
-@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code (only for models you trust).")
+@click.option(
+    "--out", "out_dir", default="plan", show_default=True, metavar="DIR", help="Plan folder to write."
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any plan.yaml field by dotted path (repeatable), e.g. training.lr=1e-4.",
+)
+@click.option(
+    "--trust-remote-code", is_flag=True, help="Allow the model's own code (only for models you trust)."
+)
 @click.option("--force", is_flag=True, help="Replace the plan files in an existing, non-empty --out folder.")
-def command(model, data, task, gpu, gpus, gpu_memory, price, goal, max_hours, max_cost, general_data, out_dir,
-            sets, trust_remote_code, force):
+def command(
+    model,
+    data,
+    task,
+    gpu,
+    gpus,
+    gpu_memory,
+    price,
+    goal,
+    max_hours,
+    max_cost,
+    general_data,
+    out_dir,
+    sets,
+    trust_remote_code,
+    force,
+):
     """Decide strategy, precision, batch, learning rate, LoRA shape, evaluation and budget, each with its
     reason, and write plan.yaml, launch.sh, accelerate/DeepSpeed configs and REPORT.md to --out."""
     from planner.plan import parse_set_options
@@ -50,10 +78,21 @@ def command(model, data, task, gpu, gpus, gpu_memory, price, goal, max_hours, ma
         if value is not None and not value > 0:
             raise FtplanError(f"{flag} must be positive, got {value:g}")
     check_out_dir(out_dir, force)  # fail before any work
-    request = PlanRequest(model=model, data=data, task=task, goal=goal, gpu=gpu, gpus=gpus,
-                          gpu_memory_gb=gpu_memory, price_per_hour=price, max_hours=max_hours, max_cost=max_cost,
-                          general_data=general_data, overrides=parse_set_options(sets),
-                          trust_remote_code=trust_remote_code)
+    request = PlanRequest(
+        model=model,
+        data=data,
+        task=task,
+        goal=goal,
+        gpu=gpu,
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory,
+        price_per_hour=price,
+        max_hours=max_hours,
+        max_cost=max_cost,
+        general_data=general_data,
+        overrides=parse_set_options(sets),
+        trust_remote_code=trust_remote_code,
+    )
     result = make_plan(request)
     folder = write_plan_folder(result, out_dir, force=force)
     click.echo(summary(result, folder))
@@ -65,14 +104,17 @@ def summary(result, folder) -> str:
 
     p = result.plan
     hw = f"{p.hardware.count * p.hardware.nodes}x {p.hardware.gpu}" if p.hardware.gpu else "CPU"
-    strat = p.strategy.method + ("" if p.strategy.distribution == "single" else f" + {p.strategy.distribution}")
+    strat = p.strategy.method + (
+        "" if p.strategy.distribution == "single" else f" + {p.strategy.distribution}"
+    )
     if p.strategy.offload_optimizer or p.strategy.offload_params:
         strat += " + CPU offload"
     e = p.estimate
+    ckpt = ", grad ckpt" if p.strategy.gradient_checkpointing else ""
     lines = [
         f"plan: {p.model.name_or_path} · {p.task} · {hw}",
-        f"  strategy   {strat} ({p.strategy.precision}{', grad ckpt' if p.strategy.gradient_checkpointing else ''})",
-        f"  memory     {e.total / 1e9:.1f} GB per GPU ({e.verdict})"
+        f"  strategy   {strat} ({p.strategy.precision}{ckpt})",
+        f"  memory     {e.total / 1e9:.1f} GB {'per GPU' if p.hardware.gpu else 'host RAM'} ({e.verdict})"
         + (f" of {p.hardware.memory_gb:g} GB" if p.hardware.gpu else ""),
         f"  batch      {p.training.micro_batch} x {p.training.grad_accum} accum, seq {p.training.seq_len}, "
         f"lr {p.training.lr:g}, {p.training.epochs:g} epoch(s), {e.steps} steps",

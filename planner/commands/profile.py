@@ -24,10 +24,16 @@ SHOWN_INVALID = 5  # invalid rows listed in the table (all of them are in --json
 
 @click.command(name="profile", epilog=EPILOG)
 @click.argument("data")
-@click.option("--model", metavar="M", help="Model (local folder, hub id or catalog name) whose tokenizer counts tokens.")
+@click.option(
+    "--model", metavar="M", help="Model (local folder, hub id or catalog name) whose tokenizer counts tokens."
+)
 @click.option("--tokenizer", "tokenizer", metavar="PATH", help="A tokenizer.json (or a folder holding one).")
-@click.option("--task", metavar="T", help="sft | chat | continued-pretraining | classification | preference "
-                                          "(breaks ties when the data fits several formats).")
+@click.option(
+    "--task",
+    metavar="T",
+    help="sft | chat | continued-pretraining | classification | preference "
+    "(breaks ties when the data fits several formats).",
+)
 @click.option("--max-rows", type=int, metavar="N", help="Profile only the first N rows (a sample).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(data, model, tokenizer, task, max_rows, as_json):
@@ -67,13 +73,17 @@ def _model_tokenizer(model: str) -> tuple[str | None, int | None, list[str]]:
 
     load = getattr(model_spec, "load_model_spec", None)
     if load is None:
-        raise FtplanError("--model needs planner.model_spec.load_model_spec, which this build lacks",
-                          hint="use --tokenizer PATH")
+        raise FtplanError(
+            "--model needs planner.model_spec.load_model_spec, which this build lacks",
+            hint="use --tokenizer PATH",
+        )
     spec = load(model)
     if spec.tokenizer_path:
         return spec.tokenizer_path, spec.vocab_size, []
-    return None, spec.vocab_size, [f"no local tokenizer for {model}: heuristic token counts for its "
-                                   f"{spec.vocab_size:,}-token vocabulary"]
+    note = (
+        f"no local tokenizer for {model}: heuristic token counts for its {spec.vocab_size:,}-token vocabulary"
+    )
+    return None, spec.vocab_size, [note]
 
 
 def _print_profile(p: DataProfile) -> None:
@@ -81,7 +91,9 @@ def _print_profile(p: DataProfile) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(show_header=False, box=None, pad_edge=False, title=f"[bold]{p.path}[/bold]", title_justify="left")
+    table = Table(
+        show_header=False, box=None, pad_edge=False, title=f"[bold]{p.path}[/bold]", title_justify="left"
+    )
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     size = f"{p.size_bytes / 1e6:.1f} MB" if p.size_bytes >= 1e5 else f"{p.size_bytes:,} bytes"
@@ -89,7 +101,9 @@ def _print_profile(p: DataProfile) -> None:
     table.add_row("format", f"{p.format}  [dim](fields: {', '.join(p.fields[:10])})[/dim]")
     table.add_row("rows", f"{p.rows:,}" + (" (sample: --max-rows)" if p.truncated else ""))
     table.add_row("valid", f"{p.valid_rows:,}")
-    table.add_row("duplicates", f"{p.duplicates:,}" + (" [yellow](exact copies)[/yellow]" if p.duplicates else ""))
+    table.add_row(
+        "duplicates", f"{p.duplicates:,}" + (" [yellow](exact copies)[/yellow]" if p.duplicates else "")
+    )
     table.add_row("empty", f"{p.empty_rows:,}")
     style = "red" if p.invalid_count else ""
     table.add_row("invalid", f"[{style}]{p.invalid_count:,}[/{style}]" if style else "0")
@@ -98,8 +112,11 @@ def _print_profile(p: DataProfile) -> None:
     if p.invalid_count > SHOWN_INVALID:
         table.add_row("", f"... and {p.invalid_count - SHOWN_INVALID:,} more (--json lists up to 50)")
     if p.valid_rows:
-        table.add_row("tokens / example", f"p50 {p.tokens_p50:,}  p95 {p.tokens_p95:,}  p99 {p.tokens_p99:,}  "
-                      f"max {p.tokens_max:,}  mean {p.tokens_mean:,.1f}")
+        table.add_row(
+            "tokens / example",
+            f"p50 {p.tokens_p50:,}  p95 {p.tokens_p95:,}  p99 {p.tokens_p99:,}  "
+            f"max {p.tokens_max:,}  mean {p.tokens_mean:,.1f}",
+        )
         table.add_row("response tokens", f"mean {p.response_tokens_mean:,.1f}")
         total = f"{p.total_tokens:,}"
         if p.sequences_per_row > 1:

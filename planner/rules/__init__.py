@@ -18,5 +18,13 @@ from planner.rules.engine import (
     setup_from_plan,
 )
 
-__all__ = ["Alternative", "Choice", "NoFitError", "Option", "PlanResult", "collect_versions", "make_plan",
-           "setup_from_plan"]
+__all__ = [
+    "Alternative",
+    "Choice",
+    "NoFitError",
+    "Option",
+    "PlanResult",
+    "collect_versions",
+    "make_plan",
+    "setup_from_plan",
+]

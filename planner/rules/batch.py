@@ -6,7 +6,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from planner.rules.common import CKPT, SEED_CHAPTER, SEED_GUIDE, SEED_HPARAMS, SEED_STRATEGIES, Choice, clamp, pow2_floor
+from planner.rules.common import (
+    CKPT,
+    SEED_CHAPTER,
+    SEED_GUIDE,
+    SEED_HPARAMS,
+    SEED_STRATEGIES,
+    Choice,
+    clamp,
+    pow2_floor,
+)
 
 STEPS_PER_EPOCH_TARGET = 100  # at least ~100 optimizer steps per epoch, so warmup/eval have room
 # Effective batch (examples per optimizer step): seeds/001 "Batch size: 8-32" (full), seeds/004
@@ -17,24 +26,40 @@ CPT_TOKENS_PER_STEP = 1 << 19  # ~0.5M tokens per step (GPT-3 small-model batch,
 MAX_MICRO_BATCH = 64
 
 
-def effective_batch_rule(method: str, task: str, train_rows: int, tokens_mean: float, seq_len: int,
-                         packing: bool, total_tokens: int) -> Choice[int]:
+def effective_batch_rule(
+    method: str,
+    task: str,
+    train_rows: int,
+    tokens_mean: float,
+    seq_len: int,
+    packing: bool,
+    total_tokens: int,
+) -> Choice[int]:
     """Sequences per optimizer step (examples, or packed sequences when packing)."""
     if task == "continued-pretraining":
         per_step = min(CPT_TOKENS_PER_STEP, max(total_tokens // STEPS_PER_EPOCH_TARGET, seq_len))
         seqs = max(1, pow2_floor(per_step / seq_len))
-        return Choice(seqs, f"{seqs} x {seq_len}-token chunks = {seqs * seq_len} tokens per step (~0.5M, or "
-                      "less to keep >= 100 steps)", "Brown et al. 2020 Table 2.1")
+        return Choice(
+            seqs,
+            f"{seqs} x {seq_len}-token chunks = {seqs * seq_len} tokens per step (~0.5M, or "
+            "less to keep >= 100 steps)",
+            "Brown et al. 2020 Table 2.1",
+        )
     lo, hi = EFFECTIVE_BATCH["full" if method == "full" else "peft"]
     if train_rows < TINY_ROWS_FOR_SMALL_BATCH:
         lo = 4
     examples = int(clamp(pow2_floor(train_rows / STEPS_PER_EPOCH_TARGET), lo, hi))
-    reason = (f"{examples} examples per step for {train_rows} examples ({method}: {lo}-{hi}, >= ~100 steps per "
-              "epoch when the data allows)")
+    reason = (
+        f"{examples} examples per step for {train_rows} examples ({method}: {lo}-{hi}, >= ~100 steps per "
+        "epoch when the data allows)"
+    )
     if packing:
         seqs = max(1, round(examples * tokens_mean / seq_len))
-        return Choice(seqs, reason + f"; packed: {examples} x {tokens_mean:.0f} tokens = {seqs} sequence(s) of "
-                      f"{seq_len}", SEED_STRATEGIES + "; " + SEED_HPARAMS)
+        return Choice(
+            seqs,
+            reason + f"; packed: {examples} x {tokens_mean:.0f} tokens = {seqs} sequence(s) of {seq_len}",
+            SEED_STRATEGIES + "; " + SEED_HPARAMS,
+        )
     return Choice(examples, reason, SEED_STRATEGIES + "; " + SEED_HPARAMS)
 
 
@@ -72,12 +97,19 @@ MICRO_BATCH_SOURCE = SEED_GUIDE + " 'Use the largest batch size that fits'"
 def grad_accum_rule(effective: int, micro_batch: int, world: int) -> Choice[int]:
     accum = max(1, math.ceil(effective / (micro_batch * world)))
     real = accum * micro_batch * world
-    return Choice(accum, f"{micro_batch} per GPU x {world} GPU(s) x {accum} accumulation = {real} per step "
-                  f"(target {effective})", SEED_CHAPTER + " 'Gradient Accumulation'")
+    return Choice(
+        accum,
+        f"{micro_batch} per GPU x {world} GPU(s) x {accum} accumulation = {real} per step "
+        f"(target {effective})",
+        SEED_CHAPTER + " 'Gradient Accumulation'",
+    )
 
 
 def grad_ckpt_reason(needed: bool, name: str) -> Choice[bool]:
     if needed:
-        return Choice(True, f"{name} does not fit one micro-batch without it: recompute activations "
-                      "(about +33% compute)", CKPT)
+        return Choice(
+            True,
+            f"{name} does not fit one micro-batch without it: recompute activations (about +33% compute)",
+            CKPT,
+        )
     return Choice(False, f"{name} fits without it (checkpointing would cost about +33% compute)", CKPT)

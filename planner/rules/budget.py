@@ -44,15 +44,29 @@ def budget_rule(chosen, fitting: Sequence, family_rank: dict[str, int], max_hour
     if ok:
         best = min(ok, key=lambda o: (family_rank.get(o.family, 9), o.estimate.time_hours))
         b = best.estimate
-        reason = (f"{chosen.name} needs {money}, over {limits}; {best.name} fits and needs "
-                  f"{b.time_hours:.2f} h, ${b.cost_usd:.2f}")
-        return best, Choice(None, reason, ""), [f"budget: switched from {chosen.name} to {best.name}: {reason}"]
+        reason = (
+            f"{chosen.name} needs {money}, over {limits}; {best.name} fits and needs "
+            f"{b.time_hours:.2f} h, ${b.cost_usd:.2f}"
+        )
+        return (
+            best,
+            Choice(None, reason, ""),
+            [f"budget: switched from {chosen.name} to {best.name}: {reason}"],
+        )
     cheapest = min(fitting, key=lambda o: (o.estimate.cost_usd, o.estimate.time_hours), default=chosen)
     c = cheapest.estimate
-    share = _share_within(c.time_hours, c.cost_usd, max_hours, max_cost)
-    warning = (f"budget: {limits} cannot be met on this hardware: {chosen.name} needs {money}; the cheapest plan "
-               f"that fits is {cheapest.name} at {c.time_hours:.2f} h, ${c.cost_usd:.2f}. Train on about "
-               f"{share:.0%} of the steps (--set training.max_steps=N) or use faster/more GPUs (see alternatives)")
+    alt = (
+        "it is already the cheapest plan that fits"
+        if cheapest is chosen or cheapest.name == chosen.name
+        else f"the cheapest plan that fits is {cheapest.name} at {c.time_hours:.2f} h, ${c.cost_usd:.2f}"
+    )
+    share = _share_within(est.time_hours, est.cost_usd, max_hours, max_cost)
+    steps = max(1, int(share * getattr(chosen, "steps", 0))) if getattr(chosen, "steps", 0) else 0
+    cut = f"--set training.max_steps={steps}" if steps else "--set training.max_steps=N"
+    warning = (
+        f"budget: {limits} cannot be met on this hardware: {chosen.name} needs {money}; {alt}. Train on "
+        f"about {share:.0%} of the steps ({cut}) or use faster/more GPUs (see alternatives)"
+    )
     return chosen, Choice(None, warning, ""), [warning]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from planner.rules.common import SEED_HPARAMS, SEED_MATRIX, SEED_STRATEGIES, Choice, human_count
+from planner.rules.common import SEED_MATRIX, SEED_STRATEGIES, Choice
 
 # Sequence lengths are rounded up to a multiple of 64 (tensor-core friendly shapes: NVIDIA's
 # "Matrix Multiplication Background" guide recommends multiples of 64/128 for fp16/bf16 GEMMs),
@@ -52,7 +52,7 @@ def truncated_share(seq_len: int, p50: int, p95: int, p99: int, max_len: int) ->
     points = [(p50, 0.50), (p95, 0.05), (p99, 0.01), (max_len, 0.0)]  # (length, share longer)
     if seq_len < p50:
         return 0.5 + 0.5 * (1 - seq_len / max(p50, 1))
-    for (l0, s0), (l1, s1) in zip(points, points[1:]):
+    for (l0, s0), (l1, s1) in zip(points, points[1:], strict=False):
         if l0 <= seq_len <= l1:
             if l1 == l0:
                 return s1
@@ -66,15 +66,21 @@ def seq_len_rule(profile, max_positions: int, task: str) -> Choice[int]:
         # Raw text is concatenated and chunked (HF run_clm.py group_texts): chunks of 2048 tokens
         # unless the model is shorter; longer chunks cost quadratic attention for little gain.
         value = min(max_positions, CPT_CHUNK)
-        return Choice(value, f"continued pretraining packs the corpus into {value}-token chunks "
-                      f"(model max {max_positions})", "HF run_clm.py group_texts")
+        return Choice(
+            value,
+            f"continued pretraining packs the corpus into {value}-token chunks (model max {max_positions})",
+            "HF run_clm.py group_texts",
+        )
     wanted = round_seq_len(profile.tokens_p99)
     value = min(wanted, max_positions)
-    cut = truncated_share(value, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99,
-                          profile.tokens_max)
+    cut = truncated_share(
+        value, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max
+    )
     capped = f", capped by the model's {max_positions} positions" if value < wanted else ""
-    reason = (f"p99 of example lengths is {profile.tokens_p99} tokens (max {profile.tokens_max}); "
-              f"rounded up to {value}{capped}: about {cut:.1%} of examples would be truncated")
+    reason = (
+        f"p99 of example lengths is {profile.tokens_p99} tokens (max {profile.tokens_max}); "
+        f"rounded up to {value}{capped}: about {cut:.1%} of examples would be truncated"
+    )
     return Choice(value, reason, "data profile percentiles")
 
 
@@ -86,40 +92,60 @@ def packing_rule(profile, seq_len: int, task: str) -> Choice[bool]:
         return Choice(False, f"{task} examples are scored one by one (no packing)", "TRL DPOTrainer")
     fill = profile.tokens_mean / max(seq_len, 1)
     if fill < PACKING_FILL:
-        return Choice(True, f"an average example ({profile.tokens_mean:.0f} tokens) fills {fill:.0%} of "
-                      f"{seq_len}: packing avoids padding waste", "TRL SFTTrainer packing (padding-free)")
-    return Choice(False, f"examples fill {fill:.0%} of the sequence on average: little padding to save",
-                  "TRL SFTTrainer packing")
+        return Choice(
+            True,
+            f"an average example ({profile.tokens_mean:.0f} tokens) fills {fill:.0%} of "
+            f"{seq_len}: packing avoids padding waste",
+            "TRL SFTTrainer packing (padding-free)",
+        )
+    return Choice(
+        False,
+        f"examples fill {fill:.0%} of the sequence on average: little padding to save",
+        "TRL SFTTrainer packing",
+    )
 
 
 def val_split_rule(valid_rows: int) -> tuple[Choice[float], int]:
     """(fraction, rows) held out for validation: 10%, at least 10 rows, at most 2000."""
     if valid_rows < 2 * VAL_MIN:
-        return Choice(0.0, f"only {valid_rows} valid examples: too few to hold out a validation set",
-                      SEED_MATRIX), 0
+        return Choice(
+            0.0, f"only {valid_rows} valid examples: too few to hold out a validation set", SEED_MATRIX
+        ), 0
     rows = int(min(VAL_CAP, max(VAL_MIN, round(valid_rows * VAL_FRACTION))))
     frac = rows / valid_rows
-    return Choice(round(frac, 4), f"hold out {rows} of {valid_rows} examples ({frac:.1%}): 10%, at most "
-                  f"{VAL_CAP} (enough for a stable validation loss)",
-                  "seeds/003 'Train/val/test splits'"), rows
+    return Choice(
+        round(frac, 4),
+        f"hold out {rows} of {valid_rows} examples ({frac:.1%}): 10%, at most "
+        f"{VAL_CAP} (enough for a stable validation loss)",
+        "seeds/003 'Train/val/test splits'",
+    ), rows
 
 
 def completion_only_rule(task: str) -> Choice[bool]:
     if task in ("sft", "chat"):
-        return Choice(True, "loss on response tokens only: the prompt is given, not learned",
-                      "seeds/004 'Train with language modeling objective on responses only'")
+        return Choice(
+            True,
+            "loss on response tokens only: the prompt is given, not learned",
+            "seeds/004 'Train with language modeling objective on responses only'",
+        )
     if task == "classification":
         return Choice(True, "loss on the label tokens only", "seeds/001 'Generate class name'")
     if task == "preference":
         return Choice(False, "DPO scores whole chosen/rejected responses (its own loss)", "TRL DPOTrainer")
-    return Choice(False, "continued pretraining learns every token of the corpus",
-                  "seeds/004 'Domain-Adaptive Pre-Training'")
+    return Choice(
+        False,
+        "continued pretraining learns every token of the corpus",
+        "seeds/004 'Domain-Adaptive Pre-Training'",
+    )
 
 
 def replay_rule(general_given: bool) -> Choice[float]:
     if general_given:
-        return Choice(REPLAY_RATIO, "mix 20% general data into training (80/20) against catastrophic "
-                      "forgetting", SEED_STRATEGIES + " 'Replay'")
+        return Choice(
+            REPLAY_RATIO,
+            "mix 20% general data into training (80/20) against catastrophic forgetting",
+            SEED_STRATEGIES + " 'Replay'",
+        )
     return Choice(0.0, "no general corpus given (--general-data): no replay", SEED_STRATEGIES)
 
 
@@ -127,31 +153,40 @@ def data_warnings(profile, truncated: float, seq_len: int) -> list[str]:
     """Quality warnings with counts: tiny data, invalid/duplicate rows, truncation, class imbalance."""
     out: list[str] = []
     if profile.valid_rows < TINY_DATA:
-        out.append(f"tiny dataset: {profile.valid_rows} valid examples (< {TINY_DATA}); expect overfitting, "
-                   "consider few-shot prompting or collecting more data (seeds/003)")
+        out.append(
+            f"tiny dataset: {profile.valid_rows} valid examples (< {TINY_DATA}); expect overfitting, "
+            "consider few-shot prompting or collecting more data (seeds/003)"
+        )
     if profile.invalid_count:
         first = ", ".join(f"line {r.line}: {r.reason}" for r in profile.invalid[:3])
         out.append(f"{profile.invalid_count} malformed rows will be dropped ({first})")
     if profile.duplicates:
         share = profile.duplicates / max(profile.rows, 1)
-        out.append(f"{profile.duplicates} exact duplicate rows ({share:.1%}) will be dropped (seeds/003 "
-                   "'Remove duplicates')")
+        out.append(
+            f"{profile.duplicates} exact duplicate rows ({share:.1%}) will be dropped (seeds/003 "
+            "'Remove duplicates')"
+        )
     if truncated > HEAVY_TRUNCATION:
-        out.append(f"heavy truncation: about {truncated:.0%} of examples are longer than {seq_len} tokens "
-                   f"(p99 {profile.tokens_p99}, max {profile.tokens_max}); raise training.seq_len or "
-                   "shorten the data")
+        out.append(
+            f"heavy truncation: about {truncated:.0%} of examples are longer than {seq_len} tokens "
+            f"(p99 {profile.tokens_p99}, max {profile.tokens_max}); raise training.seq_len or "
+            "shorten the data"
+        )
     labels = {k: v for k, v in (profile.label_counts or {}).items() if v > 0}
     if len(labels) >= 2:
         big, small = max(labels.values()), min(labels.values())
         if big / small >= IMBALANCE_RATIO:
             rare = min(labels, key=labels.get)
-            out.append(f"class imbalance: label '{rare}' has {small} rows vs {big} for the largest "
-                       f"({big / small:.0f}x); balance or reweight (seeds/003 'Balance dataset')")
+            out.append(
+                f"class imbalance: label '{rare}' has {small} rows vs {big} for the largest "
+                f"({big / small:.0f}x); balance or reweight (seeds/003 'Balance dataset')"
+            )
     return out
 
 
-def trained_tokens(profile, seq_len: int, truncated: float, packing: bool, val_rows: int,
-                   replay: float) -> int:
+def trained_tokens(
+    profile, seq_len: int, truncated: float, packing: bool, val_rows: int, replay: float
+) -> int:
     """Tokens processed per epoch: training rows x their (truncated) length, plus replay data.
 
     Without packing, dynamic padding pads each micro-batch to its longest example; that waste is
@@ -164,13 +199,3 @@ def trained_tokens(profile, seq_len: int, truncated: float, packing: bool, val_r
     if replay > 0:
         tokens /= 1 - replay  # general data is added on top: task data stays 1 - replay of the mix
     return int(tokens)
-
-
-def describe_size(profile) -> str:
-    return f"{profile.valid_rows} examples, {human_count(profile.total_tokens)} tokens"
-
-
-__all__ = [
-    "HEAVY_TRUNCATION", "SEED_HPARAMS", "completion_only_rule", "data_warnings", "packing_rule",
-    "replay_rule", "round_seq_len", "seq_len_rule", "trained_tokens", "truncated_share", "val_split_rule",
-]

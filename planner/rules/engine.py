@@ -31,7 +31,7 @@ from planner.plan import (
 )
 from planner.rules import advice as advice_rules
 from planner.rules import batch, budget, data, evaluation, lora, optim, precision, strategy
-from planner.rules.common import ESTIMATOR, Choice, gb
+from planner.rules.common import Choice, gb
 from planner.rules.inputs import check_profile, check_task
 from planner.rules.strategy import Candidate
 
@@ -133,8 +133,10 @@ def _resolve_inputs(request, hardware, profile, spec):
 
         general = profile_data(request.general_data, tokenizer_path=spec.tokenizer_path, task=None)
         if general.valid_rows == 0:
-            raise FtplanError(f"{request.general_data}: the general corpus has no valid rows",
-                              hint="point --general-data at a text or instruction file")
+            raise FtplanError(
+                f"{request.general_data}: the general corpus has no valid rows",
+                hint="point --general-data at a text or instruction file",
+            )
     return spec, hardware, profile, general
 
 
@@ -147,17 +149,31 @@ def _world(hardware) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def _fit_ok(est, gpu: bool) -> bool:
-    return est.verdict == "fits" if gpu else est.verdict in ("fits", "cpu")
+def _fit_ok(est, gpu: bool, hardware=None) -> bool:
+    if gpu:
+        return est.verdict == "fits"
+    from planner.estimate import SAFETY_MARGIN
+
+    return est.verdict in ("fits", "cpu") and (
+        hardware is None or est.memory.total <= (1.0 - SAFETY_MARGIN) * host_ram(hardware)
+    )
 
 
-def _size_option(cand: Candidate, ctx: "_Ctx", estimator: "Estimators") -> Option:
+def _size_option(cand: Candidate, ctx: _Ctx, estimator: Estimators) -> Option:
     """Largest micro-batch that fits (without checkpointing if possible), then accumulation."""
     gpu = ctx.hardware.gpu is not None
-    effective = batch.effective_batch_rule(cand.setup.method, ctx.task, ctx.train_rows, ctx.profile.tokens_mean,
-                                           ctx.seq_len, ctx.packing, ctx.tokens_per_epoch)
+    effective = batch.effective_batch_rule(
+        cand.setup.method,
+        ctx.task,
+        ctx.train_rows,
+        ctx.profile.tokens_mean,
+        ctx.seq_len,
+        ctx.packing,
+        ctx.tokens_per_epoch,
+    )
     world = cand.setup.gpus
     upper = max(1, min(batch.MAX_MICRO_BATCH, effective.value // world))
+
     def fits(mb: int, ckpt: bool) -> bool:
         return estimator.fits(ctx.spec, cand.setup.with_(micro_batch=mb, grad_ckpt=ckpt), ctx.hardware)
 
@@ -169,183 +185,330 @@ def _size_option(cand: Candidate, ctx: "_Ctx", estimator: "Estimators") -> Optio
     fits_any = mb > 0
     mb = max(mb, 1)
     accum = batch.grad_accum_rule(effective.value, mb, world).value
-    final = estimator.full(ctx.spec, cand.setup.with_(micro_batch=mb, grad_ckpt=ckpt, grad_accum=accum),
-                           ctx.hardware, tokens=ctx.tokens_per_epoch, epochs=ctx.epochs)
+    final = estimator.full(
+        ctx.spec,
+        cand.setup.with_(micro_batch=mb, grad_ckpt=ckpt, grad_accum=accum),
+        ctx.hardware,
+        tokens=ctx.tokens_per_epoch,
+        epochs=ctx.epochs,
+    )
     steps = _steps(ctx, mb * world * accum)
-    return Option(cand, final, fits_any and _fit_ok(final, gpu), mb, ckpt, accum, effective, steps)
+    return Option(
+        cand, final, fits_any and _fit_ok(final, gpu, ctx.hardware), mb, ckpt, accum, effective, steps
+    )
 
 
-def _steps(ctx: "_Ctx", per_step: int) -> int:
+def _steps(ctx: _Ctx, per_step: int) -> int:
     per_epoch = max(1, math.ceil(ctx.train_units / max(per_step, 1)))
     return max(1, math.ceil(per_epoch * ctx.epochs))
 
 
 @dataclass(frozen=True)
 class _Ctx:
+    """What the decisions share: the inputs and the data-derived numbers every later phase needs."""
+
     request: object
     spec: object
     hardware: object
     profile: object
-    task: str
-    goal: str
-    seq_len: int
-    packing: bool
+    general: object | None  # DataProfile of --general-data
+    gpu: bool
+    world: int  # GPUs in all (1 on CPU)
+    val_rows: int
     train_rows: int
+    seq_len: int
+    truncated: float  # share of examples longer than seq_len
+    packing: bool
+    replay: float
     train_units: int  # examples, or packed sequences, per epoch (incl. replay)
     tokens_per_epoch: int
     epochs: float
 
+    @property
+    def task(self) -> str:
+        return self.request.task
+
+    @property
+    def goal(self) -> str:
+        return self.request.goal
+
+
+@dataclass(frozen=True)
+class _Strategy:
+    """The outcome of the strategy phase."""
+
+    chosen: Option
+    options: list[Option]
+    order: tuple[str, ...]
+    budget_reason: str
+    budget_warnings: list[str]
+
 
 # ----------------------------------------------------------------------------------------------
-# make_plan
+# make_plan: one phase per group of decisions, in the order a practitioner decides them
 # ----------------------------------------------------------------------------------------------
 
 
-def make_plan(request, *, hardware=None, profile=None, spec=None, estimator: Callable | None = None,
-              versions: dict[str, str] | None = None, alternatives: bool = True) -> PlanResult:
+def make_plan(
+    request,
+    *,
+    hardware=None,
+    profile=None,
+    spec=None,
+    estimator: Callable | None = None,
+    versions: dict[str, str] | None = None,
+    alternatives: bool = True,
+) -> PlanResult:
     """Decide every setting of a fine-tuning run and explain each one (see planner/rules/*.py).
 
-    ``estimator`` defaults to :func:`planner.estimate.estimate`; ``versions`` to
-    :func:`collect_versions` (tests inject fixed values so rendered files are reproducible).
+    ``estimator`` defaults to :func:`planner.estimate.estimate` (tests inject a stub); ``versions``
+    to :func:`collect_versions` (tests inject fixed values so rendered files are reproducible);
+    ``alternatives=False`` skips the GPU-catalog search for cheaper/faster hardware.
     """
     estimator = as_estimators(estimator)
     spec, hardware, profile, general = _resolve_inputs(request, hardware, profile, spec)
-    task, goal = request.task, request.goal
     rec = Recorder()
-    gpu = hardware.gpu is not None
-    world = _world(hardware)
-
-    # -- data
-    val_choice, val_rows = data.val_split_rule(profile.valid_rows)
-    rec.add("data.val_split", val_choice)
-    train_rows = max(1, profile.valid_rows - profile.duplicates - val_rows)
-    seq_len = rec.add("training.seq_len", data.seq_len_rule(profile, spec.max_position_embeddings, task))
-    cut = data.truncated_share(seq_len, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99,
-                               profile.tokens_max)
-    packing = rec.add("training.packing", data.packing_rule(profile, seq_len, task))
-    rec.add("training.completion_only_loss", data.completion_only_rule(task))
-    replay = rec.add("data.replay_ratio", data.replay_rule(general is not None))
-    tokens_per_epoch = data.trained_tokens(profile, seq_len, cut, packing, val_rows, replay)
-    units = math.ceil(tokens_per_epoch / seq_len) if packing else math.ceil(train_rows / (1 - replay))
-    epochs = rec.add("training.epochs", optim.epochs_rule(task, train_rows, goal))
-
-    # -- precision, attention
+    ctx = _data_phase(request, spec, hardware, profile, general, rec)
     prec = rec.add("strategy.precision", precision.precision_rule(hardware))
     attn = rec.add("strategy.attn_implementation", precision.attention_rule(spec.model_type, hardware))
-
-    # -- LoRA shape (the same for LoRA and QLoRA candidates)
     code = lora.is_code_model_or_data(spec.name, profile.format, tuple(profile.fields))
-    r_choice = lora.rank_rule(task, train_rows, code, goal)
-    alpha_choice = lora.alpha_rule(r_choice.value)
-    base = TrainSetup(method="lora", dtype=prec, seq_len=seq_len, attn_impl=attn, lora_r=r_choice.value,
-                      lora_alpha=alpha_choice.value, gpus=world)
-    ctx = _Ctx(request, spec, hardware, profile, task, goal, seq_len, packing, train_rows, units,
-               tokens_per_epoch, epochs)
-
-    # -- strategy: estimate every candidate, keep the first family with a fitting setup
-    examples = max(1, profile.valid_rows - profile.duplicates)  # the dataset's size, as the seeds count it
-    order_choice = strategy.family_order(task, examples, profile.total_tokens, goal)
-    order = order_choice.value
-    cands = strategy.candidates(base, world, gpu, allow_offload=True)
-    options = [_size_option(_with_precision(c, prec), ctx, estimator) for c in cands]
-    chosen, method_reason = _choose(options, order, goal, gpu)
-    if chosen is None or (not gpu and chosen.estimate.time_hours > CPU_MAX_HOURS):
-        raise _no_fit_error(spec, hardware, options, ctx, estimator)
-    chosen, budget_choice, budget_warnings = budget.budget_rule(
-        chosen, [o for o in options if o.fits and _allowed(o, goal, gpu, options)],
-        {f: i for i, f in enumerate(order)}, request.max_hours, request.max_cost)
-
+    r_choice = lora.rank_rule(ctx.task, ctx.train_rows, code, ctx.goal)
+    lora_rules = LoraSection(
+        r=r_choice.value,
+        alpha=lora.alpha_rule(r_choice.value).value,
+        dropout=lora.dropout_rule(spec.param_counts().total).value,
+        target_modules=list(lora.targets_rule(spec).value),
+    )
+    st = _strategy_phase(ctx, estimator, rec, prec, attn, lora_rules)
+    chosen = st.chosen
     method = chosen.candidate.setup.method
-    rec.add("strategy.method", Choice(method, f"{order_choice.reason}. {method_reason} -> {chosen.name}",
-                                      order_choice.source))
-    fitting = [o.name for o in options if o.fits]
-    rec.add("strategy.distribution", Choice(chosen.candidate.setup.distribution,
-                                            strategy.distribution_reason(chosen.name, world, fitting),
-                                            strategy.DISTRIBUTION_SOURCE))
-    rec.add("strategy.mixed_precision", precision.mixed_precision_rule(method, prec))
-    rec.add("strategy.optimizer", precision.optimizer_rule(method, hardware))
-    rec.add("strategy.gradient_checkpointing", batch.grad_ckpt_reason(chosen.grad_ckpt, chosen.name))
-    upper = max(1, min(batch.MAX_MICRO_BATCH, chosen.effective.value // world))
-    rec.add("training.micro_batch", Choice(chosen.micro_batch, batch.micro_batch_reason(
-        chosen.micro_batch, upper, chosen.grad_ckpt), batch.MICRO_BATCH_SOURCE))
-    rec.add("training.grad_accum", batch.grad_accum_rule(chosen.effective.value, chosen.micro_batch, world))
-
-    # -- optimisation
-    steps = chosen.steps
-    lr = rec.add("training.lr", optim.lr_rule(method, task, spec.param_counts().total))
-    warmup = rec.add("training.warmup_ratio", optim.warmup_rule(steps))
-    sched = rec.add("training.lr_scheduler", optim.schedule_rule(steps, epochs))
-    wd = rec.add("training.weight_decay", optim.weight_decay_rule(method, train_rows))
-    clip = rec.add("training.max_grad_norm", optim.clipping_rule())
-    lld = rec.add("training.layerwise_lr_decay", optim.layerwise_rule(method))
-
-    # -- LoRA
-    dropout_choice, targets_choice = lora.dropout_rule(spec.param_counts().total), lora.targets_rule(spec)
-    lora_rules = LoraSection(r=r_choice.value, alpha=alpha_choice.value, dropout=dropout_choice.value,
-                             target_modules=list(targets_choice.value))
+    training = _optimisation_phase(ctx, chosen, rec)
     lora_section = None
     if method in ("lora", "dora", "qlora"):
-        for path, choice in (("lora.r", r_choice), ("lora.alpha", alpha_choice), ("lora.dropout", dropout_choice),
-                             ("lora.target_modules", targets_choice)):
-            rec.add(path, choice)
+        _record_lora(rec, r_choice, spec)
         lora_section = lora_rules
-
-    # -- evaluation and checkpoints
-    sps = evaluation.seconds_per_step(chosen.estimate.time_hours, steps)
-    metric = rec.add("evaluation.metric", evaluation.metric_rule(task, profile.response_tokens_mean))
-    eval_steps = rec.add("evaluation.eval_steps", evaluation.eval_steps_rule(steps, sps))
-    save_steps = rec.add("checkpointing.save_steps", evaluation.save_steps_rule(eval_steps, sps))
-    patience = rec.add("evaluation.early_stopping_patience", evaluation.early_stopping_rule(val_rows))
-    forgetting = rec.add("evaluation.forgetting_check", evaluation.forgetting_rule(general is not None))
+    ev, ck = _evaluation_phase(ctx, chosen, rec, training)
     if request.max_hours is not None or request.max_cost is not None:
-        rec.add("estimate.cost_usd", budget_choice)
-
-    # -- warnings and advice
-    warnings = data.data_warnings(profile, cut, seq_len) + budget_warnings
-    if not gpu:
-        warnings.append(f"no GPU: this is a CPU plan (fp32, ~{hours_text(chosen.estimate.time_hours)}); a GPU "
-                        "would be far faster (see alternatives in REPORT.md)")
-    adv = advice_rules.advice_rule(task, profile.valid_rows, profile.total_tokens, profile.response_tokens_mean)
-
+        rec.add(
+            "estimate.cost_usd",
+            Choice(round(chosen.estimate.cost_usd, 2), st.budget_reason, "--max-hours / --max-cost"),
+        )
+    adv = advice_rules.advice_rule(
+        ctx.task, profile.valid_rows, profile.total_tokens, profile.response_tokens_mean
+    )
     plan = Plan(
         model=_model_section(spec, request),
-        data=DataSection(path=os.path.abspath(profile.path), sha256=profile.sha256, format=profile.format, rows=profile.rows,
-                         valid_rows=profile.valid_rows, val_split=val_choice.value, val_rows=val_rows,
-                         drop_duplicates=True, general_path=os.path.abspath(request.general_data) if request.general_data else None,
-                         general_sha256=general.sha256 if general else "", replay_ratio=replay,
-                         duplicates=profile.duplicates, invalid_rows=profile.invalid_count),
-        task=task,
-        goal=goal,
+        data=_data_section(ctx),
+        task=ctx.task,
+        goal=ctx.goal,
         hardware=_hardware_section(hardware),
-        strategy=StrategySection(method=method, distribution=chosen.candidate.setup.distribution, precision=prec,
-                                 mixed_precision=chosen.candidate.setup.mixed_precision,
-                                 offload_optimizer=chosen.candidate.setup.offload_optimizer,
-                                 offload_params=chosen.candidate.setup.offload_params,
-                                 attn_implementation=attn, gradient_checkpointing=chosen.grad_ckpt,
-                                 optimizer=chosen.candidate.setup.optimizer),
+        strategy=_strategy_section(chosen, prec, attn),
         lora=lora_section,
-        training=TrainingSection(seq_len=seq_len, micro_batch=chosen.micro_batch, grad_accum=chosen.grad_accum,
-                                 packing=packing, epochs=float(epochs), lr=lr, lr_scheduler=sched,
-                                 warmup_ratio=warmup, weight_decay=wd, max_grad_norm=clip, layerwise_lr_decay=lld,
-                                 completion_only_loss=data.completion_only_rule(task).value),
-        evaluation=EvaluationSection(eval_steps=eval_steps, early_stopping_patience=patience, metric=metric,
-                                     compare_base=True, forgetting_check=forgetting),
-        checkpointing=CheckpointSection(save_steps=save_steps, save_total_limit=3),
-        estimate=estimate_section(chosen.estimate, steps),
+        training=training,
+        evaluation=ev,
+        checkpointing=ck,
+        estimate=estimate_section(chosen.estimate, chosen.steps),
         decisions=rec.decisions,
-        warnings=warnings,
+        warnings=_warnings(ctx, chosen, st.budget_warnings),
         advice=[a.message for a in adv],
         versions=collect_versions() if versions is None else dict(versions),
     )
-    plan.fallbacks = fallbacks_for(plan, chosen, options, order)
-    result = PlanResult(plan=plan, estimates=[o.estimate for o in options], chosen=chosen.estimate,
-                        profile=profile, spec=spec, hardware=hardware, advice=adv, options=options,
-                        general_profile=general)
+    plan.fallbacks = fallbacks_for(plan, chosen, st.options, st.order)
+    result = PlanResult(
+        plan=plan,
+        estimates=[o.estimate for o in st.options],
+        chosen=chosen.estimate,
+        profile=profile,
+        spec=spec,
+        hardware=hardware,
+        advice=adv,
+        options=st.options,
+        general_profile=general,
+    )
     if alternatives:
         result.alternatives = find_alternatives(spec, hardware, chosen, ctx, estimator)
     if request.overrides:
         result = apply_plan_overrides(result, request.overrides, estimator, ctx, lora_rules)
     return result
+
+
+def _data_phase(request, spec, hardware, profile, general, rec: Recorder) -> _Ctx:
+    """Validation split, sequence length, packing, loss masking, replay, epochs."""
+    task, gpu = request.task, hardware.gpu is not None
+    val_choice, val_rows = data.val_split_rule(profile.valid_rows)
+    rec.add("data.val_split", val_choice)
+    train_rows = max(1, profile.valid_rows - profile.duplicates - val_rows)
+    seq_len = rec.add("training.seq_len", data.seq_len_rule(profile, spec.max_position_embeddings, task))
+    cut = data.truncated_share(
+        seq_len, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max
+    )
+    packing = rec.add("training.packing", data.packing_rule(profile, seq_len, task))
+    rec.add("training.completion_only_loss", data.completion_only_rule(task))
+    replay = rec.add("data.replay_ratio", data.replay_rule(general is not None))
+    tokens = data.trained_tokens(profile, seq_len, cut, packing, val_rows, replay)
+    units = math.ceil(tokens / seq_len) if packing else math.ceil(train_rows / (1 - replay))
+    epochs = rec.add("training.epochs", optim.epochs_rule(task, train_rows, request.goal))
+    return _Ctx(
+        request=request,
+        spec=spec,
+        hardware=hardware,
+        profile=profile,
+        general=general,
+        gpu=gpu,
+        world=_world(hardware),
+        val_rows=val_rows,
+        train_rows=train_rows,
+        seq_len=seq_len,
+        truncated=cut,
+        packing=packing,
+        replay=replay,
+        train_units=units,
+        tokens_per_epoch=tokens,
+        epochs=epochs,
+    )
+
+
+def _strategy_phase(
+    ctx: _Ctx, estimator: Estimators, rec: Recorder, prec: str, attn: str, lora_rules: LoraSection
+) -> _Strategy:
+    """Estimate every candidate setup, keep the fastest of the first family that fits, check the budget."""
+    profile, hardware, gpu, world = ctx.profile, ctx.hardware, ctx.gpu, ctx.world
+    base = TrainSetup(
+        method="lora",
+        dtype=prec,
+        seq_len=ctx.seq_len,
+        attn_impl=attn,
+        lora_r=lora_rules.r,
+        lora_alpha=lora_rules.alpha,
+        gpus=world,
+    )
+    examples = max(1, profile.valid_rows - profile.duplicates)  # the dataset's size, as the seeds count it
+    order_choice = strategy.family_order(ctx.task, examples, profile.total_tokens, ctx.goal, gpu=gpu)
+    order = order_choice.value
+    options = [
+        _size_option(_with_precision(c, prec), ctx, estimator)
+        for c in strategy.candidates(base, world, gpu, allow_offload=True)
+    ]
+    chosen, method_reason = _choose(options, order, ctx.goal, gpu, hardware)
+    if chosen is None or (not gpu and chosen.estimate.time_hours > CPU_MAX_HOURS):
+        raise _no_fit_error(ctx.spec, hardware, options, ctx, estimator)
+    allowed = [o for o in options if o.fits and _allowed(o, ctx.goal, gpu, options)]
+    chosen, budget_choice, budget_warnings = budget.budget_rule(
+        chosen, allowed, {f: i for i, f in enumerate(order)}, ctx.request.max_hours, ctx.request.max_cost
+    )
+    setup = chosen.candidate.setup
+    rec.add(
+        "strategy.method",
+        Choice(setup.method, f"{order_choice.reason}. {method_reason} -> {chosen.name}", order_choice.source),
+    )
+    fitting = [o.name for o in options if o.fits]
+    rec.add(
+        "strategy.distribution",
+        Choice(
+            setup.distribution,
+            strategy.distribution_reason(chosen.name, world, fitting),
+            strategy.DISTRIBUTION_SOURCE,
+        ),
+    )
+    rec.add("strategy.mixed_precision", precision.mixed_precision_rule(setup.method, prec))
+    rec.add("strategy.optimizer", precision.optimizer_rule(setup.method, hardware))
+    rec.add("strategy.gradient_checkpointing", batch.grad_ckpt_reason(chosen.grad_ckpt, chosen.name))
+    upper = max(1, min(batch.MAX_MICRO_BATCH, chosen.effective.value // world))
+    reason = batch.micro_batch_reason(chosen.micro_batch, upper, chosen.grad_ckpt)
+    rec.add("training.micro_batch", Choice(chosen.micro_batch, reason, batch.MICRO_BATCH_SOURCE))
+    rec.add("training.grad_accum", batch.grad_accum_rule(chosen.effective.value, chosen.micro_batch, world))
+    return _Strategy(chosen, options, order, budget_choice.reason, budget_warnings)
+
+
+def _optimisation_phase(ctx: _Ctx, chosen: Option, rec: Recorder) -> TrainingSection:
+    """Learning rate, warmup, schedule, weight decay, clipping, layer-wise decay, seed."""
+    method, steps = chosen.candidate.setup.method, chosen.steps
+    return TrainingSection(
+        seq_len=ctx.seq_len,
+        micro_batch=chosen.micro_batch,
+        grad_accum=chosen.grad_accum,
+        packing=ctx.packing,
+        epochs=float(ctx.epochs),
+        lr=rec.add("training.lr", optim.lr_rule(method, ctx.task, ctx.spec.param_counts().total)),
+        warmup_ratio=rec.add("training.warmup_ratio", optim.warmup_rule(steps)),
+        lr_scheduler=rec.add("training.lr_scheduler", optim.schedule_rule(steps, ctx.epochs)),
+        weight_decay=rec.add("training.weight_decay", optim.weight_decay_rule(method, ctx.train_rows)),
+        max_grad_norm=rec.add("training.max_grad_norm", optim.clipping_rule()),
+        layerwise_lr_decay=rec.add("training.layerwise_lr_decay", optim.layerwise_rule(method)),
+        completion_only_loss=data.completion_only_rule(ctx.task).value,
+        seed=rec.add("training.seed", evaluation.seed_rule()),
+    )
+
+
+def _record_lora(rec: Recorder, r_choice: Choice, spec) -> None:
+    rec.add("lora.r", r_choice)
+    rec.add("lora.alpha", lora.alpha_rule(r_choice.value))
+    rec.add("lora.dropout", lora.dropout_rule(spec.param_counts().total))
+    rec.add("lora.target_modules", lora.targets_rule(spec))
+
+
+def _evaluation_phase(ctx: _Ctx, chosen: Option, rec: Recorder, training: TrainingSection):
+    """Metric, eval cadence, checkpoints (<= 30 min apart), early stopping, forgetting check."""
+    sps = evaluation.seconds_per_step(chosen.estimate.time_hours, chosen.steps)
+    metric = rec.add("evaluation.metric", evaluation.metric_rule(ctx.task, ctx.profile.response_tokens_mean))
+    eval_steps = rec.add("evaluation.eval_steps", evaluation.eval_steps_rule(chosen.steps, sps))
+    save_steps = rec.add("checkpointing.save_steps", evaluation.save_steps_rule(eval_steps, sps))
+    ev = EvaluationSection(
+        eval_steps=eval_steps,
+        early_stopping_patience=rec.add(
+            "evaluation.early_stopping_patience", evaluation.early_stopping_rule(ctx.val_rows)
+        ),
+        metric=metric,
+        compare_base=rec.add("evaluation.compare_base", evaluation.compare_base_rule()),
+        forgetting_check=rec.add(
+            "evaluation.forgetting_check", evaluation.forgetting_rule(ctx.general is not None)
+        ),
+    )
+    return ev, CheckpointSection(save_steps=save_steps, save_total_limit=3)
+
+
+def _warnings(ctx: _Ctx, chosen: Option, budget_warnings: list[str]) -> list[str]:
+    out = data.data_warnings(ctx.profile, ctx.truncated, ctx.seq_len) + list(budget_warnings)
+    if not ctx.gpu:
+        out.append(
+            f"no GPU: this is a CPU plan (fp32, ~{hours_text(chosen.estimate.time_hours)}); a GPU "
+            "would be far faster (see alternatives in REPORT.md)"
+        )
+    return out
+
+
+def _data_section(ctx: _Ctx) -> DataSection:
+    p, general, request = ctx.profile, ctx.general, ctx.request
+    return DataSection(
+        path=os.path.abspath(p.path),  # launch.sh runs from the plan folder
+        sha256=p.sha256,
+        format=p.format,
+        rows=p.rows,
+        valid_rows=p.valid_rows,
+        val_split=round(ctx.val_rows / p.valid_rows, 4) if ctx.val_rows else 0.0,
+        val_rows=ctx.val_rows,
+        drop_duplicates=True,
+        general_path=os.path.abspath(request.general_data) if request.general_data else None,
+        general_sha256=general.sha256 if general else "",
+        replay_ratio=ctx.replay,
+        duplicates=p.duplicates,
+        invalid_rows=p.invalid_count,
+    )
+
+
+def _strategy_section(chosen: Option, prec: str, attn: str) -> StrategySection:
+    s = chosen.candidate.setup
+    return StrategySection(
+        method=s.method,
+        distribution=s.distribution,
+        precision=prec,
+        mixed_precision=s.mixed_precision,
+        offload_optimizer=s.offload_optimizer,
+        offload_params=s.offload_params,
+        attn_implementation=attn,
+        gradient_checkpointing=chosen.grad_ckpt,
+        optimizer=s.optimizer,
+    )
 
 
 @dataclass(frozen=True)
@@ -358,14 +521,28 @@ class Estimators:
     memory: Callable
 
     def fits(self, spec, setup, hardware) -> bool:
-        from planner.estimate import verdict_for
+        from planner.estimate import SAFETY_MARGIN, verdict_for
 
-        total = self.memory(spec, setup).total
-        return verdict_for(total, hardware) in (("fits",) if hardware.gpu is not None else ("fits", "cpu"))
+        mem = self.memory(spec, setup)
+        if hardware.gpu is None:  # CPU training: the same bytes live in host RAM
+            return mem.total <= (1.0 - SAFETY_MARGIN) * host_ram(hardware)
+        if mem.cpu_bytes and hardware.detected and hardware.cpu_memory_bytes:
+            # offload on this (probed) machine: its host RAM must hold the offloaded states
+            if mem.cpu_bytes > (1.0 - SAFETY_MARGIN) * hardware.cpu_memory_bytes:
+                return False
+        return verdict_for(mem.total, hardware) == "fits"
+
+
+UNKNOWN_HOST_RAM = 16_000_000_000  # when the probe could not read it: a common laptop, to stay safe
+
+
+def host_ram(hardware) -> int:
+    return getattr(hardware, "cpu_memory_bytes", 0) or UNKNOWN_HOST_RAM
 
 
 def default_estimator() -> Estimators:
-    """planner.estimate.estimate without its max-batch/max-seq searches (the rules size batches themselves)."""
+    """planner.estimate.estimate without its max-batch/max-seq searches (the rules size batches
+    themselves)."""
     from functools import partial
 
     from planner.estimate import estimate
@@ -384,8 +561,10 @@ def as_estimators(estimator) -> Estimators:
 
     big = GPUType("any", 1 << 50, 1.0, 1.0, 1.0, (9, 0), 0.0)
     probe_hw = Hardware(gpu=big, count=1, free_memory_bytes=1 << 50, detected=False)
-    return Estimators(full=estimator,
-                      memory=lambda spec, setup: estimator(spec, setup, probe_hw, tokens=0, epochs=1.0).memory)
+    return Estimators(
+        full=estimator,
+        memory=lambda spec, setup: estimator(spec, setup, probe_hw, tokens=0, epochs=1.0).memory,
+    )
 
 
 def _with_precision(cand: Candidate, prec: str) -> Candidate:
@@ -400,25 +579,33 @@ def _allowed(opt: Option, goal: str, gpu: bool, options: list[Option]) -> bool:
     return goal == "quality" or not any(o.fits and not o.candidate.offload for o in options)
 
 
-def _choose(options: list[Option], order: tuple[str, ...], goal: str, gpu: bool):
+def _choose(options: list[Option], order: tuple[str, ...], goal: str, gpu: bool, hardware=None):
+    """The fastest fitting setup of the first family (in ``order``) that has one, and why."""
     reason_parts = []
+    where = "per GPU" if gpu else "of host RAM"
     for family in order:
         fam = [o for o in options if o.family == family]
         ok = [o for o in fam if o.fits and _allowed(o, goal, gpu, options)]
         if ok:
             idx = {id(o): i for i, o in enumerate(options)}
             best = min(ok, key=lambda o: (round(o.estimate.time_hours, 3), idx[id(o)]))
-            reason_parts.append(f"{family} fits ({gb(best.estimate.memory.total)} per GPU of "
-                                f"{gb(_free(best))} free)")
+            reason_parts.append(
+                f"{family} fits ({gb(best.estimate.memory.total)} {where} of "
+                f"{gb(_free(best, hardware))} free)"
+            )
             return best, f"{order[0]} first ({', '.join(order)}); " + "; ".join(reason_parts)
         offload_only = [o for o in fam if o.fits and o.candidate.offload]
         if offload_only:
-            reason_parts.append(f"{family} fits only with CPU offload ({offload_only[0].name}, "
-                                f"{_hours_text(offload_only[0])}: slow, used for goal=quality)")
+            reason_parts.append(
+                f"{family} fits only with CPU offload ({offload_only[0].name}, "
+                f"{_hours_text(offload_only[0])}: slow, used for goal=quality)"
+            )
         elif fam:
             need = min(fam, key=lambda o: o.estimate.memory.total)
-            reason_parts.append(f"{family} does not fit ({need.name} needs {gb(need.estimate.memory.total)} per "
-                                f"GPU of {gb(_free(need))} free, with margin)")
+            reason_parts.append(
+                f"{family} does not fit ({need.name} needs {gb(need.estimate.memory.total)} "
+                f"{where} of {gb(_free(need, hardware))} free, with margin)"
+            )
     return None, "; ".join(reason_parts)
 
 
@@ -426,7 +613,9 @@ def _hours_text(opt: Option) -> str:
     return hours_text(opt.estimate.time_hours)
 
 
-def _free(opt: Option) -> int:
+def _free(opt: Option, hardware=None) -> int:
+    if hardware is not None and hardware.gpu is None:
+        return host_ram(hardware)
     e = opt.estimate
     return e.memory.total + e.headroom_bytes
 
@@ -434,25 +623,47 @@ def _free(opt: Option) -> int:
 def _model_section(spec, request) -> ModelSection:
     # A local folder is recorded absolute: launch.sh runs from the plan folder.
     path = os.path.abspath(spec.local_path) if spec.source == "local" and spec.local_path else spec.name
-    return ModelSection(name_or_path=path, architecture=spec.architecture, model_type=spec.model_type,
-                        total_params=int(spec.param_counts().total), source=spec.source,
-                        trust_remote_code=bool(request.trust_remote_code))
+    return ModelSection(
+        name_or_path=path,
+        architecture=spec.architecture,
+        model_type=spec.model_type,
+        total_params=int(spec.param_counts().total),
+        source=spec.source,
+        trust_remote_code=bool(request.trust_remote_code),
+    )
 
 
 def _hardware_section(hw) -> HardwareSection:
-    return HardwareSection(gpu=hw.gpu.name if hw.gpu else None, count=hw.count if hw.gpu else 1,
-                           nodes=getattr(hw, "nodes", 1), memory_gb=round(hw.free_memory_bytes / GB, 2),
-                           bf16=hw.bf16, detected=hw.detected, price_per_hour=float(hw.hourly_price))
+    return HardwareSection(
+        gpu=hw.gpu.name if hw.gpu else None,
+        count=hw.count if hw.gpu else 1,
+        nodes=getattr(hw, "nodes", 1),
+        memory_gb=round(hw.free_memory_bytes / GB, 2),
+        bf16=hw.bf16,
+        detected=hw.detected,
+        price_per_hour=float(hw.hourly_price),
+    )
 
 
 def estimate_section(est, steps: int) -> EstimateSection:
     m = est.memory
-    return EstimateSection(weights=int(m.weights), gradients=int(m.gradients), optimizer=int(m.optimizer),
-                           activations=int(m.activations), temporary=int(m.temporary),
-                           peak_allocated=int(m.peak_allocated), overhead=int(m.overhead), total=int(m.total),
-                           cpu_bytes=int(m.cpu_bytes), verdict=est.verdict, tokens=int(est.tokens), steps=int(steps),
-                           time_hours=_finite(est.time_hours), cost_usd=_finite(est.cost_usd),
-                           tokens_per_second=_finite(est.tokens_per_second))
+    return EstimateSection(
+        weights=int(m.weights),
+        gradients=int(m.gradients),
+        optimizer=int(m.optimizer),
+        activations=int(m.activations),
+        temporary=int(m.temporary),
+        peak_allocated=int(m.peak_allocated),
+        overhead=int(m.overhead),
+        total=int(m.total),
+        cpu_bytes=int(m.cpu_bytes),
+        verdict=est.verdict,
+        tokens=int(est.tokens),
+        steps=int(steps),
+        time_hours=_finite(est.time_hours),
+        cost_usd=_finite(est.cost_usd),
+        tokens_per_second=_finite(est.tokens_per_second),
+    )
 
 
 def _finite(x: float) -> float:
@@ -464,33 +675,56 @@ def _finite(x: float) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def fallbacks_for(plan: Plan, chosen: Option, options: list[Option], order: tuple[str, ...]) -> list[Fallback]:
+def fallbacks_for(
+    plan: Plan, chosen: Option, options: list[Option], order: tuple[str, ...]
+) -> list[Fallback]:
     """What the executor tries on out-of-memory, in order: halve the micro-batch (doubling accumulation,
     same effective batch), then gradient checkpointing, then the next setup that fits."""
     out: list[Fallback] = []
     mb, accum = plan.training.micro_batch, plan.training.grad_accum
     while mb > 1:
         mb, accum = mb // 2, accum * 2
-        out.append(Fallback({"training.micro_batch": mb, "training.grad_accum": accum},
-                            f"halve the micro-batch to {mb}, accumulate {accum} (same effective batch)"))
+        out.append(
+            Fallback(
+                {"training.micro_batch": mb, "training.grad_accum": accum},
+                f"halve the micro-batch to {mb}, accumulate {accum} (same effective batch)",
+            )
+        )
     if not plan.strategy.gradient_checkpointing:
-        out.append(Fallback({"strategy.gradient_checkpointing": True},
-                            "recompute activations (about +33% compute, activation memory ~sqrt)"))
+        out.append(
+            Fallback(
+                {"strategy.gradient_checkpointing": True},
+                "recompute activations (about +33% compute, activation memory ~sqrt)",
+            )
+        )
     rank = {f: i for i, f in enumerate(order)}
-    rest = [o for o in options if o.fits and o is not chosen and o.estimate.memory.total < chosen.estimate.memory.total]
+    rest = [
+        o
+        for o in options
+        if o.fits and o is not chosen and o.estimate.memory.total < chosen.estimate.memory.total
+    ]
     rest.sort(key=lambda o: (rank.get(o.family, 9), o.estimate.memory.total))
     for nxt in rest[:2]:
         s = nxt.candidate.setup
-        out.append(Fallback({"strategy.method": s.method, "strategy.distribution": s.distribution,
-                             "strategy.optimizer": s.optimizer, "strategy.offload_optimizer": s.offload_optimizer,
-                             "strategy.offload_params": s.offload_params, "strategy.gradient_checkpointing": True,
-                             "training.micro_batch": 1,
-                             "training.grad_accum": batch.grad_accum_rule(nxt.effective.value, 1, s.gpus).value},
-                            f"switch to {nxt.name} ({gb(nxt.estimate.memory.total)} per GPU estimated)"))
+        out.append(
+            Fallback(
+                {
+                    "strategy.method": s.method,
+                    "strategy.distribution": s.distribution,
+                    "strategy.optimizer": s.optimizer,
+                    "strategy.offload_optimizer": s.offload_optimizer,
+                    "strategy.offload_params": s.offload_params,
+                    "strategy.gradient_checkpointing": True,
+                    "training.micro_batch": 1,
+                    "training.grad_accum": batch.grad_accum_rule(nxt.effective.value, 1, s.gpus).value,
+                },
+                f"switch to {nxt.name} ({gb(nxt.estimate.memory.total)} per GPU estimated)",
+            )
+        )
     return out
 
 
-def find_alternatives(spec, hardware, chosen: Option, ctx: _Ctx, estimator: "Estimators", counts=(1, 2, 4, 8)):
+def find_alternatives(spec, hardware, chosen: Option, ctx: _Ctx, estimator: Estimators, counts=(1, 2, 4, 8)):
     """Cheapest and fastest hardware from the GPU catalog for the chosen method (any distribution).
 
     Memory does not depend on the GPU type, so each (count, setup, checkpointing) is sized once; the
@@ -504,8 +738,13 @@ def find_alternatives(spec, hardware, chosen: Option, ctx: _Ctx, estimator: "Est
     sized: dict[tuple[int, str], list[tuple[str, TrainSetup, int]]] = {}
     for n in counts:
         for prec in ("bf16", "fp16"):
-            base = chosen.candidate.setup.with_(gpus=n, dtype=prec, micro_batch=1, grad_accum=1,
-                                                mixed_precision=precision.mixed_precision_rule(method, prec).value)
+            base = chosen.candidate.setup.with_(
+                gpus=n,
+                dtype=prec,
+                micro_batch=1,
+                grad_accum=1,
+                mixed_precision=precision.mixed_precision_rule(method, prec).value,
+            )
             rows = []
             for cand in strategy.candidates(base, n, True, allow_offload=False):
                 if cand.setup.method != method:
@@ -531,11 +770,15 @@ def find_alternatives(spec, hardware, chosen: Option, ctx: _Ctx, estimator: "Est
         for n, hw, (name, setup) in {id(x): x for x in fitting_counts[:1] + fitting_counts[-1:]}.values():
             e = estimator.full(spec, setup, hw, tokens=ctx.tokens_per_epoch, epochs=ctx.epochs)
             if e.verdict == "fits" and math.isfinite(e.time_hours):
-                found.append(Alternative(gpu.name, n, name, e.time_hours, e.cost_usd, e.memory.total, e.verdict))
+                found.append(
+                    Alternative(gpu.name, n, name, e.time_hours, e.cost_usd, e.memory.total, e.verdict)
+                )
     if not found:
         return {"cheapest": None, "fastest": None}
-    return {"cheapest": min(found, key=lambda a: (a.cost_usd, a.time_hours)),
-            "fastest": min(found, key=lambda a: (a.time_hours, a.cost_usd))}
+    return {
+        "cheapest": min(found, key=lambda a: (a.cost_usd, a.time_hours)),
+        "fastest": min(found, key=lambda a: (a.time_hours, a.cost_usd)),
+    }
 
 
 class NoFitError(FtplanError):
@@ -573,12 +816,19 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
             would += f"; fastest: {_alt_text(fast)}"
     if hardware.gpu is None:
         hours = hours_text(probe.estimate.time_hours)
-        return NoFitError(f"no GPU found: fine-tuning the {size} model {spec.name} needs a GPU (a CPU run would take "
-                          f"{hours}){would}", hint="pass --gpu NAME [--gpus N] to plan for one", alternatives=alts)
-    return NoFitError(f"{spec.name} ({size}) does not fit {hardware.count}x {hardware.gpu.name} "
-                      f"({gb(hardware.free_memory_bytes)} free per GPU) with any strategy: the smallest, "
-                      f"{probe.name}, needs {gb(probe.estimate.memory.total)}{would}",
-                      hint="use a bigger or more GPUs (--gpu/--gpus), or a smaller model", alternatives=alts)
+        return NoFitError(
+            f"no GPU found: fine-tuning the {size} model {spec.name} needs a GPU (a CPU run would take "
+            f"{hours}){would}",
+            hint="pass --gpu NAME [--gpus N] to plan for one",
+            alternatives=alts,
+        )
+    return NoFitError(
+        f"{spec.name} ({size}) does not fit {hardware.count}x {hardware.gpu.name} "
+        f"({gb(hardware.free_memory_bytes)} free per GPU) with any strategy: the smallest, "
+        f"{probe.name}, needs {gb(probe.estimate.memory.total)}{would}",
+        hint="use a bigger or more GPUs (--gpu/--gpus), or a smaller model",
+        alternatives=alts,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -590,16 +840,30 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
     """The TrainSetup the executor will run for this plan (what the estimator models)."""
     s, t, lo = plan.strategy, plan.training, plan.lora or LoraSection()
     gpus = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else 1
-    return TrainSetup(method=s.method, dtype=s.precision, mixed_precision=s.mixed_precision, seq_len=t.seq_len,
-                      micro_batch=t.micro_batch, grad_ckpt=s.gradient_checkpointing, optimizer=s.optimizer,
-                      attn_impl=s.attn_implementation, lora_r=lo.r, lora_alpha=lo.alpha,
-                      lora_targets=tuple(lo.target_modules), num_virtual_tokens=s.num_virtual_tokens, gpus=gpus,
-                      distribution=s.distribution, offload_optimizer=s.offload_optimizer,
-                      offload_params=s.offload_params, grad_accum=t.grad_accum)
+    return TrainSetup(
+        method=s.method,
+        dtype=s.precision,
+        mixed_precision=s.mixed_precision,
+        seq_len=t.seq_len,
+        micro_batch=t.micro_batch,
+        grad_ckpt=s.gradient_checkpointing,
+        optimizer=s.optimizer,
+        attn_impl=s.attn_implementation,
+        lora_r=lo.r,
+        lora_alpha=lo.alpha,
+        lora_targets=tuple(lo.target_modules),
+        num_virtual_tokens=s.num_virtual_tokens,
+        gpus=gpus,
+        distribution=s.distribution,
+        offload_optimizer=s.offload_optimizer,
+        offload_params=s.offload_params,
+        grad_accum=t.grad_accum,
+    )
 
 
-def apply_plan_overrides(result: PlanResult, overrides, estimator, ctx: _Ctx,
-                         lora_rules: LoraSection | None = None) -> PlanResult:
+def apply_plan_overrides(
+    result: PlanResult, overrides, estimator, ctx: _Ctx, lora_rules: LoraSection | None = None
+) -> PlanResult:
     """Apply --set overrides, re-estimate, and warn (with numbers) when they break a rule or do not fit."""
     before = result.plan
     base = before
@@ -607,36 +871,65 @@ def apply_plan_overrides(result: PlanResult, overrides, estimator, ctx: _Ctx,
         from planner.plan import parse_set_options
 
         overrides = parse_set_options(overrides)
-    if (overrides.get("strategy.method", "").strip() in ("lora", "dora", "qlora") and before.lora is None
-            and "lora" not in overrides):
+    if (
+        overrides.get("strategy.method", "").strip() in ("lora", "dora", "qlora")
+        and before.lora is None
+        and "lora" not in overrides
+    ):
         base = replace(before, lora=lora_rules or LoraSection())  # switching to LoRA: the rules' LoRA shape
     plan = apply_overrides(base, overrides)
+    derived = _follow_overrides(before, plan, overrides)
     warnings = list(plan.warnings)
     keys = list(overrides)
     decisions = []
     for d in plan.decisions:
         if d.field in keys:
             new = _get(plan, d.field)
-            d = Decision(d.field, _plain(new), f"set by --set (the rule chose {d.value!r}: {d.reason})", "--set")
+            d = Decision(
+                d.field, _plain(new), f"set by --set (the rule chose {d.value!r}: {d.reason})", "--set"
+            )
         decisions.append(d)
     for k in keys:
         if not any(d.field == k for d in decisions):
             decisions.append(Decision(k, _plain(_get(plan, k)), "set by --set", "--set"))
+    for k, reason in derived.items():
+        decisions = [d for d in decisions if d.field != k]
+        decisions.append(Decision(k, _plain(_get(plan, k)), reason, "--set"))
     warnings += override_warnings(before, plan, result.hardware)
     setup = setup_from_plan(plan)
-    est = estimator.full(result.spec, setup, result.hardware, tokens=ctx.tokens_per_epoch,
-                         epochs=plan.training.epochs)
+    est = estimator.full(
+        result.spec, setup, result.hardware, tokens=ctx.tokens_per_epoch, epochs=plan.training.epochs
+    )
     gpu = result.hardware.gpu is not None
-    if not _fit_ok(est, gpu):
-        free = est.memory.total + est.headroom_bytes
-        warnings.append(f"--set: the plan as overridden needs {gb(est.memory.total)} per GPU, "
-                        f"{result.hardware.gpu.name if gpu else 'CPU'} has {gb(free)} free ({est.verdict}); "
-                        f"expect out-of-memory (the fallbacks will shrink the micro-batch first)")
+    if not _fit_ok(est, gpu, result.hardware):
+        free = est.memory.total + est.headroom_bytes if gpu else host_ram(result.hardware)
+        warnings.append(
+            f"--set: the plan as overridden needs {gb(est.memory.total)} per GPU, "
+            f"{result.hardware.gpu.name if gpu else 'CPU'} has {gb(free)} free ({est.verdict}); "
+            f"expect out-of-memory (the fallbacks will shrink the micro-batch first)"
+        )
     steps = _steps(ctx, setup.micro_batch * setup.gpus * setup.grad_accum)
     if plan.training.max_steps > 0:
         steps = plan.training.max_steps
     plan = replace(plan, decisions=decisions, warnings=warnings, estimate=estimate_section(est, steps))
     return replace(result, plan=plan, chosen=est)
+
+
+def _follow_overrides(before: Plan, plan: Plan, overrides) -> dict[str, str]:
+    """Values that follow an overridden one by rule, unless set too (mutates ``plan``): alpha = 2r when
+    only lora.r is set; the accumulation that keeps the effective batch when only the micro-batch is."""
+    derived: dict[str, str] = {}
+    if "lora.r" in overrides and "lora.alpha" not in overrides and plan.lora is not None:
+        plan.lora.alpha = 2 * plan.lora.r
+        derived["lora.alpha"] = f"follows --set lora.r={plan.lora.r}: alpha = 2r"
+    if "training.micro_batch" in overrides and "training.grad_accum" not in overrides:
+        target = before.training.micro_batch * before.training.grad_accum
+        plan.training.grad_accum = max(1, math.ceil(target / plan.training.micro_batch))
+        derived["training.grad_accum"] = (
+            f"follows --set training.micro_batch={plan.training.micro_batch}: keeps the effective batch "
+            f"per GPU at ~{target}"
+        )
+    return derived
 
 
 def _get(obj, path: str):
@@ -651,22 +944,37 @@ def override_warnings(before: Plan, after: Plan, hardware) -> list[str]:
     t, s = after.training, after.strategy
     lo, hi = optim.lr_range(s.method, after.task)
     if t.lr != before.training.lr and not lo <= t.lr <= hi:
-        out.append(f"--set training.lr={t.lr:g} is outside the usual {s.method} range {lo:g}..{hi:g} "
-                   "(seeds/001, seeds/004)")
+        out.append(
+            f"--set training.lr={t.lr:g} is outside the usual {s.method} range {lo:g}..{hi:g} "
+            "(seeds/001, seeds/004)"
+        )
     if s.precision == "bf16" and hardware.gpu is not None and not hardware.bf16:
-        out.append(f"--set strategy.precision=bf16: {hardware.gpu.name} has no bf16 support (compute capability "
-                   f"{'.'.join(map(str, hardware.gpu.compute_capability))} < 8.0); use fp16")
+        out.append(
+            f"--set strategy.precision=bf16: {hardware.gpu.name} has no bf16 support (compute capability "
+            f"{'.'.join(map(str, hardware.gpu.compute_capability))} < 8.0); use fp16"
+        )
     if s.precision != "fp32" and hardware.gpu is None:
         out.append(f"--set strategy.precision={s.precision}: CPU training needs fp32")
-    if after.lora is not None and s.method in ("lora", "dora", "qlora") and after.lora.alpha != 2 * after.lora.r:
-        out.append(f"lora.alpha={after.lora.alpha} with lora.r={after.lora.r}: scale alpha/r = "
-                   f"{after.lora.alpha / after.lora.r:g} (rule: alpha = 2r = {2 * after.lora.r})")
+    if (
+        after.lora is not None
+        and s.method in ("lora", "dora", "qlora")
+        and after.lora.alpha != 2 * after.lora.r
+    ):
+        out.append(
+            f"lora.alpha={after.lora.alpha} with lora.r={after.lora.r}: scale alpha/r = "
+            f"{after.lora.alpha / after.lora.r:g} (rule: alpha = 2r = {2 * after.lora.r})"
+        )
     if t.seq_len < before.training.seq_len:
-        out.append(f"--set training.seq_len={t.seq_len} is below the data's p99-based {before.training.seq_len}: "
-                   "more examples will be truncated")
+        out.append(
+            f"--set training.seq_len={t.seq_len} is below the data's p99-based {before.training.seq_len}: "
+            "more examples will be truncated"
+        )
     if t.micro_batch * t.grad_accum != before.training.micro_batch * before.training.grad_accum:
-        out.append(f"effective batch per GPU is now {t.micro_batch} x {t.grad_accum} = {t.micro_batch * t.grad_accum} "
-                   f"(the rule chose {before.training.micro_batch * before.training.grad_accum})")
+        out.append(
+            f"effective batch per GPU is now {t.micro_batch} x {t.grad_accum} = "
+            f"{t.micro_batch * t.grad_accum} "
+            f"(the rule chose {before.training.micro_batch * before.training.grad_accum})"
+        )
     if s.method == "full" and before.strategy.method != "full" and after.lora is not None:
         out.append("strategy.method=full: the lora section is ignored")
     return out

@@ -14,19 +14,33 @@ PATIENCE = 3  # evaluations without improvement before stopping (HF EarlyStoppin
 
 def metric_rule(task: str, response_tokens_mean: float) -> Choice[str]:
     if task == "classification":
-        return Choice("accuracy", "classification: accuracy of the predicted label", SEED_HPARAMS + " 'Accuracy'")
+        return Choice(
+            "accuracy", "classification: accuracy of the predicted label", SEED_HPARAMS + " 'Accuracy'"
+        )
     if task == "continued-pretraining":
-        return Choice("perplexity", "continued pretraining: perplexity on held-out text",
-                      SEED_HPARAMS + " 'Perplexity: useful for domain adaptation'")
+        return Choice(
+            "perplexity",
+            "continued pretraining: perplexity on held-out text",
+            SEED_HPARAMS + " 'Perplexity: useful for domain adaptation'",
+        )
     if task == "preference":
-        return Choice("loss", "preference: DPO validation loss and reward accuracy (TRL logs both)",
-                      "TRL DPOTrainer metrics")
+        return Choice(
+            "loss",
+            "preference: DPO validation loss and reward accuracy (TRL logs both)",
+            "TRL DPOTrainer metrics",
+        )
     if response_tokens_mean <= SHORT_ANSWER_TOKENS:
-        return Choice("exact_match", f"responses average {response_tokens_mean:.0f} tokens (<= "
-                      f"{SHORT_ANSWER_TOKENS}): short answers are compared exactly",
-                      SEED_HPARAMS + " 'Exact Match: QA tasks'")
-    return Choice("rouge_l", f"responses average {response_tokens_mean:.0f} tokens: ROUGE-L for generated text",
-                  SEED_HPARAMS + " 'BLEU/ROUGE'; " + SEED_MATRIX)
+        return Choice(
+            "exact_match",
+            f"responses average {response_tokens_mean:.0f} tokens (<= "
+            f"{SHORT_ANSWER_TOKENS}): short answers are compared exactly",
+            SEED_HPARAMS + " 'Exact Match: QA tasks'",
+        )
+    return Choice(
+        "rouge_l",
+        f"responses average {response_tokens_mean:.0f} tokens: ROUGE-L for generated text",
+        SEED_HPARAMS + " 'BLEU/ROUGE'; " + SEED_MATRIX,
+    )
 
 
 def eval_steps_rule(total_steps: int, seconds_per_step: float) -> Choice[int]:
@@ -37,7 +51,9 @@ def eval_steps_rule(total_steps: int, seconds_per_step: float) -> Choice[int]:
         cap = max(1, int(CHECKPOINT_MINUTES * 60 // seconds_per_step))
         if every > cap:
             every = cap
-            reason = f"every {every} steps: at most {CHECKPOINT_MINUTES} min apart ({seconds_per_step:.1f} s/step)"
+            reason = (
+                f"every {every} steps: at most {CHECKPOINT_MINUTES} min apart ({seconds_per_step:.1f} s/step)"
+            )
         else:
             reason += f", ~{every * seconds_per_step / 60:.1f} min apart"
     return Choice(every, reason, SEED_MATRIX + " 'Monitor train/val loss curves'")
@@ -47,23 +63,52 @@ def save_steps_rule(eval_steps: int, seconds_per_step: float) -> Choice[int]:
     """Checkpoint at every evaluation (HF keeps the best one for load_best_model_at_end, which needs
     save_steps to be a multiple of eval_steps); evaluations are at most 30 minutes apart."""
     minutes = eval_steps * seconds_per_step / 60
-    return Choice(eval_steps, f"checkpoint with every evaluation (every {eval_steps} steps, ~{minutes:.1f} min of "
-                  f"estimated time, <= {CHECKPOINT_MINUTES} min)", SEED_MATRIX + " 'Save checkpoints regularly'")
+    return Choice(
+        eval_steps,
+        f"checkpoint with every evaluation (every {eval_steps} steps, ~{minutes:.1f} min of "
+        f"estimated time, <= {CHECKPOINT_MINUTES} min)",
+        SEED_MATRIX + " 'Save checkpoints regularly'",
+    )
 
 
 def early_stopping_rule(val_rows: int) -> Choice[int | None]:
     if val_rows <= 0:
         return Choice(None, "no validation set: no early stopping", "")
-    return Choice(PATIENCE, f"stop after {PATIENCE} evaluations without a lower validation loss",
-                  SEED_MATRIX + " 'Use validation loss for early stopping'")
+    return Choice(
+        PATIENCE,
+        f"stop after {PATIENCE} evaluations without a lower validation loss",
+        SEED_MATRIX + " 'Use validation loss for early stopping'",
+    )
 
 
 def forgetting_rule(general_given: bool) -> Choice[bool]:
     if general_given:
-        return Choice(True, "perplexity on held-out general text, base vs tuned, to catch catastrophic forgetting",
-                      SEED_STRATEGIES + " 'Monitor validation loss on general tasks'")
+        return Choice(
+            True,
+            "perplexity on held-out general text, base vs tuned, to catch catastrophic forgetting",
+            SEED_STRATEGIES + " 'Monitor validation loss on general tasks'",
+        )
     return Choice(False, "no general corpus (--general-data) to measure forgetting on", SEED_STRATEGIES)
 
 
 def seconds_per_step(time_hours: float, total_steps: int) -> float:
     return time_hours * 3600 / total_steps if total_steps > 0 and math.isfinite(time_hours) else 0.0
+
+
+SEED = 42  # any fixed value; what matters is that it is recorded (data order, split, LoRA init)
+
+
+def compare_base_rule() -> Choice[bool]:
+    return Choice(
+        True,
+        "evaluate the base model on the same validation set before training: the tuned model must beat it",
+        SEED_MATRIX + " 'Compare against base model and baselines'",
+    )
+
+
+def seed_rule() -> Choice[int]:
+    return Choice(
+        SEED,
+        f"fixed seed {SEED} (data order, validation split, adapter init) for a reproducible run",
+        "HF Trainer set_seed / TrainingArguments.seed",
+    )

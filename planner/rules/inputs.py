@@ -24,8 +24,10 @@ def check_task(task: str) -> None:
         from planner.errors import close_matches
 
         hint = close_matches(task, TASKS, n=1)
-        raise FtplanError(f"unknown task '{task}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""),
-                          hint="one of: " + ", ".join(TASKS))
+        raise FtplanError(
+            f"unknown task '{task}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""),
+            hint="one of: " + ", ".join(TASKS),
+        )
 
 
 def check_profile(profile, task: str) -> None:
@@ -35,13 +37,21 @@ def check_profile(profile, task: str) -> None:
     where = f"; first: line {first.line}: {first.reason}" if first else ""
     if profile.valid_rows == 0:
         if profile.rows == 0:
-            raise FtplanError(f"{path}: the dataset is empty (no rows)", hint="point --data at a file with examples")
-        raise FtplanError(f"{path}: none of the {profile.rows} rows is valid{where}",
-                          hint="fix the rows or check the file format")
+            raise FtplanError(
+                f"{path}: the dataset is empty (no rows)", hint="point --data at a file with examples"
+            )
+        raise FtplanError(
+            f"{path}: none of the {profile.rows} rows is valid{where}",
+            hint="fix the rows or check the file format",
+        )
     if profile.rows and profile.invalid_count / profile.rows > MAX_INVALID_SHARE:
-        raise FtplanError(f"{path}: {profile.invalid_count} of {profile.rows} rows are malformed{where}",
-                          hint="fix the rows or check that --task matches the data")
+        raise FtplanError(
+            f"{path}: {profile.invalid_count} of {profile.rows} rows are malformed{where}",
+            hint="fix the rows or check that --task matches the data",
+        )
     allowed = FORMATS_FOR_TASK[task]
     if profile.format not in allowed:
-        raise FtplanError(f"{path}: rows look like '{profile.format}' records, which task '{task}' cannot train on",
-                          hint=f"task {task} needs one of: {', '.join(allowed)}")
+        raise FtplanError(
+            f"{path}: rows look like '{profile.format}' records, which task '{task}' cannot train on",
+            hint=f"task {task} needs one of: {', '.join(allowed)}",
+        )

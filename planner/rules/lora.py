@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.rules.common import LORA, QLORA, SEED_GUIDE, SEED_STRATEGIES, Choice
+from planner.rules.common import QLORA, SEED_GUIDE, SEED_STRATEGIES, Choice
 
 DEFAULT_R = 16  # seeds/001 "16 is sweet spot"
 TINY_R = 8  # seeds/002 "a good starting point is r=8"; fewer examples support fewer parameters
@@ -23,23 +23,35 @@ def rank_rule(task: str, train_rows: int, code: bool, goal: str) -> Choice[int]:
     if task == "continued-pretraining":
         return Choice(SHIFT_R, "continued pretraining is a large domain shift: r=64", SEED_STRATEGIES)
     if code:
-        return Choice(CODE_R, "code benefits from a larger rank: r=32", SEED_STRATEGIES + " 'Code generation'")
+        return Choice(
+            CODE_R, "code benefits from a larger rank: r=32", SEED_STRATEGIES + " 'Code generation'"
+        )
     if train_rows < TINY_ROWS:
-        return Choice(TINY_R, f"{train_rows} examples (< {TINY_ROWS}): a small rank r=8 limits overfitting",
-                      SEED_GUIDE)
+        return Choice(
+            TINY_R, f"{train_rows} examples (< {TINY_ROWS}): a small rank r=8 limits overfitting", SEED_GUIDE
+        )
     if goal == "quality" and train_rows >= 10_000:
-        return Choice(CODE_R, f"goal=quality with {train_rows} examples: r=32 for more capacity", SEED_STRATEGIES)
-    return Choice(DEFAULT_R, "r=16, the usual sweet spot", SEED_STRATEGIES + " 'Rank (r): 8-64 (16 is sweet spot)'")
+        return Choice(
+            CODE_R, f"goal=quality with {train_rows} examples: r=32 for more capacity", SEED_STRATEGIES
+        )
+    return Choice(
+        DEFAULT_R, "r=16, the usual sweet spot", SEED_STRATEGIES + " 'Rank (r): 8-64 (16 is sweet spot)'"
+    )
 
 
 def alpha_rule(r: int) -> Choice[int]:
-    return Choice(2 * r, f"alpha = 2r = {2 * r} (update scale alpha/r = 2)", SEED_GUIDE + " / " + SEED_STRATEGIES)
+    return Choice(
+        2 * r, f"alpha = 2r = {2 * r} (update scale alpha/r = 2)", SEED_GUIDE + " / " + SEED_STRATEGIES
+    )
 
 
 def dropout_rule(total_params: int) -> Choice[float]:
     value = next(d for limit, d in DROPOUT if total_params <= limit)
-    return Choice(value, f"{value} for a {total_params / 1e9:.1f}B model (0.1 up to 13B, 0.05 above)",
-                  QLORA + " Appendix B.2")
+    return Choice(
+        value,
+        f"{value} for a {total_params / 1e9:.1f}B model (0.1 up to 13B, 0.05 above)",
+        QLORA + " Appendix B.2",
+    )
 
 
 def targets_rule(spec) -> Choice[list[str]]:
@@ -48,8 +60,11 @@ def targets_rule(spec) -> Choice[list[str]]:
     modules it expands to for this model."""
     names = block_linear_names(spec)
     expands = f" ({', '.join(names)})" if names else ""
-    return Choice(["all-linear"], f"all linear layers of each block{expands}: LoRA on every linear layer "
-                  "matches full fine-tuning best", QLORA + " §4; " + SEED_GUIDE + " 'all linear layers'")
+    return Choice(
+        ["all-linear"],
+        f"all linear layers of each block{expands}: LoRA on every linear layer matches full fine-tuning best",
+        QLORA + " §4; " + SEED_GUIDE + " 'all linear layers'",
+    )
 
 
 def block_linear_names(spec) -> list[str]:

@@ -17,38 +17,61 @@ def precision_rule(hardware) -> Choice[str]:
         return Choice("fp32", "no GPU: CPU training runs in fp32", "PyTorch CPU autocast support is partial")
     name = hardware.gpu.name
     if hardware.bf16:
-        return Choice("bf16", f"{name} supports bf16 (compute capability >= 8.0): same range as fp32, no "
-                      "loss scaling", MIXED + "; NVIDIA Ampere whitepaper")
-    return Choice("fp16", f"{name} has no bf16 (compute capability < 8.0): fp16 with dynamic loss scaling",
-                  MIXED)
+        return Choice(
+            "bf16",
+            f"{name} supports bf16 (compute capability >= 8.0): same range as fp32, no loss scaling",
+            MIXED + "; NVIDIA Ampere whitepaper",
+        )
+    return Choice(
+        "fp16", f"{name} has no bf16 (compute capability < 8.0): fp16 with dynamic loss scaling", MIXED
+    )
 
 
 def mixed_precision_rule(method: str, precision: str) -> Choice[bool]:
     if method == "full" and precision != "fp32":
-        return Choice(True, f"full fine-tuning keeps fp32 master weights and optimizer states with {precision} "
-                      "compute (pure 16-bit Adam updates lose small steps)", MIXED)
+        return Choice(
+            True,
+            f"full fine-tuning keeps fp32 master weights and optimizer states with {precision} "
+            "compute (pure 16-bit Adam updates lose small steps)",
+            MIXED,
+        )
     if precision == "fp32":
         return Choice(False, "fp32 throughout", "")
-    return Choice(False, f"frozen base weights are stored in {precision}; adapters train in fp32 under autocast",
-                  "peft / transformers Trainer autocast")
+    return Choice(
+        False,
+        f"frozen base weights are stored in {precision}; adapters train in fp32 under autocast",
+        "peft / transformers Trainer autocast",
+    )
 
 
 def attention_rule(model_type: str, hardware) -> Choice[str]:
     if model_type in EAGER_MODEL_TYPES:
-        return Choice("eager", f"{model_type} soft-caps attention logits, which only the eager path implements",
-                      "transformers Gemma2 documentation")
+        return Choice(
+            "eager",
+            f"{model_type} soft-caps attention logits, which only the eager path implements",
+            "transformers Gemma2 documentation",
+        )
     if hardware.gpu is None:
-        return Choice("sdpa", "PyTorch scaled_dot_product_attention (portable, CPU too)",
-                      "torch.nn.functional.scaled_dot_product_attention")
-    return Choice("sdpa", "PyTorch SDPA: dispatches to FlashAttention-2/memory-efficient kernels without an "
-                  "extra package (flash_attention_2 via --set if flash-attn is installed)",
-                  "torch.nn.functional.scaled_dot_product_attention docs")
+        return Choice(
+            "sdpa",
+            "PyTorch scaled_dot_product_attention (portable, CPU too)",
+            "torch.nn.functional.scaled_dot_product_attention",
+        )
+    return Choice(
+        "sdpa",
+        "PyTorch SDPA: dispatches to FlashAttention-2/memory-efficient kernels without an "
+        "extra package (flash_attention_2 via --set if flash-attn is installed)",
+        "torch.nn.functional.scaled_dot_product_attention docs",
+    )
 
 
 def optimizer_rule(method: str, hardware) -> Choice[str]:
     if method == "qlora":
-        return Choice("paged_adamw_8bit", "QLoRA's paged optimizer absorbs memory spikes on long batches",
-                      QLORA + " §3 'Paged Optimizers'; bitsandbytes")
+        return Choice(
+            "paged_adamw_8bit",
+            "QLoRA's paged optimizer absorbs memory spikes on long batches",
+            QLORA + " §3 'Paged Optimizers'; bitsandbytes",
+        )
     if hardware.gpu is None:
         return Choice("adamw", "AdamW (torch)", "")
     return Choice("adamw", "AdamW (torch fused)", "Loshchilov & Hutter 2019, AdamW")

@@ -27,25 +27,54 @@ class Candidate:
     offload: bool = False
 
 
-def family_order(task: str, train_rows: int, total_tokens: int, goal: str) -> Choice[tuple[str, ...]]:
+def family_order(
+    task: str, train_rows: int, total_tokens: int, goal: str, *, gpu: bool = True
+) -> Choice[tuple[str, ...]]:
     """Method families in order of preference (the first that fits wins)."""
-    big = train_rows >= FULL_MIN_ROWS or (task == "continued-pretraining" and total_tokens >= FULL_MIN_CPT_TOKENS)
+    if not gpu:
+        return Choice(
+            ("lora", "full"),
+            "no GPU: LoRA first (a third fewer FLOPs and far less memory on a CPU; no 4-bit kernels there)",
+            SEED_STRATEGIES + " 'LoRA: limited compute'",
+        )
+    big = train_rows >= FULL_MIN_ROWS or (
+        task == "continued-pretraining" and total_tokens >= FULL_MIN_CPT_TOKENS
+    )
     if goal == "cost":
-        return Choice(("lora", "qlora", "full"), "goal=cost: LoRA first (fewer FLOPs, small checkpoints), QLoRA "
-                      "if it does not fit", SEED_STRATEGIES + " 'Start with LoRA'")
+        return Choice(
+            ("lora", "qlora", "full"),
+            "goal=cost: LoRA first (fewer FLOPs, small checkpoints), QLoRA if it does not fit",
+            SEED_STRATEGIES + " 'Start with LoRA'",
+        )
     if task == "preference" and goal != "quality":
-        return Choice(("lora", "qlora", "full"), "DPO with LoRA: the frozen base doubles as the reference model "
-                      "(no second copy in memory)", "TRL DPOTrainer with peft (ref_model=None)")
+        return Choice(
+            ("lora", "qlora", "full"),
+            "DPO with LoRA: the frozen base doubles as the reference model (no second copy in memory)",
+            "TRL DPOTrainer with peft (ref_model=None)",
+        )
     if big:
-        size = (f"{total_tokens / 1e6:.0f}M tokens of domain text" if task == "continued-pretraining"
-                else f"{train_rows} examples")
-        return Choice(("full", "lora", "qlora"), f"{size} (>= 10K): full fine-tuning when it fits, for the "
-                      "highest quality; LoRA otherwise", SEED_STRATEGIES + " 'Full fine-tuning: when to use'")
+        size = (
+            f"{total_tokens / 1e6:.0f}M tokens of domain text"
+            if task == "continued-pretraining"
+            else f"{train_rows} examples"
+        )
+        return Choice(
+            ("full", "lora", "qlora"),
+            f"{size} (>= 10K): full fine-tuning when it fits, for the highest quality; LoRA otherwise",
+            SEED_STRATEGIES + " 'Full fine-tuning: when to use'",
+        )
     if goal == "quality":
-        return Choice(("lora", "full", "qlora"), f"goal=quality but only {train_rows} examples (< 10K): LoRA "
-                      "matches full fine-tuning on medium data; full next", SEED_STRATEGIES + " 'LoRA: medium dataset'")
-    return Choice(("lora", "qlora", "full"), f"{train_rows} examples (< 10K): LoRA (QLoRA when LoRA does not "
-                  "fit)", SEED_STRATEGIES + " 'LoRA: limited compute, medium dataset'; " + SEED_GUIDE)
+        return Choice(
+            ("lora", "full", "qlora"),
+            f"goal=quality but only {train_rows} examples (< 10K): LoRA "
+            "matches full fine-tuning on medium data; full next",
+            SEED_STRATEGIES + " 'LoRA: medium dataset'",
+        )
+    return Choice(
+        ("lora", "qlora", "full"),
+        f"{train_rows} examples (< 10K): LoRA (QLoRA when LoRA does not fit)",
+        SEED_STRATEGIES + " 'LoRA: limited compute, medium dataset'; " + SEED_GUIDE,
+    )
 
 
 def candidates(base: TrainSetup, world: int, gpu: bool, allow_offload: bool) -> list[Candidate]:
@@ -54,7 +83,9 @@ def candidates(base: TrainSetup, world: int, gpu: bool, allow_offload: bool) -> 
     Order matters only as a tie-break: ZeRO-1/2 move as many bytes as DDP, ZeRO-3 1.5x (ZeRO paper
     §7), offload adds PCIe traffic and CPU Adam steps.
     """
-    base = base.with_(distribution="single", offload_optimizer=False, offload_params=False, gpus=world if gpu else 1)
+    base = base.with_(
+        distribution="single", offload_optimizer=False, offload_params=False, gpus=world if gpu else 1
+    )
     full = base.with_(method="full")
     lora = base.with_(method="lora")
     qlora = base.with_(method="qlora", optimizer="paged_adamw_8bit")
@@ -64,19 +95,30 @@ def candidates(base: TrainSetup, world: int, gpu: bool, allow_offload: bool) -> 
     if world == 1:
         # ZeRO/FSDP offload on a single GPU (ZeRO-Offload) is not modelled by planner.memory
         # (it requires gpus >= 2), so one GPU gets plain setups only.
-        return [Candidate("full", "full", full), Candidate("lora", "lora", lora), Candidate("qlora", "qlora", qlora)]
+        return [
+            Candidate("full", "full", full),
+            Candidate("lora", "lora", lora),
+            Candidate("qlora", "qlora", qlora),
+        ]
     for dist in ("ddp", "zero1", "zero2", "zero3"):
         out.append(Candidate(f"full-{dist}", "full", full.with_(distribution=dist)))
     if allow_offload:
-        out.append(Candidate("full-zero3-offload", "full",
-                             full.with_(distribution="zero3", offload_optimizer=True, offload_params=True),
-                             offload=True))
-    out += [Candidate("lora-ddp", "lora", lora.with_(distribution="ddp")),
-            Candidate("lora-zero3", "lora", lora.with_(distribution="zero3")),
-            Candidate("qlora-ddp", "qlora", qlora.with_(distribution="ddp")),
-            # FSDP + QLoRA shards the 4-bit base (PEFT docs "FSDP + QLoRA"; needs
-            # bnb_4bit_quant_storage = the compute dtype).
-            Candidate("qlora-fsdp", "qlora", qlora.with_(distribution="fsdp"))]
+        out.append(
+            Candidate(
+                "full-zero3-offload",
+                "full",
+                full.with_(distribution="zero3", offload_optimizer=True, offload_params=True),
+                offload=True,
+            )
+        )
+    out += [
+        Candidate("lora-ddp", "lora", lora.with_(distribution="ddp")),
+        Candidate("lora-zero3", "lora", lora.with_(distribution="zero3")),
+        Candidate("qlora-ddp", "qlora", qlora.with_(distribution="ddp")),
+        # FSDP + QLoRA shards the 4-bit base (PEFT docs "FSDP + QLoRA"; needs
+        # bnb_4bit_quant_storage = the compute dtype).
+        Candidate("qlora-fsdp", "qlora", qlora.with_(distribution="fsdp")),
+    ]
     return out
 
 

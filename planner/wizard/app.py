@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from planner.wizard.screens.base import BACK
+from planner.hardware import Hardware
+from planner.wizard.screens.base import BACK, describe_error
 from planner.wizard.screens.data import DataScreen
 from planner.wizard.screens.hardware import HardwareScreen
 from planner.wizard.screens.model import ModelScreen
@@ -51,7 +52,11 @@ class WizardApp(App[Any]):
     def detected_hardware(self):
         """The probe's answer, asked once (pynvml); a CPU-only Hardware when there is no GPU."""
         if self._detected is None:
-            self._detected = self.services.probe()
+            try:
+                self._detected = self.services.probe()
+            except Exception as exc:  # noqa: BLE001 - a broken driver means "no GPU seen", not a crash
+                self._detected = Hardware(gpu=None, count=0, free_memory_bytes=0, detected=False,
+                                          notes=(f"GPU probe failed: {describe_error(exc)}",))
         return self._detected
 
     def on_mount(self) -> None:

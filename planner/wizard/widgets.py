@@ -101,11 +101,11 @@ class PathSuggester(Suggester):
     async def get_suggestion(self, value: str) -> str | None:
         if not value:
             return None
-        path = Path(os.path.expanduser(value))
-        folder, stem = (path, "") if value.endswith(os.sep) else (path.parent, path.name)
         try:
+            path = Path(os.path.expanduser(value))
+            folder, stem = (path, "") if value.endswith(os.sep) else (path.parent, path.name)
             names = sorted(p.name + (os.sep if p.is_dir() else "") for p in folder.iterdir())
-        except OSError:
+        except (OSError, ValueError):  # no such folder, no permission, a name the OS rejects
             return None
         for name in names:
             if name.startswith(stem) and name != stem and not name.startswith("."):

@@ -42,7 +42,7 @@ class DataScreen(StepScreen):
         self.show_error(None)
         value = event.value.strip()
         profile = self.query_one("#profile", Static)
-        if not value or not Path(value).expanduser().is_file():
+        if not value or not is_file(value):
             profile.update("")  # a path being typed: no message until Next or a real file
             return
         profile.update("reading…")
@@ -94,6 +94,14 @@ class DataScreen(StepScreen):
     def answer(self) -> dict[str, Any]:
         value = self.query_one("#data", Input).value.strip()
         return {"data": value, "profile": self._checked[value][0]}
+
+
+def is_file(text: str) -> bool:
+    """True for an existing file; False for anything else, including names the OS rejects."""
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError):  # too long, embedded NUL...
+        return False
 
 
 def describe_profile(p) -> Text:

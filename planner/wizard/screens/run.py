@@ -21,32 +21,40 @@ from planner.wizard.widgets import GIB, gib
 
 POLL_S = 0.5
 STOPPED_EXIT = 130  # 128 + SIGINT: the shell convention (and `ftplan`'s exit code on Ctrl-C)
-# metrics.jsonl keys written by executor/callbacks.py (MetricsCallback / memory_now), in GiB.
-MEASURED_KEYS = ("cuda_max_allocated_gb", "peak_rss_gb")
+
+# (metrics.jsonl key in GiB, what it is, the plan.estimate fields it is compared with): the same pairs
+# as the executor's end-of-run report (executor/report.py: compare_with_estimate).
+MEMORY_PAIRS = (
+    ("cuda_max_allocated_gb", "CUDA peak allocated", ("peak_allocated",)),
+    ("cuda_max_reserved_gb", "reserved", ("total",)),
+    ("peak_rss_gb", "process peak RSS", ("cpu_bytes", "total")),
+)
 
 
-def measured_memory(records: list[dict[str, Any]]) -> tuple[str, float] | None:
-    """(key, GiB) of the highest peak memory the executor reported: CUDA allocated, else process RSS."""
-    for key in MEASURED_KEYS:
-        values = [float(r[key]) for r in records if isinstance(r.get(key), (int, float))]
-        if values:
-            return key, max(values)
-    return None
+def _peak(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return max(values) if values else None
 
 
 def memory_line(records: list[dict[str, Any]], plan) -> Text:
+    """Measured peak memory so far (from metrics.jsonl) against the plan's estimate, with the error."""
     t = Text("memory: ")
-    measured = measured_memory(records)
-    estimate = plan.estimate.peak_allocated or plan.estimate.total
-    if measured is None:
+    on_gpu = _peak(records, "cuda_max_allocated_gb") is not None
+    shown = 0
+    for key, label, est_fields in MEMORY_PAIRS:
+        if key.startswith("cuda") != on_gpu:
+            continue
+        measured = _peak(records, key)
+        if measured is None:
+            continue
+        estimate = next((getattr(plan.estimate, f) for f in est_fields if getattr(plan.estimate, f)), 0)
+        t.append(" · " if shown else "")
+        t.append(f"{label} {measured:.2f} GiB", style="bold")
+        if estimate:
+            t.append(f" (estimate {gib(estimate)}, {(measured * GIB - estimate) / estimate:+.0%})")
+        shown += 1
+    if not shown:
         t.append("waiting for the first log…", style="dim")
-        return t
-    key, value = measured
-    what = "CUDA peak allocated" if key.startswith("cuda") else "process peak RSS (CPU run)"
-    t.append(f"{what} {value:.2f} GiB", style="bold")
-    if estimate and key.startswith("cuda"):
-        err = (value * GIB - estimate) / estimate
-        t.append(f" vs estimate {gib(estimate)} ({err:+.0%})")
     return t
 
 

@@ -24,12 +24,12 @@ case "$LAUNCHER" in
     exec accelerate launch --config_file "$PLAN_DIR/accelerate_config.yaml" \
       --num_processes "$NUM_PROCESSES" --num_machines "$NNODES" --machine_rank "$NODE_RANK" \
       --main_process_ip "$MASTER_ADDR" --main_process_port "$MASTER_PORT" \
-      -m executor run "$PLAN_DIR" "$@"
+      -m executor run "$PLAN_DIR"
     ;;
   torchrun)
     exec torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$GPUS_PER_NODE" \
       --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-      -m executor run "$PLAN_DIR" "$@"
+      -m executor run "$PLAN_DIR"
     ;;
   *)
     echo "ftplan: unknown LAUNCHER '$LAUNCHER' (accelerate | torchrun)" >&2

@@ -19,4 +19,4 @@ PYTHON="${PYTHON:-python}"
 printf 'ftplan: training %s on %s\n' "$MODEL" "$DATA" >&2
 cd -- "$PLAN_DIR"
 # One process: no distributed launcher needed.
-exec "$PYTHON" -m executor run "$PLAN_DIR" "$@"
+exec "$PYTHON" -m executor run "$PLAN_DIR"

@@ -24,18 +24,18 @@ case "$LAUNCHER" in
     exec accelerate launch --config_file "$PLAN_DIR/accelerate_config.yaml" \
       --num_processes "$NUM_PROCESSES" --num_machines "$NNODES" --machine_rank "$NODE_RANK" \
       --main_process_ip "$MASTER_ADDR" --main_process_port "$MASTER_PORT" \
-      -m executor run "$PLAN_DIR" "$@"
+      -m executor run "$PLAN_DIR"
     ;;
   torchrun)
     exec torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$GPUS_PER_NODE" \
       --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-      -m executor run "$PLAN_DIR" "$@"
+      -m executor run "$PLAN_DIR"
     ;;
   deepspeed)
     # Multi-node with the deepspeed launcher also needs a hostfile (--hostfile), see DeepSpeed docs.
     exec deepspeed --num_nodes "$NNODES" --num_gpus "$GPUS_PER_NODE" \
       --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-      --module executor run "$PLAN_DIR" "$@"
+      --module executor run "$PLAN_DIR"
     ;;
   *)
     echo "ftplan: unknown LAUNCHER '$LAUNCHER' (accelerate | torchrun | deepspeed)" >&2

@@ -1,0 +1,170 @@
+"""The memory estimator against the papers' numbers, its own invariants, and measured spot checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.errors import FtplanError
+from planner.estimate import estimate, max_micro_batch, max_seq_len, standard_strategies
+from planner.hardware import Hardware, resolve_gpu
+from planner.memory import TrainSetup, activation_bytes, estimate_memory, nf4_bytes
+from planner.model_spec import load_model_spec
+
+GB = 10**9
+
+
+def spec(name: str = "meta-llama/Llama-3.1-8B"):
+    return load_model_spec(name)
+
+
+def hw(gpu: str = "A100-80GB", count: int = 1) -> Hardware:
+    g = resolve_gpu(gpu)
+    return Hardware(gpu=g, count=count, free_memory_bytes=g.memory_bytes, detected=False)
+
+
+# --------------------------------------------------------------------------------------- papers
+
+
+def test_zero_paper_16_bytes_per_param_mixed_precision_adam():
+    """ZeRO (Rajbhandari et al. 2020, sec. 3.1): mixed-precision Adam keeps 2 (fp16 params) + 2 (fp16
+    grads) + 12 (fp32 master params, momentum, variance) = 16 bytes per parameter.
+
+    Single GPU with torch autocast, the breakdown is fp32 weights (4, the master copy itself) + fp32
+    grads (4) + Adam m, v (8) = 16; with DeepSpeed ZeRO it is the paper's 2 + 2 + 12 split.
+    """
+    s = spec()
+    n = s.param_counts().total
+    single = estimate_memory(s, TrainSetup(method="full", dtype="bf16", mixed_precision=True, seq_len=512))
+    assert (single.weights + single.gradients + single.optimizer) / n == pytest.approx(16, abs=1e-6)
+    zero1 = estimate_memory(s, TrainSetup(method="full", dtype="bf16", mixed_precision=True, seq_len=512,
+                                          gpus=2, distribution="zero1"))
+    assert zero1.weights / n == pytest.approx(2)
+    assert zero1.gradients / n == pytest.approx(2)
+    assert zero1.optimizer * 2 / n == pytest.approx(12, rel=1e-6)  # partitioned over 2 GPUs
+
+
+def test_pure_bf16_full_is_8_bytes_per_param():
+    s = spec()
+    m = estimate_memory(s, TrainSetup(method="full", dtype="bf16", seq_len=512))
+    assert (m.weights + m.gradients + m.optimizer) / s.param_counts().total == pytest.approx(8)
+
+
+def test_qlora_paper_65b_from_780gb_to_48gb():
+    """QLoRA (Dettmers et al. 2023, abstract/intro): finetuning LLaMA 65B in 16 bit needs more than
+    780 GB; QLoRA (NF4 + double quant, paged 8-bit AdamW, r=64 on all linear layers, gradient
+    checkpointing) fits in less than 48 GB."""
+    s = spec("huggyllama/llama-65b")
+    full = estimate_memory(s, TrainSetup(method="full", dtype="bf16", mixed_precision=True, seq_len=512))
+    assert full.peak_allocated > 780 * GB
+    q = estimate_memory(s, TrainSetup(method="qlora", dtype="bf16", seq_len=512, micro_batch=1, grad_ckpt=True,
+                                      optimizer="paged_adamw_8bit", lora_r=64, lora_targets=("all-linear",)))
+    assert q.total < 48 * GB
+    # the NF4 weights alone: ~65.2e9 * (0.5 + 0.127/8) bytes ≈ 33.7 GB for the Linear layers
+    assert 30 * GB < q.weights < 40 * GB
+
+
+def test_nf4_double_quant_overhead_is_0127_bits_per_param():
+    n = 64 * 256 * 1000
+    dq = nf4_bytes(n, tensors=0) * 8 / n - 4
+    plain = nf4_bytes(n, tensors=0, double_quant=False) * 8 / n - 4
+    assert dq == pytest.approx(8 / 64 + 32 / (64 * 256), rel=1e-6)  # 0.127 bits (QLoRA sec. 3)
+    assert plain == pytest.approx(0.5)
+
+
+def test_zero3_on_8_gpus_shards_state_to_an_eighth():
+    s = spec()
+    base = dict(method="full", dtype="bf16", mixed_precision=True, seq_len=1024, gpus=8)
+    z0 = estimate_memory(s, TrainSetup(distribution="ddp", **base))
+    z3 = estimate_memory(s, TrainSetup(distribution="zero3", **base))
+    n = s.param_counts().total
+    assert z3.weights == pytest.approx(2 * n / 8, rel=1e-3)
+    assert z3.gradients == pytest.approx(2 * n / 8, rel=1e-3)
+    assert z3.optimizer == pytest.approx(12 * n / 8, rel=1e-3)
+    assert z3.peak_allocated < z0.peak_allocated / 3
+
+
+def test_offload_moves_optimizer_to_cpu():
+    s = spec()
+    base = dict(method="full", dtype="bf16", mixed_precision=True, seq_len=1024, gpus=8, distribution="zero3")
+    on = estimate_memory(s, TrainSetup(offload_optimizer=True, offload_params=True, **base))
+    off = estimate_memory(s, TrainSetup(**base))
+    assert on.optimizer == 0 and on.weights == 0
+    assert on.cpu_bytes >= 12 * s.param_counts().total
+    assert on.peak_allocated < off.peak_allocated
+
+
+# --------------------------------------------------------------------------------------- invariants
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_activations_grow_with_sequence_and_batch(method):
+    s = spec("Qwen/Qwen2.5-0.5B")
+    a = TrainSetup(method=method, seq_len=512, micro_batch=1)
+    assert activation_bytes(s, a.with_(seq_len=1024)) > activation_bytes(s, a)
+    assert activation_bytes(s, a.with_(micro_batch=2)) > activation_bytes(s, a)
+    assert estimate_memory(s, a.with_(micro_batch=4)).peak_allocated > estimate_memory(s, a).peak_allocated
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_gradient_checkpointing_saves_memory(method):
+    s = spec()
+    a = TrainSetup(method=method, seq_len=4096, micro_batch=2)
+    assert activation_bytes(s, a.with_(grad_ckpt=True)) < activation_bytes(s, a) / 5
+    assert estimate_memory(s, a.with_(grad_ckpt=True)).peak_allocated < estimate_memory(s, a).peak_allocated
+
+
+def test_eager_attention_costs_more_than_sdpa_at_long_sequences():
+    s = spec()
+    a = TrainSetup(method="lora", seq_len=8192)
+    eager = estimate_memory(s, a.with_(attn_impl="eager")).peak_allocated
+    sdpa = estimate_memory(s, a.with_(attn_impl="sdpa")).peak_allocated
+    assert eager > 1.5 * sdpa
+
+
+def test_method_ordering_for_a_7b_model():
+    s = spec()
+    mem = {m: estimate_memory(s, TrainSetup(method=m, seq_len=1024)).peak_allocated
+           for m in ("full", "lora", "qlora", "prompt")}
+    assert mem["qlora"] < mem["lora"] < mem["full"]
+    assert mem["prompt"] < mem["lora"]
+
+
+def test_optimizer_states():
+    s = spec("Qwen/Qwen2.5-0.5B")
+    n = s.param_counts().total
+    opt = {o: estimate_memory(s, TrainSetup(method="full", optimizer=o, seq_len=256)).optimizer
+           for o in ("adamw", "adamw_8bit", "sgd", "adafactor")}
+    assert opt["adamw"] == 2 * 2 * n  # two bf16 states
+    assert 2 * n < opt["adamw_8bit"] < 2.1 * n  # uint8 x 2 + fp32 absmax per block
+    assert opt["sgd"] == 0
+    assert 0 < opt["adafactor"] < opt["adamw"] / 2
+
+
+@pytest.mark.parametrize("field,value", [("seq_len", 0), ("micro_batch", -1), ("lora_r", 100000),
+                                         ("optimizer", "lion"), ("gpus", 0)])
+def test_bad_setups_raise_ftplan_error(field, value):
+    with pytest.raises(FtplanError):
+        estimate_memory(spec(), TrainSetup(method="lora").with_(**{field: value}))
+
+
+def test_verdict_and_search_are_consistent():
+    s = spec()
+    h = hw("RTX-4090")
+    lora = TrainSetup(method="lora", seq_len=1024)
+    e = estimate(s, lora, h, tokens=10**6)
+    assert e.verdict == "exceeds"  # 16 GB of bf16 weights + activations do not fit in 24 GB
+    q = estimate(s, TrainSetup(method="qlora", seq_len=1024, optimizer="paged_adamw_8bit"), h, tokens=10**6)
+    assert q.verdict == "fits"
+    b = max_micro_batch(s, q.setup, h)
+    assert b >= 1
+    assert estimate(s, q.setup.with_(micro_batch=b), h, tokens=1, search=False).verdict == "fits"
+    assert estimate(s, q.setup.with_(micro_batch=b + 1), h, tokens=1, search=False).verdict != "fits"
+    L = max_seq_len(s, q.setup, h)
+    assert 1024 <= L <= s.max_position_embeddings
+
+
+def test_standard_strategies_cover_the_issue():
+    names = [n for n, _ in standard_strategies(spec(), hw(count=8), seq_len=1024, gpus=8)]
+    for required in ("full-fp32", "full-mixed", "full-bf16", "lora", "qlora", "prompt", "prefix",
+                     "zero1", "zero2", "zero3", "zero3-offload", "fsdp"):
+        assert required in names
