@@ -25,7 +25,18 @@ _EXPORTS = {
     "load_trained": "executor.inference",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # noqa: RUF022 - same order as _EXPORTS
+    "run_plan",
+    "TrainingDiverged",
+    "RunSummary",
+    "RunPaths",
+    "build_tokenizer",
+    "build_model",
+    "build_datasets",
+    "build_training_args",
+    "build_trainer",
+    "load_trained",
+]
 
 
 def __getattr__(name: str):

@@ -57,8 +57,13 @@ class MetricsCallback(TrainerCallback):
             self._last_t, self._last_tokens = now, seen
             logs.update({k: round(v, 4) for k, v in memory_now().items()})
         if state.is_world_process_zero:
-            record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(),
-                      "tokens_seen": state.num_input_tokens_seen, **logs}
+            record = {
+                "step": state.global_step,
+                "epoch": state.epoch,
+                "time": time.time(),
+                "tokens_seen": state.num_input_tokens_seen,
+                **logs,
+            }
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, default=_json_default) + "\n")
@@ -109,7 +114,10 @@ class InterruptCallback(TrainerCallback):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nftplan: Ctrl-C received: saving a checkpoint after this step (press again to abort)", flush=True)
+        print(
+            "\nftplan: Ctrl-C received: saving a checkpoint after this step (press again to abort)",
+            flush=True,
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
         if threading.current_thread() is threading.main_thread():

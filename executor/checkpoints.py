@@ -78,8 +78,9 @@ def verify(ckpt: Path) -> None:
     try:
         json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise FtplanError(f"checkpoint {ckpt}: trainer_state.json is unreadable (corrupted checkpoint)",
-                          hint=fix) from None
+        raise FtplanError(
+            f"checkpoint {ckpt}: trainer_state.json is unreadable (corrupted checkpoint)", hint=fix
+        ) from None
 
 
 def resume_checkpoint(folder: Path, log=print) -> Path | None:

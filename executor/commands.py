@@ -28,8 +28,10 @@ def needs_launcher(plan) -> bool:
 def _exec_launch(plan_dir: Path) -> None:
     launch = plan_dir / "launch.sh"
     if not launch.is_file():
-        raise FtplanError(f"{launch}: missing; this plan needs several processes",
-                          hint="re-render the plan folder with `ftplan plan ... --out DIR`")
+        raise FtplanError(
+            f"{launch}: missing; this plan needs several processes",
+            hint="re-render the plan folder with `ftplan plan ... --out DIR`",
+        )
     click.echo(f"ftplan: multi-process plan: exec {launch}", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -40,8 +42,12 @@ def headline(summary) -> str:
     """Two or three lines a person reads first: status, steps, time, memory, the metric base -> tuned."""
     mem = summary.peak_memory_gb
     peak = mem.get("cuda_max_reserved_gb", mem.get("peak_rss_gb", 0.0))
-    lines = [f"ftplan: {summary.status}: {summary.global_step} steps in {summary.wall_seconds:.0f} s, "
-             f"{summary.tokens_per_second:.0f} tokens/s, peak memory {peak:.2f} GiB"]
+    lines = [
+        (
+            f"ftplan: {summary.status}: {summary.global_step} steps in {summary.wall_seconds:.0f} s, "
+            f"{summary.tokens_per_second:.0f} tokens/s, peak memory {peak:.2f} GiB"
+        )
+    ]
     for key in ("exact_match", "accuracy", "rouge_l", "loss", "perplexity"):
         if summary.tuned.get(key) is not None:
             base = summary.base.get(key)
@@ -49,8 +55,10 @@ def headline(summary) -> str:
             lines.append(f"  {key}: {before}{summary.tuned[key]:.4g}")
     for c in summary.comparisons:
         if c.error_pct is not None:
-            lines.append(f"  {c.quantity}: estimated {c.estimate:.4g} {c.unit}, measured {c.measured:.4g} "
-                         f"({c.error_pct:+.0f}%)")
+            lines.append(
+                f"  {c.quantity}: estimated {c.estimate:.4g} {c.unit}, measured {c.measured:.4g} "
+                f"({c.error_pct:+.0f}%)"
+            )
     if summary.message:
         lines.append(f"  {summary.message}")
     return "\n".join(lines)
@@ -89,23 +97,48 @@ def run_command(plan_dir: Path):
 @click.command("go")
 @click.option("--model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local model folder.")
 @click.option("--data", required=True, metavar="FILE", help="Training data (jsonl, json, csv, parquet).")
-@click.option("--task", required=True,
-              type=click.Choice(["sft", "chat", "continued-pretraining", "classification", "preference"]))
+@click.option(
+    "--task",
+    required=True,
+    type=click.Choice(["sft", "chat", "continued-pretraining", "classification", "preference"]),
+)
 @click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU).")
 @click.option("--gpus", type=int, metavar="N", help="GPUs per node.")
 @click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU.")
 @click.option("--price", type=float, metavar="USD", help="Price per GPU-hour.")
-@click.option("--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced", show_default=True)
+@click.option(
+    "--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced", show_default=True
+)
 @click.option("--max-hours", type=float, metavar="H")
 @click.option("--max-cost", type=float, metavar="USD")
 @click.option("--general-data", metavar="FILE", help="General corpus: replay and a forgetting check.")
-@click.option("--out", "out_dir", default="plan", show_default=True, metavar="DIR", help="Plan folder to write.")
+@click.option(
+    "--out", "out_dir", default="plan", show_default=True, metavar="DIR", help="Plan folder to write."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a plan field (repeatable).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code (only for models you trust).")
+@click.option(
+    "--trust-remote-code", is_flag=True, help="Allow the model's own code (only for models you trust)."
+)
 @click.option("--force", is_flag=True, help="Replace the plan files in an existing, non-empty --out folder.")
 @click.option("--yes", "-y", is_flag=True, help="Run without asking for confirmation.")
-def go_command(model, data, task, gpu, gpus, gpu_memory, price, goal, max_hours, max_cost, general_data, out_dir,
-               sets, trust_remote_code, force, yes):
+def go_command(
+    model,
+    data,
+    task,
+    gpu,
+    gpus,
+    gpu_memory,
+    price,
+    goal,
+    max_hours,
+    max_cost,
+    general_data,
+    out_dir,
+    sets,
+    trust_remote_code,
+    force,
+    yes,
+):
     """Plan (as `ftplan plan`), show the summary, confirm, then run (as `ftplan run`), in one shot.
 
     \b
@@ -120,10 +153,21 @@ def go_command(model, data, task, gpu, gpus, gpu_memory, price, goal, max_hours,
     from planner.rules import make_plan
 
     check_out_dir(out_dir, force)  # fail before any work
-    request = PlanRequest(model=model, data=data, task=task, goal=goal, gpu=gpu, gpus=gpus,
-                          gpu_memory_gb=gpu_memory, price_per_hour=price, max_hours=max_hours, max_cost=max_cost,
-                          general_data=general_data, overrides=parse_set_options(sets),
-                          trust_remote_code=trust_remote_code)
+    request = PlanRequest(
+        model=model,
+        data=data,
+        task=task,
+        goal=goal,
+        gpu=gpu,
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory,
+        price_per_hour=price,
+        max_hours=max_hours,
+        max_cost=max_cost,
+        general_data=general_data,
+        overrides=parse_set_options(sets),
+        trust_remote_code=trust_remote_code,
+    )
     result = make_plan(request)
     folder = Path(write_plan_folder(result, out_dir, force=force))
     click.echo(summary(result, folder))

@@ -38,8 +38,15 @@ FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
 # not a few bad rows (the profiler already reported the count it found at planning time).
 MAX_INVALID_SHARE = 0.5
 # ShareGPT role names -> chat-template roles (as TRL's maybe_convert_to_chatml does, trl/data_utils.py).
-ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant",
-                "user": "user", "assistant": "assistant", "system": "system"}
+ROLE_ALIASES = {
+    "human": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
 @dataclass
@@ -88,7 +95,9 @@ def read_records(path: str | Path, what: str = "data.path") -> list[tuple[int, A
         # CSV: line 1 is the header, so record i is on line i + 1.
         start = 2 if suffix == ".csv" else 1
         return list(enumerate(ds.to_list(), start=start))
-    raise FtplanError(f"{what} '{path}': unsupported file type '{suffix}'", hint="use jsonl, json, csv or parquet")
+    raise FtplanError(
+        f"{what} '{path}': unsupported file type '{suffix}'", hint="use jsonl, json, csv or parquet"
+    )
 
 
 def _read_jsonl(p: Path) -> list[tuple[int, Any]]:
@@ -130,7 +139,9 @@ def _prompt_completion(rec: dict):
     prompt, completion = _text(rec, "prompt", "question"), _text(rec, "completion", "answer")
     if prompt is None or completion is None:
         return None, "needs non-empty 'prompt' and 'completion'"
-    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]}, None
+    return {
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    }, None
 
 
 def _messages(value) -> tuple[list[dict] | None, str | None]:
@@ -210,9 +221,19 @@ NORMALISERS: dict[str, Callable[[dict], tuple[dict | None, str | None]]] = {
 def _as_task(task: str, mode: str, row: dict) -> dict:
     """A normalised row in the shape the task trains on (classification by generation = a tiny chat)."""
     if task in ("sft", "chat") and "label" in row:
-        return {"messages": [{"role": "user", "content": row["text"]}, {"role": "assistant", "content": row["label"]}]}
+        return {
+            "messages": [
+                {"role": "user", "content": row["text"]},
+                {"role": "assistant", "content": row["label"]},
+            ]
+        }
     if task == "classification" and mode == "generate":
-        return {"messages": [{"role": "user", "content": row["text"]}, {"role": "assistant", "content": row["label"]}]}
+        return {
+            "messages": [
+                {"role": "user", "content": row["text"]},
+                {"role": "assistant", "content": row["label"]},
+            ]
+        }
     return row
 
 
@@ -228,8 +249,10 @@ def load_rows(plan: Plan) -> tuple[list[dict], dict[str, int]]:
     records = read_records(path)
     rows, seen, invalid, duplicates, first_bad = [], set(), 0, 0, None
     for lineno, rec in records:
-        row, reason = (None, rec) if isinstance(rec, str) else (
-            NORMALISERS[fmt](rec) if isinstance(rec, dict) else (None, "is not an object")
+        row, reason = (
+            (None, rec)
+            if isinstance(rec, str)
+            else (NORMALISERS[fmt](rec) if isinstance(rec, dict) else (None, "is not an object"))
         )
         if row is None:
             invalid += 1
@@ -270,7 +293,9 @@ def split_rows(rows: list, plan: Plan) -> tuple[list, list]:
 
 
 def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -311,9 +336,15 @@ def _lm_dataset(tokenizer, rows: list[dict]):
     import datasets
 
     if not getattr(tokenizer, "is_fast", False):
-        raise FtplanError("the tokenizer is not a fast (Rust) tokenizer", hint="save the model with tokenizer.json")
-    feats = [tokenize_conversation(tokenizer, r["messages"]) if "messages" in r else tokenize_text(tokenizer, r["text"])
-             for r in rows]
+        raise FtplanError(
+            "the tokenizer is not a fast (Rust) tokenizer", hint="save the model with tokenizer.json"
+        )
+    feats = [
+        tokenize_conversation(tokenizer, r["messages"])
+        if "messages" in r
+        else tokenize_text(tokenizer, r["text"])
+        for r in rows
+    ]
     return datasets.Dataset.from_list(feats)
 
 
@@ -322,21 +353,29 @@ def _head_dataset(tokenizer, rows: list[dict], labels: list[str], seq_len: int):
 
     index = {label: i for i, label in enumerate(labels)}
     enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=seq_len)
-    return datasets.Dataset.from_dict({
-        "input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-        "labels": [index.get(r["label"], -100) for r in rows],
-    })
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "labels": [index.get(r["label"], -100) for r in rows],
+        }
+    )
 
 
 def _preference_dataset(rows: list[dict]):
     import datasets
 
     # Conversational preference format (TRL docs, "Dataset formats"): DPOTrainer applies the chat template.
-    return datasets.Dataset.from_list([
-        {"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
-         "rejected": [{"role": "assistant", "content": r["rejected"]}]}
-        for r in rows
-    ])
+    return datasets.Dataset.from_list(
+        [
+            {
+                "prompt": r["prompt"],
+                "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                "rejected": [{"role": "assistant", "content": r["rejected"]}],
+            }
+            for r in rows
+        ]
+    )
 
 
 def general_texts(plan: Plan, tokenizer) -> list[str]:
@@ -366,7 +405,7 @@ def _replay(plan: Plan, tokenizer, n_train: int) -> tuple[list[dict], list[dict]
     texts = general_texts(plan, tokenizer)
     random.Random(plan.training.seed + 1).shuffle(texts)
     held = texts[: min(len(texts) // 5 or 1, plan.evaluation.max_eval_samples or 1)]
-    pool = texts[len(held):] or texts
+    pool = texts[len(held) :] or texts
     r = plan.data.replay_ratio
     want = round(n_train * r / (1 - r)) if r > 0 else 0
     mixed = [{"text": pool[i % len(pool)]} for i in range(want)]

@@ -73,13 +73,21 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -
     out: list[str] = []
     try:
         for i in range(0, len(prompts), GEN_BATCH):
-            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                     for p in prompts[i : i + GEN_BATCH]]
+            texts = [
+                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                for p in prompts[i : i + GEN_BATCH]
+            ]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.no_grad():
-                ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new = ids[:, enc["input_ids"].shape[1]:]
+                ids = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            new = ids[:, enc["input_ids"].shape[1] :]
             out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:
         tokenizer.padding_side = side
@@ -95,8 +103,10 @@ def task_metric(name: str, model, tokenizer, prompts, references) -> dict:
     preds = generate(model, tokenizer, prompts, min(longest + 8, MAX_EVAL_NEW_TOKENS))
     fn = TASK_METRICS[name]
     score = sum(fn(p, r) for p, r in zip(preds, references)) / len(preds)
-    examples = [{"prompt": pr[-1]["content"], "reference": r, "prediction": p}
-                for pr, r, p in list(zip(prompts, references, preds))[:3]]
+    examples = [
+        {"prompt": pr[-1]["content"], "reference": r, "prediction": p}
+        for pr, r, p in list(zip(prompts, references, preds))[:3]
+    ]
     return {name: score, "samples": len(preds), "examples": examples}
 
 
@@ -128,6 +138,9 @@ def evaluate_model(plan, trainer, tokenizer, data, *, generation: bool = True) -
         metrics["general_loss"] = res.get("general_loss")
         metrics["general_perplexity"] = perplexity(metrics["general_loss"])
     if generation and data.eval_prompts:
-        metrics.update(task_metric(plan.evaluation.metric, trainer.model, tokenizer,
-                                   data.eval_prompts, data.eval_references))
+        metrics.update(
+            task_metric(
+                plan.evaluation.metric, trainer.model, tokenizer, data.eval_prompts, data.eval_references
+            )
+        )
     return metrics

@@ -32,7 +32,9 @@ class OutOfMemoryAtStep(Exception):
     def __init__(self, steps_done: int, cause: BaseException):
         self.steps_done = steps_done
         self.cause = cause
-        super().__init__(f"out of memory after {steps_done} optimizer steps: {str(cause).splitlines()[0][:200]}")
+        super().__init__(
+            f"out of memory after {steps_done} optimizer steps: {str(cause).splitlines()[0][:200]}"
+        )
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -67,7 +69,9 @@ def apply_next_fallback(plan: Plan, why: str) -> Plan:
         set_dotted(data, path, value)
     data["fallbacks"] = data["fallbacks"][1:]
     data["decisions"] = data["decisions"] + [
-        plan_to_dict(Decision(field=path, value=value, reason=f"{why}: {fb.reason}", source="executor OOM fallback"))
+        plan_to_dict(
+            Decision(field=path, value=value, reason=f"{why}: {fb.reason}", source="executor OOM fallback")
+        )
         for path, value in fb.set.items()
     ]
     return plan_from_dict(data, source="plan.yaml after fallback")
@@ -114,7 +118,9 @@ def train_with_fallbacks(
             fb = plan.fallbacks[0]
             plan = apply_next_fallback(plan, why)
             save_plan(plan, paths.plan_yaml)
-            record = FallbackRecord(oom.steps_done, str(oom.cause).splitlines()[0][:300], dict(fb.set), fb.reason)
+            record = FallbackRecord(
+                oom.steps_done, str(oom.cause).splitlines()[0][:300], dict(fb.set), fb.reason
+            )
             applied.append(record)
             paths.output.mkdir(parents=True, exist_ok=True)
             with paths.fallback_log.open("a", encoding="utf-8") as fh:

@@ -20,8 +20,10 @@ def load_trained(plan_dir: str | os.PathLike):
 
     plan = load_plan(plan_dir)
     if is_head_classification(plan):
-        raise FtplanError("this plan trains a classification head; chat/generate need a generative model",
-                          hint="use classification_mode: generate, or load output/final with transformers")
+        raise FtplanError(
+            "this plan trains a classification head; chat/generate need a generative model",
+            hint="use classification_mode: generate, or load output/final with transformers",
+        )
     paths = RunPaths.of(plan_dir, plan.output_dir)
     final = paths.final
     if not final.is_dir():
@@ -31,13 +33,18 @@ def load_trained(plan_dir: str | os.PathLike):
     if (final / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(plan.model.name_or_path, dtype=dtype, use_safetensors=True,
-                                                    trust_remote_code=plan.model.trust_remote_code,
-                                                    revision=plan.model.revision)
+        base = AutoModelForCausalLM.from_pretrained(
+            plan.model.name_or_path,
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=plan.model.trust_remote_code,
+            revision=plan.model.revision,
+        )
         model = PeftModel.from_pretrained(base, str(final))
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(final), dtype=dtype, use_safetensors=True,
-                                                     trust_remote_code=plan.model.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(final), dtype=dtype, use_safetensors=True, trust_remote_code=plan.model.trust_remote_code
+        )
     import torch
 
     if torch.cuda.is_available():
@@ -54,7 +61,14 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, tem
     enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
     sample = temperature > 0
     with torch.no_grad():
-        ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
-                             temperature=temperature if sample else None, top_p=None, top_k=None,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        ids = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    return tokenizer.decode(ids[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()

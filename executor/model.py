@@ -57,13 +57,13 @@ def load_base_model(plan: Plan, tokenizer, labels: list[str] | None = None):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    kwargs: dict = dict(
-        dtype=load_dtype(plan),
-        attn_implementation=plan.strategy.attn_implementation,
-        use_safetensors=True,
-        trust_remote_code=plan.model.trust_remote_code,
-        revision=plan.model.revision,
-    )
+    kwargs: dict = {
+        "dtype": load_dtype(plan),
+        "attn_implementation": plan.strategy.attn_implementation,
+        "use_safetensors": True,
+        "trust_remote_code": plan.model.trust_remote_code,
+        "revision": plan.model.revision,
+    }
     qconfig = quantization_config(plan)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
@@ -137,7 +137,12 @@ def _prefix(plan: Plan):
 
 # method -> PEFT config builder (registry; "full" trains every weight and has no entry).
 PEFT_CONFIGS: dict[str, Callable] = {
-    "lora": _lora, "dora": _lora, "qlora": _lora, "ia3": _ia3, "prompt": _prompt, "prefix": _prefix,
+    "lora": _lora,
+    "dora": _lora,
+    "qlora": _lora,
+    "ia3": _ia3,
+    "prompt": _prompt,
+    "prefix": _prefix,
 }
 
 

@@ -74,13 +74,24 @@ def compare_with_estimate(plan: Plan, summary: RunSummary) -> list[Comparison]:
     out: list[Comparison] = []
     if "cuda_max_allocated_gb" in mem:
         if est.peak_allocated:
-            out.append(Comparison("peak GPU memory allocated", "GiB", est.peak_allocated / GIB,
-                                  mem["cuda_max_allocated_gb"]))
+            out.append(
+                Comparison(
+                    "peak GPU memory allocated", "GiB", est.peak_allocated / GIB, mem["cuda_max_allocated_gb"]
+                )
+            )
         if est.total:
-            out.append(Comparison("peak GPU memory reserved", "GiB", est.total / GIB, mem["cuda_max_reserved_gb"]))
+            out.append(
+                Comparison("peak GPU memory reserved", "GiB", est.total / GIB, mem["cuda_max_reserved_gb"])
+            )
     elif est.cpu_bytes or est.total:
-        out.append(Comparison("peak process memory (RSS)", "GiB", (est.cpu_bytes or est.total) / GIB,
-                              mem.get("peak_rss_gb", 0.0)))
+        out.append(
+            Comparison(
+                "peak process memory (RSS)",
+                "GiB",
+                (est.cpu_bytes or est.total) / GIB,
+                mem.get("peak_rss_gb", 0.0),
+            )
+        )
     if est.time_hours and summary.status == "completed" and not summary.resumed_from_step:
         out.append(Comparison("training time", "s", est.time_hours * 3600, summary.train_seconds))
     if est.tokens_per_second:
@@ -159,10 +170,14 @@ def report_section(summary: RunSummary, paths: RunPaths) -> str:
         "",
         f"- Status: **{summary.status}**{(' – ' + summary.message) if summary.message else ''}",
         f"- Device: {summary.device} x {summary.world_size}; {summary.task} / {summary.method}",
-        f"- Optimizer steps: {summary.global_step}"
-        + (f" (resumed from step {summary.resumed_from_step})" if summary.resumed_from_step else ""),
-        f"- Wall time: {summary.wall_seconds:.1f} s (training {summary.train_seconds:.1f} s, "
-        f"{summary.seconds_per_step:.3f} s/step); throughput {summary.tokens_per_second:.0f} tokens/s",
+        (
+            f"- Optimizer steps: {summary.global_step}"
+            + (f" (resumed from step {summary.resumed_from_step})" if summary.resumed_from_step else "")
+        ),
+        (
+            f"- Wall time: {summary.wall_seconds:.1f} s (training {summary.train_seconds:.1f} s, "
+            f"{summary.seconds_per_step:.3f} s/step); throughput {summary.tokens_per_second:.0f} tokens/s"
+        ),
         f"- Trainable parameters: {summary.trainable_params:,} of {summary.total_params:,}",
         "- Peak memory: " + ", ".join(f"{k} {v:.3f} GiB" for k, v in summary.peak_memory_gb.items()),
         f"- Final training loss: {_fmt(summary.final_train_loss)}",
@@ -172,7 +187,11 @@ def report_section(summary: RunSummary, paths: RunPaths) -> str:
         lines += ["", "| metric | base | fine-tuned |", "|---|---|---|"]
         lines += [f"| {k} | {_fmt(summary.base.get(k))} | {_fmt(summary.tuned.get(k))} |" for k in keys]
     if summary.comparisons:
-        lines += ["", "| estimate vs measured | unit | estimate | measured | error |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| estimate vs measured | unit | estimate | measured | error |",
+            "|---|---|---|---|---|",
+        ]
         for c in summary.comparisons:
             err = f"{c.error_pct:+.1f}%" if c.error_pct is not None else "–"
             lines.append(f"| {c.quantity} | {c.unit} | {_fmt(c.estimate)} | {_fmt(c.measured)} | {err} |")

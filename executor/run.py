@@ -86,8 +86,11 @@ def run_plan(plan_dir: str | os.PathLike, *, log: Log = print) -> RunSummary:
     summary.wall_seconds = time.perf_counter() - wall0
     finish(trained, summary, paths)
     if trained.status == "diverged":
-        raise TrainingDiverged(trained.message, hint="lower training.lr or enable clipping; the last good "
-                               f"checkpoint is kept in {paths.checkpoints}")
+        raise TrainingDiverged(
+            trained.message,
+            hint="lower training.lr or enable clipping; the last good "
+            f"checkpoint is kept in {paths.checkpoints}",
+        )
     return summary
 
 
@@ -96,6 +99,7 @@ def resolve_relative_paths(plan: Plan, plan_dir: Path) -> Plan:
 
     (``ftplan plan`` writes absolute paths; launch.sh changes into the plan folder before running.)
     """
+
     def fix(value: str | None) -> str | None:
         if not value or Path(value).is_absolute() or Path(value).exists():
             return value
@@ -112,8 +116,10 @@ def check_inputs(plan: Plan) -> None:
     name = plan.model.name_or_path
     looks_local = name.startswith(("/", "./", "../", "~")) or Path(name).exists()
     if looks_local and not Path(name).expanduser().is_dir():
-        raise FtplanError(f"model.name_or_path '{name}': no such model folder",
-                          hint="fix the path in plan.yaml or re-plan with --model")
+        raise FtplanError(
+            f"model.name_or_path '{name}': no such model folder",
+            hint="fix the path in plan.yaml or re-plan with --model",
+        )
     for what, path in (("data.path", plan.data.path), ("data.general_path", plan.data.general_path)):
         if path and not Path(path).is_file():
             raise FtplanError(f"{what} '{path}': no such file", hint="fix the path in plan.yaml or re-plan")
@@ -159,12 +165,16 @@ def train(plan: Plan, paths: RunPaths, log: Log) -> Trained:
     if nan:
         step, key, value = nan
         status = "diverged"
-        message = (f"training {key} became {value} at step {step}; stopped without saving it")
+        message = f"training {key} became {value} at step {step}; stopped without saving it"
     elif interrupt.requested:
-        status, message = "interrupted", f"stopped by Ctrl-C at step {trainer.state.global_step} (checkpoint saved)"
+        status, message = (
+            "interrupted",
+            f"stopped by Ctrl-C at step {trainer.state.global_step} (checkpoint saved)",
+        )
     metrics_cb = find_callback(trainer, MetricsCallback)
-    return Trained(plan, tokenizer, data, trainer, status, start_step, metrics_cb.start_tokens,
-                   seconds, base, message)
+    return Trained(
+        plan, tokenizer, data, trainer, status, start_step, metrics_cb.start_tokens, seconds, base, message
+    )
 
 
 def find_resume(paths: RunPaths, log: Log) -> Path | None:
@@ -260,9 +270,14 @@ def merge_adapter(plan: Plan, paths: RunPaths, tokenizer, labels: list[str] | No
 
     dtype = torch_dtype("bf16" if plan.strategy.method == "qlora" else plan.strategy.precision)
     cls = AutoModelForSequenceClassification if is_head_classification(plan) else AutoModelForCausalLM
-    base = cls.from_pretrained(plan.model.name_or_path, dtype=dtype, revision=plan.model.revision,
-                               trust_remote_code=plan.model.trust_remote_code, use_safetensors=True,
-                               **({"num_labels": len(labels)} if labels else {}))
+    base = cls.from_pretrained(
+        plan.model.name_or_path,
+        dtype=dtype,
+        revision=plan.model.revision,
+        trust_remote_code=plan.model.trust_remote_code,
+        use_safetensors=True,
+        **({"num_labels": len(labels)} if labels else {}),
+    )
     merged = PeftModel.from_pretrained(base, str(paths.final)).merge_and_unload()
     merged.save_pretrained(str(paths.merged), safe_serialization=True)
     tokenizer.save_pretrained(str(paths.merged))

@@ -59,10 +59,12 @@ def early_stopping(plan: Plan, has_val: bool) -> bool:
 def _common_args(plan: Plan, paths: RunPaths, has_val: bool) -> dict:
     t, s, ev = plan.training, plan.strategy, plan.evaluation
     best = early_stopping(plan, has_val) and plan.checkpointing.save_steps % ev.eval_steps == 0
-    deepspeed = str(paths.deepspeed_config) if (
-        s.distribution.startswith("zero") and paths.deepspeed_config.is_file()
-    ) else None
-    return dict(
+    deepspeed = (
+        str(paths.deepspeed_config)
+        if (s.distribution.startswith("zero") and paths.deepspeed_config.is_file())
+        else None
+    )
+    return dict(  # noqa: C408 - keyword arguments of TrainingArguments, one per line
         output_dir=str(paths.checkpoints),
         per_device_train_batch_size=t.micro_batch,
         per_device_eval_batch_size=t.micro_batch,
@@ -165,8 +167,11 @@ def layerwise_param_groups(model, lr: float, decay: float, weight_decay: float, 
         wd = name in decay_names
         key = (layer, wd)
         if key not in groups:
-            groups[key] = {"params": [], "lr": lr * decay ** (num_layers - 1 - layer),
-                           "weight_decay": weight_decay if wd else 0.0}
+            groups[key] = {
+                "params": [],
+                "lr": lr * decay ** (num_layers - 1 - layer),
+                "weight_decay": weight_decay if wd else 0.0,
+            }
         groups[key]["params"].append(p)
     return [groups[k] for k in sorted(groups)]
 
@@ -181,8 +186,13 @@ def build_optimizer(plan: Plan, model, args):
     from transformers.trainer_pt_utils import get_parameter_names
 
     # Same no-decay rule as Trainer.get_decay_parameter_names (biases and norms).
-    names = set(get_parameter_names(model, [torch.nn.LayerNorm],
-                                    [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]))
+    names = set(
+        get_parameter_names(
+            model,
+            [torch.nn.LayerNorm],
+            [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"],
+        )
+    )
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
     groups = layerwise_param_groups(model, args.learning_rate, decay, args.weight_decay, names)
@@ -197,8 +207,12 @@ def build_optimizer(plan: Plan, model, args):
 def build_callbacks(plan: Plan, paths: RunPaths, has_val: bool) -> list:
     from transformers import EarlyStoppingCallback
 
-    cbs = [SaveAtEndCallback(), CommitCheckpointCallback(plan.checkpointing.save_total_limit), InterruptCallback(),
-           NanGuardCallback(check_grad_norm=plan.strategy.precision != "fp16")]
+    cbs = [
+        SaveAtEndCallback(),
+        CommitCheckpointCallback(plan.checkpointing.save_total_limit),
+        InterruptCallback(),
+        NanGuardCallback(check_grad_norm=plan.strategy.precision != "fp16"),
+    ]
     if early_stopping(plan, has_val):
         cbs.append(EarlyStoppingCallback(early_stopping_patience=plan.evaluation.early_stopping_patience))
     return cbs
@@ -217,8 +231,15 @@ def build_trainer(plan: Plan, model, tokenizer, data: DataBundle, args, paths: R
     has_val = data.val is not None
     callbacks = build_callbacks(plan, paths, has_val)
     optimizer = build_optimizer(plan, model, args)
-    common = dict(model=model, args=args, train_dataset=data.train, eval_dataset=data.val,
-                  processing_class=tokenizer, callbacks=callbacks, optimizers=(optimizer, None))
+    common = {
+        "model": model,
+        "args": args,
+        "train_dataset": data.train,
+        "eval_dataset": data.val,
+        "processing_class": tokenizer,
+        "callbacks": callbacks,
+        "optimizers": (optimizer, None),
+    }
     if plan.task == "preference":
         from trl import DPOTrainer
 
@@ -226,7 +247,9 @@ def build_trainer(plan: Plan, model, tokenizer, data: DataBundle, args, paths: R
     elif is_head_classification(plan):
         from transformers import DataCollatorWithPadding, Trainer
 
-        trainer = Trainer(**common, data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy)
+        trainer = Trainer(
+            **common, data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy
+        )
     else:
         from trl import SFTTrainer
 

@@ -28,16 +28,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from planner.memory import TrainSetup
     from planner.model_spec import ModelSpec
 
-# Model FLOPs utilisation of HF Trainer fine-tuning on A100/H100 (dense bf16 peak):
-# - full bf16, 7B-70B with FSDP/ZeRO: 35-45% (Llama 2 paper used ~? ; MosaicML llm-foundry
-#   benchmarks report 40-50% MFU for 7B-70B at seq 2048 on A100/H100; HF Trainer without fused kernels
-#   is lower, we take 0.38);
-# - small models (< 1B) cannot fill the GPU: utilisation falls with hidden size (we scale by
-#   min(1, h / 4096)**0.5, floor 0.3 of the base figure);
-# - LoRA: the base runs the same matmuls, adapters are tiny and launch-bound: 0.30;
-# - QLoRA: bitsandbytes dequantises NF4 on the fly; the QLoRA paper and follow-ups (e.g. Unsloth and
-#   HF "Making LLMs even more accessible" blog, 2023) measure ~30-40% slower than 16-bit LoRA: 0.30/1.35.
-MFU = {"full": 0.38, "lora": 0.30, "dora": 0.22, "qlora": 0.30 / 1.35, "ia3": 0.30, "prompt": 0.30,
+# Model FLOPs utilisation (MFU = model FLOPs / (time x peak dense TFLOPS)) assumed per method. Public
+# reference points: PaLM 540B 46% (Chowdhery et al. 2022, table 3), Gopher 32.5%, GPT-3 21% (same table);
+# Llama 3 405B 38-43% bf16 on H100 with 4D parallelism (Llama Team 2024, table 4); LMMs-Engine reports
+# 50-55% for Qwen2.5-7B with FSDP2 + packing + Liger kernels on A800 (lmms-engine docs, "MFU reference").
+# A plain HF Trainer fine-tuning run (no packing, unfused kernels, small micro-batches) is below those:
+# we assume 0.38 for full fine-tuning of >= 7B models. These are assumptions, not measurements of this
+# project (no GPU in its sessions); ``ftplan run`` reports the measured throughput next to this figure.
+# - small models (< 4096 hidden) cannot fill the GPU: scaled by sqrt(h / 4096), floor 0.3x;
+# - LoRA: same base matmuls without weight gradients, plus small launch-bound adapter kernels: 0.30;
+# - QLoRA: NF4 weights are dequantised before every matmul (forward and backward); community
+#   measurements put QLoRA 20-40% slower than 16-bit LoRA on the same GPU: 0.30 / QLORA_SLOWDOWN.
+MFU = {"full": 0.38, "lora": 0.30, "dora": 0.30 / 1.35, "qlora": 0.30 / 1.35, "ia3": 0.30, "prompt": 0.30,
        "prefix": 0.30}
 QLORA_SLOWDOWN = 1.35  # documented above; folded into MFU["qlora"]
 DORA_SLOWDOWN = 1.35  # peft DoRA docs: DoRA is slower than LoRA (weight norm every step)

@@ -297,10 +297,12 @@ def nf4_bytes(numel: int, tensors: int = 1, *, double_quant: bool = True) -> int
     per-block absmax (uint8 + nested fp32 absmax and offset with double quantization, else fp32)."""
     blocks = -(-numel // NF4_BLOCK)
     data = -(-numel // 2)
+    # per tensor: the 16-entry fp32 NF4 code (QuantState.code); with double quantization also the
+    # 256-entry fp32 dynamic map of the nested state and the fp32 offset (bitsandbytes QuantState).
     if double_quant:
-        absmax = blocks + 4 * -(-blocks // NF4_DQ_BLOCK) + 4 * tensors  # uint8 + fp32 absmax2 + offset
+        absmax = blocks + 4 * -(-blocks // NF4_DQ_BLOCK) + tensors * (4 * 16 + 4 * 256 + 4)
     else:
-        absmax = 4 * blocks
+        absmax = 4 * blocks + tensors * 4 * 16
     return data + absmax
 
 
@@ -405,7 +407,7 @@ def _layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision)
             saved += sum(c * T * s.out_features for s in hit)
     # -- attention
     saved += _attention_saved(spec, setup, d, prec)
-    if full and not prec.autocast and setup.attn_impl == "eager":
+    if full and setup.attn_impl == "eager":
         saved += c * T * d.q  # o_proj input: attn_output.transpose(1, 2).contiguous()
     # -- MLP (gated: gate, up, act(gate), act*up; plain: fc, act)
     e = max(1, spec.num_experts_per_tok) if spec.num_experts else 1
@@ -455,22 +457,26 @@ def _attention_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precis
     return c * T * (2 * d.q + 2 * d.kv) + FP32 * T * d.heads
 
 
+def _layernorm_saved(d: _Dims, prec: _Precision, full: bool) -> int:
+    """nn.LayerNorm (native_layer_norm): saves its input, mean and rstd (fp32 per row on CUDA); with a
+    trainable model the output is saved by the next Conv1D/Linear."""
+    return prec.compute * d.T * d.h + 2 * FP32 * d.T + (prec.compute * d.T * d.h if full else 0)
+
+
 def _gpt2_layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision) -> tuple[int, int]:
-    """GPT-2 block (transformers modeling_gpt2.py): LayerNorm saves input, mean, rstd; Conv1D c_attn
-    output split into q, k, v; gelu_new is written out (tanh, pow...) and saves four 4h tensors."""
+    """GPT-2 block (transformers modeling_gpt2.py): ln_1/ln_2; c_attn's fused q|k|v output stays alive as
+    the storage of v, q and k are separate copies, sdpa saves its output and logsumexp; gelu_new
+    (activations.py NewGELUActivation) is written out and saves input, tanh, 0.5*x and 1+tanh."""
     T, c = d.T, prec.compute
     full = setup.method == "full"
-    targets = {s.name: s for s in _targets(spec, setup)}
-    saved = 0
-    for _ in range(2):  # ln_1, ln_2: input + mean/rstd, output saved by the next Conv1D
-        saved += c * T * d.h + 2 * FP32 * T + (c * T * d.h if full else 0)
-    saved += 5 * c * T * d.h + FP32 * T * d.heads  # qkv storage + q, k copies, sdpa out + lse
+    saved = 2 * _layernorm_saved(d, prec, full)
+    saved += 6 * c * T * d.h + FP32 * T * d.heads
     if setup.attn_impl == "eager":
         scores = d.b * d.heads * d.s * d.s
         saved += FP32 * scores + c * scores
-    saved += 5 * c * T * d.i  # c_fc out, gelu_new intermediates (pow, add, tanh, mul), c_proj input
+    saved += (5 if full else 4) * c * T * d.i
     weight_copies = 0
-    for name, s in targets.items():
+    for s in _targets(spec, setup):
         saved += c * T * setup.lora_r * s.count + (c * T * s.in_features if prec.autocast else 0)
         if prec.autocast:
             weight_copies += 2 * setup.lora_r * (s.in_features + s.out_features)
@@ -615,8 +621,11 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         weights = 0
 
     act, copies = _layer_saved(spec, setup, d, prec)
-    head_act = _norm_saved(d, d.h, 1, prec, full, spec.model_type in ("gemma", "gemma2")) + (
-        prec.compute * d.T * d.h if full else 0)
+    if spec.norm_type == "layernorm":
+        head_act = _layernorm_saved(d, prec, full)
+    else:
+        head_act = _norm_saved(d, d.h, 1, prec, full, spec.model_type in ("gemma", "gemma2")) + (
+            prec.compute * d.T * d.h if full else 0)
     if spec.config.get("final_logit_softcapping"):
         head_act += prec.compute * d.T * d.V  # tanh output
     vh = spec.vocab_size * spec.hidden_size

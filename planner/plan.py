@@ -469,8 +469,13 @@ def _check_values(plan: Plan) -> list[str]:
     gpus = plan.hardware.count * plan.hardware.nodes
     if dist != "single" and plan.hardware.gpu is not None and gpus < 2 and dist == "ddp":
         errors.append("strategy.distribution: 'ddp' needs at least 2 GPUs (hardware.count)")
-    if dist != "single" and plan.hardware.gpu is None:
-        errors.append(f"strategy.distribution: '{dist}' needs GPUs, but hardware.gpu is null (CPU)")
+    # On CPU, hardware.count is the number of processes: DDP and DeepSpeed ZeRO train there over gloo
+    # (DeepSpeed's CPU accelerator, deepspeed/accelerator/cpu_accelerator.py); FSDP is GPU-only here.
+    if dist == "fsdp" and plan.hardware.gpu is None:
+        errors.append("strategy.distribution: 'fsdp' needs GPUs, but hardware.gpu is null (CPU)")
+    elif dist != "single" and plan.hardware.gpu is None and gpus < 2:
+        errors.append(f"strategy.distribution: '{dist}' on CPU needs hardware.count >= 2 (processes), "
+                      f"got {gpus}")
     return errors
 
 

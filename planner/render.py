@@ -157,11 +157,13 @@ class Launch:
 def launch_info(plan: Plan) -> Launch:
     dist = plan.strategy.distribution
     gpu = plan.hardware.gpu is not None
-    per_node = plan.hardware.count if gpu else 1
+    # CPU plans with a DDP/ZeRO distribution run hardware.count processes on this machine (gloo).
+    cpu_multi = not gpu and dist in ("ddp", "zero1", "zero2", "zero3") and plan.hardware.count > 1
+    per_node = plan.hardware.count if (gpu or cpu_multi) else 1
     nodes = plan.hardware.nodes if gpu else 1
     world = per_node * nodes
     zero = {"zero1": 1, "zero2": 2, "zero3": 3}.get(dist, 0)
-    deepspeed = gpu and zero > 0
+    deepspeed = (gpu or cpu_multi) and zero > 0
     acc_type = (
         "DEEPSPEED"
         if deepspeed
@@ -169,10 +171,12 @@ def launch_info(plan: Plan) -> Launch:
         if (gpu and dist == "fsdp")
         else "MULTI_GPU"
         if (gpu and world > 1)
+        else "MULTI_CPU"
+        if cpu_multi
         else "NO"
     )
     # DeepSpeed needs its launcher even on one GPU (ZeRO-Offload); otherwise one process is plain python.
-    multi = gpu and (world > 1 or deepspeed or dist == "fsdp")
+    multi = cpu_multi or (gpu and (world > 1 or deepspeed or dist == "fsdp"))
     return Launch(world, per_node, nodes, multi, acc_type, deepspeed, zero)
 
 
@@ -313,6 +317,31 @@ def render_files(result) -> dict[str, str]:
     if launch_info(plan).deepspeed:
         files[DEEPSPEED] = render_deepspeed(plan)
     return files
+
+
+def rerender_configs(plan: Plan, plan_dir: str | os.PathLike) -> list[str]:
+    """Re-render the files derived from plan.yaml alone (launch.sh, accelerate_config.yaml and
+    deepspeed.json) after the plan changed in place, e.g. an out-of-memory fallback: DeepSpeed's
+    explicit micro-batch/accumulation must keep matching the Trainer's arguments. Each file is
+    replaced atomically; REPORT.md (which needs the estimates) is left as planned. Returns the names."""
+    folder = Path(plan_dir)
+    files = {LAUNCH: render_launch(plan), ACCELERATE: render_accelerate_config(plan)}
+    if launch_info(plan).deepspeed:
+        files[DEEPSPEED] = render_deepspeed(plan)
+    for name, text in files.items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, (0o755 if name == LAUNCH else 0o644) & ~_umask())
+            os.replace(tmp, folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    stale = folder / DEEPSPEED
+    if DEEPSPEED not in files and stale.exists():
+        stale.unlink()
+    return sorted(files)
 
 
 def validate_folder(folder: Path) -> None:

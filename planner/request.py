@@ -28,3 +28,4 @@ class PlanRequest:
     general_data: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)  # --set key=value (dotted plan paths)
     trust_remote_code: bool = False
+    nodes: int = 1  # machines with `gpus` GPUs each (multi-node: launch.sh runs on every node)

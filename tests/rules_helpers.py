@@ -58,6 +58,7 @@ def make_profile(
         sha256="0" * 64,
         size_bytes=int(rows * mean * 4),
         label_counts=dict(labels or {}),
+        sequences_per_row=2 if fmt == "preference" else 1,  # as the profiler reports DPO rows
     )
 
 

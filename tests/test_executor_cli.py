@@ -21,10 +21,26 @@ def trained(tmp_path_factory) -> tuple[Path, str]:
     model = tiny_model(root)
     data = write_jsonl(root / "arith.jsonl", arith_rows(60))
     out = root / "plan"
-    result = CliRunner().invoke(cli, [
-        "go", "--model", str(model), "--data", str(data), "--task", "sft", "--out", str(out), "--yes",
-        "--set", "training.max_steps=3", "--set", "evaluation.max_eval_samples=4",
-    ], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "go",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--task",
+            "sft",
+            "--out",
+            str(out),
+            "--yes",
+            "--set",
+            "training.max_steps=3",
+            "--set",
+            "evaluation.max_eval_samples=4",
+        ],
+        catch_exceptions=False,
+    )
     return out, result.output
 
 
@@ -43,8 +59,12 @@ def test_go_without_yes_asks_and_can_decline(tmp_path):
     model = tiny_model(tmp_path)
     data = write_jsonl(tmp_path / "arith.jsonl", arith_rows(30))
     out = tmp_path / "plan"
-    result = CliRunner().invoke(cli, ["go", "--model", str(model), "--data", str(data), "--task", "sft",
-                                      "--out", str(out)], input="n\n", catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["go", "--model", str(model), "--data", str(data), "--task", "sft", "--out", str(out)],
+        input="n\n",
+        catch_exceptions=False,
+    )
     assert "Run this plan now?" in result.output and "Not run" in result.output
     assert (out / "plan.yaml").is_file() and not (out / "output").exists()
 
@@ -53,9 +73,14 @@ def test_generate_and_chat(trained):
     from planner.cli import cli
 
     out, _ = trained
-    gen = CliRunner().invoke(cli, ["generate", str(out), "--prompt", "4+2", "--max-new-tokens", "4"],
-                             catch_exceptions=False)
+    gen = CliRunner().invoke(
+        cli, ["generate", str(out), "--prompt", "4+2", "--max-new-tokens", "4"], catch_exceptions=False
+    )
     assert gen.exit_code == 0
-    chat = CliRunner().invoke(cli, ["chat", str(out), "--max-new-tokens", "4"], input="4+2\n/reset\n1+1\n/exit\n",
-                              catch_exceptions=False)
+    chat = CliRunner().invoke(
+        cli,
+        ["chat", str(out), "--max-new-tokens", "4"],
+        input="4+2\n/reset\n1+1\n/exit\n",
+        catch_exceptions=False,
+    )
     assert chat.exit_code == 0 and chat.output.count("model>") == 2

@@ -25,14 +25,25 @@ def model_dir(tmp_path_factory) -> Path:
 
 def _long_plan(tmp_path, model_dir):
     # Epoch-based length (the step count is derived, not given), a checkpoint every 4 steps.
-    return make_plan(tmp_path, model=model_dir, method="lora", rows=64,
-                     training={"max_steps": -1, "epochs": 2.0, "micro_batch": 4, "lr": 1e-2},
-                     evaluation={"eval_steps": 1000}, checkpointing={"save_steps": 4, "save_total_limit": 2})
+    return make_plan(
+        tmp_path,
+        model=model_dir,
+        method="lora",
+        rows=64,
+        training={"max_steps": -1, "epochs": 2.0, "micro_batch": 4, "lr": 1e-2},
+        evaluation={"eval_steps": 1000},
+        checkpointing={"save_steps": 4, "save_total_limit": 2},
+    )
 
 
 def _start(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "executor", "run", str(folder)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "executor", "run", str(folder)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_commit(proc: subprocess.Popen, ckpts: Path, timeout: float = 180) -> Path:
@@ -60,7 +71,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, model_dir):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    killed_at = max(int(p.name.split("-")[1]) for p in (folder / "output" / "checkpoints").glob("checkpoint-*"))
+    killed_at = max(
+        int(p.name.split("-")[1]) for p in (folder / "output" / "checkpoints").glob("checkpoint-*")
+    )
     assert killed_at < ref.global_step  # really killed mid-run
 
     resumed = run_plan(folder, log=lambda *_: None)
@@ -115,8 +128,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, model_dir, monk
 
     real = trainer_mod.build_callbacks
     monkeypatch.setattr(trainer_mod, "build_callbacks", lambda *a: real(*a) + [Poison()])
-    plan = make_plan(tmp_path, model=model_dir, method="lora", training={"max_steps": 9},
-                     checkpointing={"save_steps": 3, "save_total_limit": 5})
+    plan = make_plan(
+        tmp_path,
+        model=model_dir,
+        method="lora",
+        training={"max_steps": 9},
+        checkpointing={"save_steps": 3, "save_total_limit": 5},
+    )
     folder = plan_folder(tmp_path, plan)
     with pytest.raises(TrainingDiverged, match="nan at step 6") as info:
         run_plan(folder, log=lambda *_: None)
@@ -144,10 +162,17 @@ def test_oom_in_first_steps_applies_fallback_and_continues(tmp_path, model_dir, 
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(SFTTrainer, "training_step", step)
-    plan = make_plan(tmp_path, model=model_dir, method="lora", fallbacks=[
-        Fallback(set={"training.micro_batch": 2, "training.grad_accum": 2}, reason="halve the micro-batch"),
-        Fallback(set={"strategy.gradient_checkpointing": True}, reason="recompute activations"),
-    ])
+    plan = make_plan(
+        tmp_path,
+        model=model_dir,
+        method="lora",
+        fallbacks=[
+            Fallback(
+                set={"training.micro_batch": 2, "training.grad_accum": 2}, reason="halve the micro-batch"
+            ),
+            Fallback(set={"strategy.gradient_checkpointing": True}, reason="recompute activations"),
+        ],
+    )
     folder = plan_folder(tmp_path, plan)
     s = run_plan(folder, log=lambda *_: None)
     assert calls["oom"] == 1 and s.status == "completed" and s.global_step == 6

@@ -146,7 +146,7 @@ def test_classification_head_lora(tmp_path, model_dir):
 
 @pytest.mark.slow
 def test_preference_dpo_lora(tmp_path, model_dir):
-    folder, s = _run(
+    _, s = _run(
         tmp_path,
         model_dir,
         task="preference",
@@ -200,8 +200,13 @@ def test_full_pure_bf16_adamw_8bit_layerwise_decay(tmp_path, model_dir):
 
 
 def test_full_mixed_precision_keeps_fp32_master_weights(tmp_path, model_dir):
-    folder, s = _run(tmp_path, model_dir, method="full", training={"lr": 1e-3},
-                     strategy={"method": "full", "precision": "bf16", "mixed_precision": True, "optimizer": "sgd"})
+    folder, s = _run(
+        tmp_path,
+        model_dir,
+        method="full",
+        training={"lr": 1e-3},
+        strategy={"method": "full", "precision": "bf16", "mixed_precision": True, "optimizer": "sgd"},
+    )
     assert s.status == "completed" and s.tuned["loss"] < s.base["loss"]
     from safetensors import safe_open
 

@@ -43,8 +43,12 @@ def test_rouge_l_and_exact_match():
 def test_assistant_mask_covers_every_assistant_turn_and_end_of_turn(tokenizer):
     from executor.data import tokenize_conversation
 
-    msgs = [{"role": "user", "content": "2+3"}, {"role": "assistant", "content": "5"},
-            {"role": "user", "content": "again"}, {"role": "assistant", "content": "55"}]
+    msgs = [
+        {"role": "user", "content": "2+3"},
+        {"role": "assistant", "content": "5"},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "55"},
+    ]
     enc = tokenize_conversation(tokenizer, msgs)
     trained = tokenizer.decode([t for t, m in zip(enc["input_ids"], enc["completion_mask"]) if m])
     assert trained == "5" + tokenizer.eos_token + "55" + tokenizer.eos_token
@@ -64,7 +68,9 @@ def test_packed_examples_attend_only_within_themselves(tmp_path, model_dir):
     model = build_model(plan, build_tokenizer(plan)).eval()
     a, b = torch.tensor([[5, 6, 7, 8]]), torch.tensor([[9, 10, 11]])
     with torch.no_grad():
-        packed = model(input_ids=torch.cat([a, b], 1), position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2]])).logits
+        packed = model(
+            input_ids=torch.cat([a, b], 1), position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2]])
+        ).logits
         alone = model(input_ids=b).logits
     assert torch.allclose(packed[:, 4:], alone, atol=1e-5)
 
@@ -72,8 +78,11 @@ def test_packed_examples_attend_only_within_themselves(tmp_path, model_dir):
 def test_load_rows_drops_duplicates_and_invalid_rows(tmp_path, model_dir):
     from executor.data import load_rows
 
-    rows = [{"instruction": "1+1", "output": "2"}] * 3 + [{"instruction": "2+2", "output": "4"},
-                                                         {"instruction": "no output"}, "{broken json"]
+    rows = [{"instruction": "1+1", "output": "2"}] * 3 + [
+        {"instruction": "2+2", "output": "4"},
+        {"instruction": "no output"},
+        "{broken json",
+    ]
     plan = make_plan(tmp_path, model=model_dir)
     plan.data.path = str(write_jsonl(tmp_path / "d.jsonl", rows))
     kept, stats = load_rows(plan)
@@ -114,8 +123,13 @@ def test_layerwise_lr_decay_groups(model_dir):
     from executor.trainer import layerwise_param_groups
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    groups = layerwise_param_groups(model, lr=1.0, decay=0.5, weight_decay=0.1, decay_names={
-        n for n, _ in model.named_parameters() if "norm" not in n})
+    groups = layerwise_param_groups(
+        model,
+        lr=1.0,
+        decay=0.5,
+        weight_decay=0.1,
+        decay_names={n for n, _ in model.named_parameters() if "norm" not in n},
+    )
     by_name = {id(p): g for g in groups for p in g["params"]}
     params = dict(model.named_parameters())
     lr = lambda n: by_name[id(params[n])]["lr"]
@@ -130,8 +144,13 @@ def test_optimizer_names_follow_the_plan(tmp_path, model_dir):
     from executor.trainer import optimizer_name
 
     plan = make_plan(tmp_path, model=model_dir)
-    expected = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
-                "sgd": "sgd", "adafactor": "adafactor"}
+    expected = {
+        "adamw": "adamw_torch",
+        "adamw_8bit": "adamw_bnb_8bit",
+        "paged_adamw_8bit": "paged_adamw_8bit",
+        "sgd": "sgd",
+        "adafactor": "adafactor",
+    }
     for name, hf in expected.items():
         plan.strategy.optimizer = name
         assert optimizer_name(plan) == hf  # CPU: no fused CUDA AdamW
@@ -141,17 +160,50 @@ def test_training_arguments_come_from_the_plan(tmp_path, model_dir):
     from executor.paths import RunPaths
     from executor.trainer import _common_args, build_callbacks, build_training_args
 
-    plan = make_plan(tmp_path, model=model_dir, training={
-        "micro_batch": 3, "grad_accum": 5, "lr": 3e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.1,
-        "weight_decay": 0.01, "max_grad_norm": 0.5, "seed": 7, "max_steps": 11, "packing": True},
-        strategy={"method": "lora", "precision": "bf16", "optimizer": "adamw", "gradient_checkpointing": True},
-        evaluation={"eval_steps": 4, "early_stopping_patience": 2}, checkpointing={"save_steps": 8})
+    plan = make_plan(
+        tmp_path,
+        model=model_dir,
+        training={
+            "micro_batch": 3,
+            "grad_accum": 5,
+            "lr": 3e-4,
+            "lr_scheduler": "cosine",
+            "warmup_ratio": 0.1,
+            "weight_decay": 0.01,
+            "max_grad_norm": 0.5,
+            "seed": 7,
+            "max_steps": 11,
+            "packing": True,
+        },
+        strategy={
+            "method": "lora",
+            "precision": "bf16",
+            "optimizer": "adamw",
+            "gradient_checkpointing": True,
+        },
+        evaluation={"eval_steps": 4, "early_stopping_patience": 2},
+        checkpointing={"save_steps": 8},
+    )
     paths = RunPaths.of(tmp_path / "p", plan.output_dir)
     args = build_training_args(plan, paths, has_val=True)
-    got = (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.learning_rate,
-           args.lr_scheduler_type.value, args.warmup_steps, args.weight_decay, args.max_grad_norm, args.seed,
-           args.max_steps, args.bf16, args.gradient_checkpointing, args.eval_steps, args.save_steps,
-           args.packing, args.max_length, args.optim.value)
+    got = (
+        args.per_device_train_batch_size,
+        args.gradient_accumulation_steps,
+        args.learning_rate,
+        args.lr_scheduler_type.value,
+        args.warmup_steps,
+        args.weight_decay,
+        args.max_grad_norm,
+        args.seed,
+        args.max_steps,
+        args.bf16,
+        args.gradient_checkpointing,
+        args.eval_steps,
+        args.save_steps,
+        args.packing,
+        args.max_length,
+        args.optim.value,
+    )
     assert got == (3, 5, 3e-4, "cosine", 0.1, 0.01, 0.5, 7, 11, True, True, 4, 8, True, 64, "adamw_torch")
     # early stopping planned: best model tracked on eval loss; save steps are a multiple of eval steps
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
@@ -190,7 +242,9 @@ def test_resume_skips_incomplete_and_rejects_corrupted(tmp_path):
     assert resume_checkpoint(tmp_path, log=lambda *_: None) == c4
     assert not (tmp_path / "checkpoint-6").exists()
     (c4 / "model.safetensors").write_bytes(b"x" * 10)
-    with pytest.raises(FtplanError, match="checkpoint-4: file 'model.safetensors' is 10 bytes, 100 when saved"):
+    with pytest.raises(
+        FtplanError, match="checkpoint-4: file 'model.safetensors' is 10 bytes, 100 when saved"
+    ):
         resume_checkpoint(tmp_path, log=lambda *_: None)
     assert c4.exists()  # nothing deleted
     _fake_ckpt(tmp_path, 8)
@@ -208,10 +262,14 @@ def test_fallbacks_apply_in_order_then_give_up(tmp_path, model_dir):
     from executor.paths import RunPaths
     from planner.plan import load_plan
 
-    plan = make_plan(tmp_path, model=model_dir, fallbacks=[
-        Fallback(set={"training.micro_batch": 2, "training.grad_accum": 2}, reason="smaller micro-batch"),
-        Fallback(set={"strategy.gradient_checkpointing": True}, reason="checkpointing"),
-    ])
+    plan = make_plan(
+        tmp_path,
+        model=model_dir,
+        fallbacks=[
+            Fallback(set={"training.micro_batch": 2, "training.grad_accum": 2}, reason="smaller micro-batch"),
+            Fallback(set={"strategy.gradient_checkpointing": True}, reason="checkpointing"),
+        ],
+    )
     folder = plan_folder(tmp_path, plan)
     paths = RunPaths.of(folder, plan.output_dir)
     seen = []
@@ -226,7 +284,11 @@ def test_fallbacks_apply_in_order_then_give_up(tmp_path, model_dir):
     assert result == "ok" and seen == [(4, False), (2, False), (2, True)]
     assert [a.reason for a in applied] == ["smaller micro-batch", "checkpointing"]
     on_disk = load_plan(folder)
-    assert on_disk.training.micro_batch == 2 and on_disk.strategy.gradient_checkpointing and not on_disk.fallbacks
+    assert (
+        on_disk.training.micro_batch == 2
+        and on_disk.strategy.gradient_checkpointing
+        and not on_disk.fallbacks
+    )
 
     def always(p):
         raise OutOfMemoryAtStep(0, torch.OutOfMemoryError("oom"))
@@ -262,8 +324,12 @@ def test_bad_input_exits_2_with_one_line(tmp_path, model_dir, capsys, case):
     assert main(["run", str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ftplan: error:") and len(err.splitlines()) == 1
-    expected = {"missing_model": "no such model folder", "missing_data": "no such file",
-                "wrong_rows": "bad.jsonl line 1", "wrong_task": "cannot train task 'preference'"}[case]
+    expected = {
+        "missing_model": "no such model folder",
+        "missing_data": "no such file",
+        "wrong_rows": "bad.jsonl line 1",
+        "wrong_task": "cannot train task 'preference'",
+    }[case]
     assert expected in err
     assert (folder / "plan.yaml").read_text() == plan_text
 
@@ -274,6 +340,6 @@ def test_real_entry_points_exit_2(tmp_path, model_dir):
     folder = plan_folder(tmp_path, plan)
     for cmd in (["ftplan", "run", str(folder)], [sys.executable, "-m", "executor", "run", str(folder)]):
         exe = cmd if cmd[0] != "ftplan" else [str(Path(sys.executable).parent / "ftplan"), *cmd[1:]]
-        proc = subprocess.run(exe, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(exe, check=False, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("ftplan: error: data.path")

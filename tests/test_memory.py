@@ -168,3 +168,20 @@ def test_standard_strategies_cover_the_issue():
     for required in ("full-fp32", "full-mixed", "full-bf16", "lora", "qlora", "prompt", "prefix",
                      "zero1", "zero2", "zero3", "zero3-offload", "fsdp"):
         assert required in names
+
+
+def test_nf4_bytes_match_a_real_bitsandbytes_quantization():
+    """Quantize real weights with bitsandbytes on the CPU (NF4, blocksize 64, double quantization) and
+    sum the storage of every tensor the Linear4bit keeps."""
+    torch = pytest.importorskip("torch")
+    bnb = pytest.importorskip("bitsandbytes")
+    total, numel = 0, 0
+    for shape in ((256, 1024), (1000, 320)):
+        w = torch.randn(*shape, dtype=torch.bfloat16)
+        p = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", compress_statistics=True,
+                              blocksize=64)._quantize("cpu")
+        qs = p.quant_state
+        tensors = [p.data, qs.absmax, qs.code, qs.state2.absmax, qs.state2.code, qs.offset]
+        total += sum(t.numel() * t.element_size() for t in tensors)
+        numel += w.numel()
+    assert nf4_bytes(256 * 1024, 1) + nf4_bytes(1000 * 320, 1) == total

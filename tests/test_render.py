@@ -185,6 +185,44 @@ def test_accelerate_config_loads_with_accelerate(rendered, tmp_path):
     assert {"DEEPSPEED", "FSDP", "NO"} <= seen
 
 
+def test_accelerate_launch_accepts_config_and_flags(tmp_path):
+    """What launch.sh runs, through accelerate's own argument parser and launch-time validation
+    (e.g. it refuses mixed_precision in the accelerate config beside a DeepSpeed config file)."""
+    launch = pytest.importorskip("accelerate.commands.launch")
+    expected = {"zero3-8gpu": "use_deepspeed", "fsdp-multinode": "use_fsdp"}
+    for case, flag in expected.items():
+        folder = write_plan_folder(make_result(case), tmp_path / case)
+        argv = [
+            "--config_file",
+            str(folder / ACCELERATE),
+            "--num_processes",
+            "8",
+            "--num_machines",
+            "1",
+            "--machine_rank",
+            "0",
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            "29500",
+            "-m",
+            "executor",
+            "run",
+            str(folder),
+        ]
+        args, _, mp_from_config = launch._validate_launch_command(
+            launch.launch_command_parser().parse_args(argv)
+        )
+        assert getattr(args, flag) is True, case
+        assert (
+            args.module
+            and args.training_script == "executor"
+            and args.training_script_args == ["run", str(folder)]
+        )
+        if flag == "use_deepspeed":
+            assert mp_from_config is False  # would make DeepSpeed refuse the config file at launch
+
+
 def load_plan_text(text, tmp_path):
     (tmp_path / "plan.yaml").write_text(text)
     return load_plan(tmp_path)
@@ -516,3 +554,25 @@ def test_plan_yaml_edited_into_nonsense_is_refused(tmp_path):
         "training.sed: unknown key (did you mean 'seed'?)",
     ):
         assert part in msg
+
+
+def test_every_fallback_yields_a_valid_plan_and_matching_configs(tmp_path):
+    fallback = pytest.importorskip("executor.fallback")
+    ds_config = pytest.importorskip("deepspeed.runtime.config")
+    from planner.render import rerender_configs
+
+    for case in ("full-single-gpu", "zero3-8gpu"):
+        result = make_result(case)
+        folder = write_plan_folder(result, tmp_path / case)
+        plan = result.plan
+        assert plan.fallbacks, case
+        while plan.fallbacks:
+            plan = fallback.apply_next_fallback(plan, "test OOM")  # validates the changed plan
+            rerender_configs(plan, folder)
+            if (folder / DEEPSPEED).exists():
+                cfg = ds_config.DeepSpeedConfig(str(folder / DEEPSPEED))
+                assert cfg.train_micro_batch_size_per_gpu == plan.training.micro_batch
+                assert cfg.gradient_accumulation_steps == plan.training.grad_accum
+        switched = [f for f in result.plan.fallbacks if "strategy.method" in f.set]
+        for f in switched:  # a switch keeps the launcher: same distribution, no offload change
+            assert "strategy.distribution" not in f.set and "strategy.offload_params" not in f.set

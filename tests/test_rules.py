@@ -573,3 +573,28 @@ def test_values_that_follow_an_override():
     assert not any("alpha/r" in w or "effective batch" in w for w in plan.warnings)
     alpha = next(d for d in plan.decisions if d.field == "lora.alpha")
     assert "follows --set lora.r=64" in alpha.reason
+
+
+def test_multi_node_request_plans_for_every_gpu():
+    req = PlanRequest(
+        model="meta-llama/Llama-3.1-70B", data="t.jsonl", task="sft", gpu="H100-SXM", gpus=8, nodes=2
+    )
+    plan = make_plan(req, profile=make_profile(100_000), versions=FIXED_VERSIONS, alternatives=False).plan
+    assert plan.hardware.nodes == 2 and plan.hardware.count == 8
+    per_step = plan.training.micro_batch * plan.training.grad_accum * 16
+    effective = next(d for d in plan.decisions if d.field == "training.grad_accum")
+    assert "x 16 GPU(s)" in effective.reason and f"= {per_step} per step" in effective.reason
+
+
+def test_preference_rows_are_sized_as_two_sequences():
+    sc = next(s for s in SCENARIOS if s.id == "dpo-preference")
+    hw = resolve_hardware(*sc.hardware)
+    res = make_plan(
+        PlanRequest(model=sc.model, data="t.jsonl", task="preference"),
+        hardware=hw,
+        profile=make_profile(**sc.profile),
+        versions=FIXED_VERSIONS,
+    )
+    assert res.chosen.setup.micro_batch == 2 * res.plan.training.micro_batch  # chosen + rejected
+    rows = res.plan.data.valid_rows - res.plan.data.val_rows
+    assert res.plan.estimate.tokens >= 2 * rows * sc.profile["mean"] * 0.99  # both sequences trained

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("textual")
 
-from textual.widgets import Input, OptionList
+from textual.widgets import Input, OptionList, RadioButton
 
 from planner.errors import FtplanError
 from planner.hardware import Hardware, resolve_gpu
@@ -104,7 +104,13 @@ def set_value(app, selector: str, value) -> None:
 
 
 async def walk_to_review(
-    pilot, *, gpu: str = GPU, pick: str | None = None, settings: dict[str, str] | None = None
+    pilot,
+    *,
+    gpu: str = GPU,
+    goal: str = "balanced",
+    max_hours: str = "",
+    pick: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> None:
     """Model, data, task, hardware, strategies, settings: typed / picked as a user would."""
     app = pilot.app
@@ -121,8 +127,12 @@ async def walk_to_review(
     assert "alpaca" in str(app.screen.query_one("#profile").render())
     await next_step(pilot)
     assert isinstance(app.screen, TaskScreen)
+    for button in app.screen.query(RadioButton):
+        if button.name == goal:
+            button.value = True
+    set_value(app, "#max-hours", max_hours)
     await next_step(pilot)
-    assert isinstance(app.screen, HardwareScreen)
+    assert isinstance(app.screen, HardwareScreen), error_text(app)
     set_value(app, "#gpu", gpu)
     await next_step(pilot)
     assert isinstance(app.screen, StrategyScreen)
@@ -142,7 +152,7 @@ async def walk_to_review(
     assert isinstance(app.screen, ReviewScreen), error_text(app)
 
 
-def cli_plan(out: Path, overrides: dict[str, str], task: str = "sft") -> int:
+def cli_plan(out: Path, overrides: dict[str, str], extra: list[str]) -> int:
     from planner.cli import main
 
     args = [
@@ -152,7 +162,7 @@ def cli_plan(out: Path, overrides: dict[str, str], task: str = "sft") -> int:
         "--data",
         "train.jsonl",
         "--task",
-        task,
+        "sft",
         "--gpu",
         GPU,
         "--gpus",
@@ -162,19 +172,23 @@ def cli_plan(out: Path, overrides: dict[str, str], task: str = "sft") -> int:
     ]
     for key, value in overrides.items():
         args += ["--set", f"{key}={value}"]
-    return main(args)
+    return main(args + extra)
 
 
 # ------------------------------------------------------------------------------- walk-through
 @pytest.mark.parametrize(
-    "pick, settings, run_now",
+    "goal, max_hours, pick, settings, run_now",
     [
-        (None, {}, True),  # the planner's recommendation, untouched; "write and run"
-        ("qlora", {"training.lr": "1e-4", "lora.r": "32"}, False),  # another strategy, two edited settings
+        # the planner's recommendation, untouched; "write and run"
+        ("balanced", "", None, {}, True),
+        # goal and budget, another strategy, two edited settings
+        ("cost", "2", "qlora", {"training.lr": "1e-4", "lora.r": "32"}, False),
     ],
-    ids=["recommended-and-run", "qlora-edited"],
+    ids=["recommended-and-run", "cost-qlora-edited"],
 )
-def test_walkthrough_writes_the_same_plan_as_ftplan_plan(workdir, services, pick, settings, run_now):
+def test_walkthrough_writes_the_same_plan_as_ftplan_plan(
+    workdir, services, goal, max_hours, pick, settings, run_now
+):
     script = workdir / "fake_executor.py"
     script.write_text(FAKE_EXECUTOR, encoding="utf-8")
     services = replace(services, run_argv=lambda d: [sys.executable, str(script), str(d), "3", "0"])
@@ -182,7 +196,7 @@ def test_walkthrough_writes_the_same_plan_as_ftplan_plan(workdir, services, pick
 
     async def drive():
         async with app.run_test(size=SIZE) as pilot:
-            await walk_to_review(pilot, pick=pick, settings=settings)
+            await walk_to_review(pilot, goal=goal, max_hours=max_hours, pick=pick, settings=settings)
             shown["plan.yaml"], shown["REPORT.md"] = app.screen.yaml_text, app.screen.report_text
             set_value(app, "#out", "wizard-plan")
             await pilot.press("ctrl+r" if run_now else "ctrl+n")
@@ -205,12 +219,14 @@ def test_walkthrough_writes_the_same_plan_as_ftplan_plan(workdir, services, pick
     overrides = app.answers.overrides
     for key, value in settings.items():
         assert overrides[key] == value
-    assert cli_plan(workdir / "cli-plan", overrides) == 0
-    for name in ("plan.yaml", "REPORT.md", "launch.sh"):
-        wizard_file = workdir / "wizard-plan" / name
-        cli_file = workdir / "cli-plan" / name
-        if cli_file.exists():
-            assert wizard_file.read_text() == cli_file.read_text().replace("cli-plan", "wizard-plan"), name
+    assert (plan.goal, plan.task) == (goal, "sft")
+    extra = ["--goal", goal] + (["--max-hours", max_hours] if max_hours else [])
+    assert cli_plan(workdir / "cli-plan", overrides, extra) == 0
+    cli_files = sorted(p.name for p in (workdir / "cli-plan").iterdir())
+    assert sorted(p.name for p in (workdir / "wizard-plan").iterdir() if p.name != "output") == cli_files
+    for name in cli_files:  # plan.yaml, launch.sh, configs, REPORT.md: byte for byte
+        wizard_text = (workdir / "wizard-plan" / name).read_text()
+        assert wizard_text == (workdir / "cli-plan" / name).read_text().replace("cli-plan", "wizard-plan"), name
 
 
 def test_back_and_next_keep_answers(workdir, services):

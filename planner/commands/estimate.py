@@ -173,6 +173,8 @@ def _print_table(spec, hw, rows, cheap, fast, tokens, epochs, token_note) -> Non
     from rich.table import Table
 
     console = Console()
+    if console.width < 150:  # the 13 columns need ~140 characters; wrap rather than truncate names
+        console = Console(width=150)
     where = f"{hw.count} x {hw.gpu.name} ({_gib(hw.free_memory_bytes)} GiB free each)" if hw.gpu else "CPU only"
     console.print(f"[bold]{spec.name}[/bold]  {spec.param_counts().total / 1e9:.2f}B params  on {where}")
     table = Table(title=f"Memory per GPU (GiB), {tokens * epochs:,.0f} tokens", header_style="bold")

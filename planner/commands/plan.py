@@ -26,6 +26,14 @@ TASKS = ("sft", "chat", "continued-pretraining", "classification", "preference")
 @click.option("--task", required=True, type=click.Choice(TASKS), help="What to train.")
 @click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU).")
 @click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu).")
+@click.option(
+    "--nodes",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Machines with --gpus GPUs each (launch.sh then runs on every node).",
+)
 @click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU.")
 @click.option("--price", type=float, metavar="USD", help="Price per GPU-hour (overrides the catalog).")
 @click.option(
@@ -56,6 +64,7 @@ def command(
     task,
     gpu,
     gpus,
+    nodes,
     gpu_memory,
     price,
     goal,
@@ -92,6 +101,7 @@ def command(
         general_data=general_data,
         overrides=parse_set_options(sets),
         trust_remote_code=trust_remote_code,
+        nodes=nodes,
     )
     result = make_plan(request)
     folder = write_plan_folder(result, out_dir, force=force)

@@ -195,7 +195,8 @@ def trained_tokens(
     """
     rows = max(profile.valid_rows - profile.duplicates - val_rows, 1)
     per_row = min(profile.tokens_mean, seq_len) if truncated else profile.tokens_mean
-    tokens = rows * per_row
+    # DPO runs chosen and rejected: two sequences per row (DataProfile.sequences_per_row).
+    tokens = rows * per_row * max(1, int(getattr(profile, "sequences_per_row", 1) or 1))
     if replay > 0:
         tokens /= 1 - replay  # general data is added on top: task data stays 1 - replay of the mix
     return int(tokens)

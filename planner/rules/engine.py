@@ -28,6 +28,7 @@ from planner.plan import (
     StrategySection,
     TrainingSection,
     apply_overrides,
+    plan_to_dict,
 )
 from planner.rules import advice as advice_rules
 from planner.rules import batch, budget, data, evaluation, lora, optim, precision, strategy
@@ -121,7 +122,13 @@ def _resolve_inputs(request, hardware, profile, spec):
     if hardware is None:
         from planner.hardware import resolve_hardware
 
-        hardware = resolve_hardware(request.gpu, request.gpus, request.gpu_memory_gb, request.price_per_hour)
+        hardware = resolve_hardware(
+            request.gpu,
+            request.gpus,
+            request.gpu_memory_gb,
+            request.price_per_hour,
+            nodes=getattr(request, "nodes", 1),
+        )
     if profile is None:
         from planner.data_profile import profile_data
 
@@ -175,7 +182,8 @@ def _size_option(cand: Candidate, ctx: _Ctx, estimator: Estimators) -> Option:
     upper = max(1, min(batch.MAX_MICRO_BATCH, effective.value // world))
 
     def fits(mb: int, ckpt: bool) -> bool:
-        return estimator.fits(ctx.spec, cand.setup.with_(micro_batch=mb, grad_ckpt=ckpt), ctx.hardware)
+        seqs = mb * ctx.seqs_per_row  # DPO: chosen + rejected sequences per row
+        return estimator.fits(ctx.spec, cand.setup.with_(micro_batch=seqs, grad_ckpt=ckpt), ctx.hardware)
 
     ckpt = False
     mb = batch.fit_micro_batch(lambda m: fits(m, False), upper)
@@ -187,7 +195,7 @@ def _size_option(cand: Candidate, ctx: _Ctx, estimator: Estimators) -> Option:
     accum = batch.grad_accum_rule(effective.value, mb, world).value
     final = estimator.full(
         ctx.spec,
-        cand.setup.with_(micro_batch=mb, grad_ckpt=ckpt, grad_accum=accum),
+        cand.setup.with_(micro_batch=mb * ctx.seqs_per_row, grad_ckpt=ckpt, grad_accum=accum),
         ctx.hardware,
         tokens=ctx.tokens_per_epoch,
         epochs=ctx.epochs,
@@ -223,6 +231,7 @@ class _Ctx:
     train_units: int  # examples, or packed sequences, per epoch (incl. replay)
     tokens_per_epoch: int
     epochs: float
+    seqs_per_row: int = 1  # sequences the trainer runs per row (2 for DPO: chosen and rejected)
 
     @property
     def task(self) -> str:
@@ -313,7 +322,7 @@ def make_plan(
         advice=[a.message for a in adv],
         versions=collect_versions() if versions is None else dict(versions),
     )
-    plan.fallbacks = fallbacks_for(plan, chosen, st.options, st.order)
+    plan.fallbacks = fallbacks_for(plan, chosen, st.options, st.order, lora_rules)
     result = PlanResult(
         plan=plan,
         estimates=[o.estimate for o in st.options],
@@ -365,6 +374,7 @@ def _data_phase(request, spec, hardware, profile, general, rec: Recorder) -> _Ct
         train_units=units,
         tokens_per_epoch=tokens,
         epochs=epochs,
+        seqs_per_row=max(1, int(getattr(profile, "sequences_per_row", 1) or 1)),
     )
 
 
@@ -676,18 +686,27 @@ def _finite(x: float) -> float:
 
 
 def fallbacks_for(
-    plan: Plan, chosen: Option, options: list[Option], order: tuple[str, ...]
+    plan: Plan,
+    chosen: Option,
+    options: list[Option],
+    order: tuple[str, ...],
+    lora_rules: LoraSection | None = None,
 ) -> list[Fallback]:
     """What the executor tries on out-of-memory, in order: halve the micro-batch (doubling accumulation,
-    same effective batch), then gradient checkpointing, then the next setup that fits."""
+    same effective batch), then gradient checkpointing, then the next setup that fits.
+
+    A strategy switch keeps the distribution and offload settings, so launch.sh and the rendered
+    accelerate/DeepSpeed files still apply (a different launcher would need a re-plan)."""
     out: list[Fallback] = []
     mb, accum = plan.training.micro_batch, plan.training.grad_accum
+    target = mb * accum
     while mb > 1:
         mb, accum = mb // 2, accum * 2
+        same = "same effective batch" if mb * accum == target else f"effective batch {mb * accum} vs {target}"
         out.append(
             Fallback(
                 {"training.micro_batch": mb, "training.grad_accum": accum},
-                f"halve the micro-batch to {mb}, accumulate {accum} (same effective batch)",
+                f"halve the micro-batch to {mb}, accumulate {accum} ({same} per GPU)",
             )
         )
     if not plan.strategy.gradient_checkpointing:
@@ -698,28 +717,41 @@ def fallbacks_for(
             )
         )
     rank = {f: i for i, f in enumerate(order)}
+    same_launch = (
+        chosen.candidate.setup.distribution,
+        chosen.candidate.setup.offload_optimizer,
+        chosen.candidate.setup.offload_params,
+    )
     rest = [
         o
         for o in options
-        if o.fits and o is not chosen and o.estimate.memory.total < chosen.estimate.memory.total
+        if o.fits
+        and o is not chosen
+        and o.estimate.memory.total < chosen.estimate.memory.total
+        and (
+            o.candidate.setup.distribution,
+            o.candidate.setup.offload_optimizer,
+            o.candidate.setup.offload_params,
+        )
+        == same_launch
     ]
     rest.sort(key=lambda o: (rank.get(o.family, 9), o.estimate.memory.total))
     for nxt in rest[:2]:
         s = nxt.candidate.setup
+        change: dict[str, object] = {
+            "strategy.method": s.method,
+            "strategy.mixed_precision": s.mixed_precision,
+            "strategy.optimizer": s.optimizer,
+            "strategy.gradient_checkpointing": True,
+            "training.micro_batch": 1,
+            "training.grad_accum": batch.grad_accum_rule(nxt.effective.value, 1, s.gpus).value,
+        }
+        if s.method in ("lora", "dora", "qlora") and plan.lora is None:
+            change["lora"] = plan_to_dict(lora_rules or LoraSection())  # from full: the rules' LoRA shape
+        if s.method != plan.strategy.method:
+            change["training.lr"] = optim.lr_rule(s.method, plan.task, plan.model.total_params).value
         out.append(
-            Fallback(
-                {
-                    "strategy.method": s.method,
-                    "strategy.distribution": s.distribution,
-                    "strategy.optimizer": s.optimizer,
-                    "strategy.offload_optimizer": s.offload_optimizer,
-                    "strategy.offload_params": s.offload_params,
-                    "strategy.gradient_checkpointing": True,
-                    "training.micro_batch": 1,
-                    "training.grad_accum": batch.grad_accum_rule(nxt.effective.value, 1, s.gpus).value,
-                },
-                f"switch to {nxt.name} ({gb(nxt.estimate.memory.total)} per GPU estimated)",
-            )
+            Fallback(change, f"switch to {nxt.name} ({gb(nxt.estimate.memory.total)} per GPU estimated)")
         )
     return out
 
@@ -840,6 +872,8 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
     """The TrainSetup the executor will run for this plan (what the estimator models)."""
     s, t, lo = plan.strategy, plan.training, plan.lora or LoraSection()
     gpus = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else 1
+    if not plan.hardware.gpu and s.distribution != "single":
+        gpus = plan.hardware.count  # CPU DDP/ZeRO: hardware.count processes on this machine (gloo)
     return TrainSetup(
         method=s.method,
         dtype=s.precision,
@@ -897,6 +931,7 @@ def apply_plan_overrides(
         decisions.append(Decision(k, _plain(_get(plan, k)), reason, "--set"))
     warnings += override_warnings(before, plan, result.hardware)
     setup = setup_from_plan(plan)
+    setup = setup.with_(micro_batch=setup.micro_batch * ctx.seqs_per_row)
     est = estimator.full(
         result.spec, setup, result.hardware, tokens=ctx.tokens_per_epoch, epochs=plan.training.epochs
     )

@@ -65,7 +65,7 @@ class WizardAnswers:
         fmt = getattr(self.profile, "format", None)
         return TASK_FOR_FORMAT.get(fmt, "sft")
 
-    def request(self, **overrides: Any) -> PlanRequest:
+    def request(self) -> PlanRequest:
         """The PlanRequest `ftplan plan` would build from the same flags."""
         return PlanRequest(
             model=self.model,
@@ -77,7 +77,7 @@ class WizardAnswers:
             price_per_hour=self.price_per_hour,
             max_hours=self.max_hours,
             max_cost=self.max_cost,
-            overrides=dict(overrides.get("overrides", self.overrides)),
+            overrides=self.overrides,
         )
 
     def merged(self, changes: dict[str, Any]) -> WizardAnswers:

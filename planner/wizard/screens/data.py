@@ -24,6 +24,7 @@ class DataScreen(StepScreen):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._checked: dict[str, tuple[Any, str | None]] = {}
+        self._value = ""  # the field's text last handled
         if self.answers.profile is not None:
             self._checked[self.answers.data] = (self.answers.profile, None)
 
@@ -35,18 +36,24 @@ class DataScreen(StepScreen):
 
     def on_mount(self) -> None:
         self.query_one("#data", Input).focus()
-        if self.answers.data:
-            self._check(self.answers.data)
+        self._value = self.answers.data.strip()  # the Changed an Input posts for its initial value is a no-op
+        if self._value:
+            self._check(self._value)
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        self.show_error(None)
         value = event.value.strip()
-        profile = self.query_one("#profile", Static)
-        if not value or not is_file(value):
-            profile.update("")  # a path being typed: no message until Next or a real file
+        if value == self._value:
             return
-        profile.update("reading…")
-        self.debounce("data", lambda: self._check(value))
+        self._value = value
+        self.show_error(None)
+        profile = self.query_one("#profile", Static)
+        if value in self._checked:
+            self._show(value)
+        elif not value or not is_file(value):
+            profile.update("")  # a path being typed: no message until Next or a real file
+        else:
+            profile.update("reading…")
+            self.debounce("data", lambda: self._check(value))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -27,6 +27,7 @@ class ModelScreen(StepScreen):
         super().__init__(*args, **kwargs)
         self._names: list[str] = []
         self._checked: dict[str, tuple[Any, str | None]] = {}  # value -> (spec, error)
+        self._value = ""  # the field's text last handled
         if self.answers.spec is not None:
             self._checked[self.answers.model] = (self.answers.spec, None)
 
@@ -48,8 +49,9 @@ class ModelScreen(StepScreen):
 
     def on_mount(self) -> None:
         self.query_one("#model", Input).focus()
-        if self.answers.model:
-            self._check(self.answers.model)
+        self._value = self.answers.model.strip()  # the Changed an Input posts for its initial value is a no-op
+        if self._value:
+            self._check(self._value)
 
     def action_browse(self) -> None:
         """↓ in the text field moves to the catalog matches (the list handles ↓ itself)."""
@@ -66,18 +68,21 @@ class ModelScreen(StepScreen):
 
     # -- live validation --------------------------------------------------------------------------
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id != "model":
+        value = event.value.strip()
+        if event.input.id != "model" or value == self._value:
             return
+        self._value = value
         matches = self.query_one("#matches", OptionList)
         matches.clear_options()
-        matches.add_options(self._options(event.value))
+        matches.add_options(self._options(value))
         self.show_error(None)
-        value = event.value.strip()
         if not value:
             self.query_one("#model-info", Static).update("")
-            return
-        self.query_one("#model-info", Static).update("checking…")
-        self.debounce("model", lambda: self._check(value))
+        elif value in self._checked:
+            self._show(value)
+        else:
+            self.query_one("#model-info", Static).update("checking…")
+            self.debounce("model", lambda: self._check(value))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
