@@ -371,7 +371,6 @@ def _layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision)
     full = setup.method == "full"
     gemma = spec.model_type in ("gemma", "gemma2", "gemma3_text")
     targets = {s.name: s for s in _targets(spec, setup)}
-    fused = spec.family.layout == "phi3"
     saved = 0
     # -- norms: input_layernorm and post_attention/pre_feedforward layernorm feed Linear layers
     saved += 2 * _norm_saved(d, d.h, 1, prec, full, gemma)
@@ -400,7 +399,9 @@ def _layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision)
         if prec.autocast:  # peft casts x to the fp32 adapter dtype, autocast casts it back: a copy each
             saved += len(hit) * c * T * width
             weight_copies += sum(2 * setup.lora_r * (s.in_features + s.out_features) * s.count for s in hit)
-        elif width == d.h:
+        elif names[0] not in ("o_proj", "dense"):
+            # lora_A saves the module input itself: the norm output (attention/MLP input) or the MLP's
+            # act*up product (down_proj); o_proj's input is the attention output, already saved
             saved += c * T * width
         saved += sum(c * T * setup.lora_r * s.count for s in hit)  # lora_A output, saved by lora_B
         if setup.method == "dora":  # DoRA: weight norm of W + BA and the base result again
@@ -411,13 +412,9 @@ def _layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision)
         saved += c * T * d.q  # o_proj input: attn_output.transpose(1, 2).contiguous()
     # -- MLP (gated: gate, up, act(gate), act*up; plain: fc, act)
     e = max(1, spec.num_experts_per_tok) if spec.num_experts else 1
-    down_hit = any(n in targets for n in ("down_proj", "w2"))
-    if full or down_hit:
-        saved += 4 * c * T * d.i * e
-    else:
-        saved += 3 * c * T * d.i * e
-    if fused and not full:
-        pass
+    # full: gate, up, act(gate) and act*up (down_proj's input); frozen MLP: the first three (down's
+    # input is saved only through a LoRA adapter on down_proj, counted with the Linear inputs above)
+    saved += (4 if full else 3) * c * T * d.i * e
     return saved, weight_copies
 
 
@@ -513,6 +510,8 @@ class _Parts:
     step_tmp: int
     gather: int  # ZeRO-3/FSDP all-gathered parameters + buckets
     head_copies: int  # autocast copy of lm_head weight
+    dequant: int = 0  # QLoRA: one dequantised 16-bit weight matrix (bitsandbytes MatMul4Bit.backward)
+    first_layer_discount: int = 0  # frozen embeddings: layer 0's input norm saves nothing
 
 
 @dataclass(frozen=True)
@@ -533,10 +532,10 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
     TV = d.T * d.V
     ckpt = setup.grad_ckpt
     per_layer = p.ckpt_input if ckpt else p.layer_act + p.layer_copies
-    stack = L * per_layer + p.head_act + p.head_copies
+    stack = L * per_layer + p.head_act + p.head_copies - (0 if ckpt else p.first_layer_discount)
     upcast = 0 if c == FP32 else FP32 * TV  # ForCausalLMLoss: logits.float()
     recompute = p.layer_act + p.layer_copies if ckpt else 0
-    transient = _layer_backward_tmp(d, prec)
+    transient = _layer_backward_tmp(d, prec) + p.dequant
     out = [
         # forward end: logits (compute dtype), their fp32 upcast and the saved fp32 log-softmax
         _Phase("forward", 0, stack + FP32 * TV, c * TV + upcast + p.gather),
@@ -593,6 +592,10 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         optim = _optimizer_bytes(setup, p, spec, _Precision(4, 2, 4, True)) + p.trainable * FP32 * (
             setup.optimizer != "sgd")
         prec = _Precision(base=2, compute=2, train=2, autocast=False)
+    elif full and setup.distribution == "fsdp" and setup.mixed_precision and setup.dtype != "fp32":
+        # FSDP MixedPrecision(param_dtype=16-bit) (accelerate's FSDP plugin): sharded fp32 params, grads
+        # and states, but the forward runs on all-gathered 16-bit parameters, not autocast copies.
+        prec = _Precision(base=FP32, compute=2, train=FP32, autocast=False)
     cpu = 0
     step_tmp = 0 if setup.optimizer in ("adamw", "sgd") else (
         2 * p.largest * FP32 if setup.optimizer == "adafactor" else p.largest * FP32)
@@ -637,12 +640,17 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     # AccumulateGrad, so the end of backward holds both contributions and their sum (3 x V x h; one of
     # them becomes .grad, counted in ``grads``). Untied: each gradient is stolen into .grad as is.
     embed_tmp = 2 * vh * prec.train if full and spec.tie_word_embeddings else 0
-    head_copies = 2 * vh if full and prec.autocast else 0
+    # autocast's 16-bit copy of an fp32 lm_head weight (mixed precision; QLoRA, whose lm_head
+    # prepare_model_for_kbit_training upcast to fp32), saved by the lm_head matmul for backward
+    head_copies = 2 * vh if prec.autocast and (full and prec.base == FP32 or prec.other == FP32) else 0
     parts = _Parts(
         weights=weights, grads=grads, optim=optim, layer_act=act, layer_copies=copies,
         ckpt_input=_layer_input_bytes(d, prec, setup), head_act=head_act, logits=d.T * d.V,
         head_grad=head_grad, embed_grad_tmp=embed_tmp, layer_grad=layer_grad, step_tmp=step_tmp,
         gather=gather, head_copies=head_copies,
+        first_layer_discount=0 if (full or setup.method == "prompt" or spec.norm_type != "rmsnorm")
+        else _norm_saved(d, d.h, 1, prec, False, False),
+        dequant=2 * max(s.in_features * s.out_features for s in spec.linear_layers()) if prec.quantized else 0,
     )
     phases = _phases(parts, d, prec, setup)
     resident = weights + optim

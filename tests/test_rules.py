@@ -598,3 +598,29 @@ def test_preference_rows_are_sized_as_two_sequences():
     assert res.chosen.setup.micro_batch == 2 * res.plan.training.micro_batch  # chosen + rejected
     rows = res.plan.data.valid_rows - res.plan.data.val_rows
     assert res.plan.estimate.tokens >= 2 * rows * sc.profile["mean"] * 0.99  # both sequences trained
+
+
+def test_long_examples_fall_back_to_a_shorter_sequence_that_fits():
+    # p99 of 40K tokens cannot fit an 8B model on 24 GB; half the examples are under 3K tokens.
+    prof = make_profile(5_000, mean=6_000, p50=3_000, p95=20_000, p99=40_000, max_len=60_000)
+    plan = make_plan(
+        PlanRequest(model="meta-llama/Llama-3.1-8B", data="t.jsonl", task="sft"),
+        hardware=resolve_hardware("RTX-4090", 1),
+        profile=prof,
+        versions=FIXED_VERSIONS,
+    ).plan
+    assert 3_000 <= plan.training.seq_len < 40_000 and plan.estimate.verdict == "fits"
+    reason = next(d.reason for d in plan.decisions if d.field == "training.seq_len")
+    assert reason.startswith("shortened from 40064") and "will be truncated" in reason
+    assert any(w.startswith("heavy truncation") for w in plan.warnings)
+
+
+def test_no_fallback_that_would_truncate_most_examples():
+    prof = make_profile(5_000, mean=12_000, p50=10_000, p95=30_000, p99=60_000, max_len=120_000)
+    with pytest.raises(NoFitError, match="at 60032 tokens per sequence.*do not fit either"):
+        make_plan(
+            PlanRequest(model="meta-llama/Llama-3.1-8B", data="t.jsonl", task="sft"),
+            hardware=resolve_hardware("RTX-4090", 1),
+            profile=prof,
+            versions=FIXED_VERSIONS,
+        )

@@ -664,3 +664,14 @@ def test_cli_wizard_bad_gpu_is_one_line(capsys):
     assert main(["wizard", "--gpu", "no-such-gpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ftplan: error:") and "no-such-gpu" in err and "\n" not in err
+
+
+def test_changing_an_earlier_answer_drops_later_picks():
+    a = WizardAnswers(model=MODEL, gpu=GPU, gpus=1, strategy="qlora",
+                      strategy_overrides={"strategy.method": "qlora"}, setting_overrides={"training.lr": "1e-4"})
+    same = a.merged({"model": MODEL, "gpu": GPU, "gpus": 1})
+    assert same.overrides == {"strategy.method": "qlora", "training.lr": "1e-4"}
+    for change in ({"model": "Qwen/Qwen2.5-1.5B"}, {"gpus": 2}, {"task": "chat"}, {"max_hours": 3.0}):
+        moved = a.merged(change)
+        assert moved.overrides == {} and moved.strategy == "", change
+    assert a.request().overrides == {"strategy.method": "qlora", "training.lr": "1e-4"}

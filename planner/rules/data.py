@@ -84,6 +84,17 @@ def seq_len_rule(profile, max_positions: int, task: str) -> Choice[int]:
     return Choice(value, reason, "data profile percentiles")
 
 
+def shorter_seq_lens(profile, seq_len: int) -> list[int]:
+    """Shorter lengths to fall back to when nothing fits ``seq_len``: the p95 and p50 lengths (rounded
+    up), then halvings down to 512, longest first."""
+    cands = {round_seq_len(profile.tokens_p95), round_seq_len(profile.tokens_p50)}
+    n = seq_len // 2
+    while n >= 512:
+        cands.add(round_seq_len(n))
+        n //= 2
+    return sorted((c for c in cands if SEQ_MIN <= c < seq_len), reverse=True)
+
+
 def packing_rule(profile, seq_len: int, task: str) -> Choice[bool]:
     """Pack short examples into full sequences (no padding) when they fill under half a sequence."""
     if task == "continued-pretraining":

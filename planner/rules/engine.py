@@ -36,7 +36,10 @@ from planner.rules.common import Choice, gb
 from planner.rules.inputs import check_profile, check_task
 from planner.rules.strategy import Candidate
 
-CPU_MAX_HOURS = 8.0  # a CPU plan is offered only when it finishes within a working day
+CPU_MAX_HOURS = 8.0
+# When nothing fits the data's p99 length, a shorter sequence is accepted only while it truncates at
+# most half the examples (beyond that the run no longer learns the data it was given).
+MAX_FALLBACK_TRUNCATION = 0.5  # a CPU plan is offered only when it finishes within a working day
 GB = 1_000_000_000
 
 
@@ -276,19 +279,35 @@ def make_plan(
     """
     estimator = as_estimators(estimator)
     spec, hardware, profile, general = _resolve_inputs(request, hardware, profile, spec)
-    rec = Recorder()
-    ctx = _data_phase(request, spec, hardware, profile, general, rec)
-    prec = rec.add("strategy.precision", precision.precision_rule(hardware))
-    attn = rec.add("strategy.attn_implementation", precision.attention_rule(spec.model_type, hardware))
-    code = lora.is_code_model_or_data(spec.name, profile.format, tuple(profile.fields))
-    r_choice = lora.rank_rule(ctx.task, ctx.train_rows, code, ctx.goal)
-    lora_rules = LoraSection(
-        r=r_choice.value,
-        alpha=lora.alpha_rule(r_choice.value).value,
-        dropout=lora.dropout_rule(spec.param_counts().total).value,
-        target_modules=list(lora.targets_rule(spec).value),
-    )
-    st = _strategy_phase(ctx, estimator, rec, prec, attn, lora_rules)
+    first_error = None
+    choices = _seq_len_choices(profile, spec, request.task, hardware)
+    for seq_choice in choices:
+        rec = Recorder()
+        ctx = _data_phase(request, spec, hardware, profile, general, rec, seq_choice)
+        prec = rec.add("strategy.precision", precision.precision_rule(hardware))
+        attn = rec.add("strategy.attn_implementation", precision.attention_rule(spec.model_type, hardware))
+        code = lora.is_code_model_or_data(spec.name, profile.format, tuple(profile.fields))
+        r_choice = lora.rank_rule(ctx.task, ctx.train_rows, code, ctx.goal)
+        lora_rules = LoraSection(
+            r=r_choice.value,
+            alpha=lora.alpha_rule(r_choice.value).value,
+            dropout=lora.dropout_rule(spec.param_counts().total).value,
+            target_modules=list(lora.targets_rule(spec).value),
+        )
+        try:
+            st = _strategy_phase(ctx, estimator, rec, prec, attn, lora_rules)
+            break
+        except NoFitError as err:  # nothing fits at this length: a shorter one may (more truncation)
+            first_error = first_error or err
+    else:
+        note = (
+            "; shorter sequences that truncate at most half the examples do not fit either"
+            if len(choices) > 1
+            else ""
+        )
+        raise NoFitError(
+            first_error.message + note, hint=first_error.hint, alternatives=first_error.alternatives
+        )
     chosen = st.chosen
     method = chosen.candidate.setup.method
     training = _optimisation_phase(ctx, chosen, rec)
@@ -341,13 +360,33 @@ def make_plan(
     return result
 
 
-def _data_phase(request, spec, hardware, profile, general, rec: Recorder) -> _Ctx:
+def _seq_len_choices(profile, spec, task: str, hardware) -> list[Choice]:
+    """The rule's sequence length, then (on a GPU) shorter ones to try when nothing fits it."""
+    rule = data.seq_len_rule(profile, spec.max_position_embeddings, task)
+    if hardware.gpu is None:
+        return [rule]
+    out = [rule]
+    for shorter in data.shorter_seq_lens(profile, rule.value):
+        cut = data.truncated_share(
+            shorter, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max
+        )
+        if cut > MAX_FALLBACK_TRUNCATION:
+            break
+        reason = (
+            f"shortened from {rule.value} (p99-based) to {shorter} because no strategy fits "
+            f"{rule.value} tokens on {hardware.gpu.name}: about {cut:.0%} of examples will be truncated"
+        )
+        out.append(Choice(shorter, reason, "planner.estimate memory verdicts"))
+    return out
+
+
+def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_choice: Choice) -> _Ctx:
     """Validation split, sequence length, packing, loss masking, replay, epochs."""
     task, gpu = request.task, hardware.gpu is not None
     val_choice, val_rows = data.val_split_rule(profile.valid_rows)
     rec.add("data.val_split", val_choice)
     train_rows = max(1, profile.valid_rows - profile.duplicates - val_rows)
-    seq_len = rec.add("training.seq_len", data.seq_len_rule(profile, spec.max_position_embeddings, task))
+    seq_len = rec.add("training.seq_len", seq_choice)
     cut = data.truncated_share(
         seq_len, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max
     )
@@ -856,7 +895,8 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
         )
     return NoFitError(
         f"{spec.name} ({size}) does not fit {hardware.count}x {hardware.gpu.name} "
-        f"({gb(hardware.free_memory_bytes)} free per GPU) with any strategy: the smallest, "
+        f"({gb(hardware.free_memory_bytes)} free per GPU) with any strategy at {ctx.seq_len} tokens per "
+        f"sequence: the smallest, "
         f"{probe.name}, needs {gb(probe.estimate.memory.total)}{would}",
         hint="use a bigger or more GPUs (--gpu/--gpus), or a smaller model",
         alternatives=alts,
