@@ -65,6 +65,10 @@ def headline(summary) -> str:
 
 
 def run_in_process(plan_dir: Path) -> int:
+    from executor.preflight import check_inputs, resolve_relative_paths
+    from planner.plan import load_plan
+
+    check_inputs(resolve_relative_paths(load_plan(plan_dir), Path(plan_dir).resolve()))  # before torch loads
     from executor.run import run_plan
 
     summary = run_plan(plan_dir)

@@ -110,7 +110,7 @@ def build_training_args(plan: Plan, paths: RunPaths, has_val: bool):
     Build it before the model: with a ZeRO-3 DeepSpeed config the arguments object registers
     HfDeepSpeedConfig, which makes ``from_pretrained`` partition weights at load (zero.Init).
     """
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(paths.tensorboard))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.tensorboard)  # read by TensorBoardCallback
     common = _common_args(plan, paths, has_val)
     t = plan.training
     if plan.task == "preference":

@@ -68,4 +68,5 @@ def test_wheel_ships_templates_and_catalogs(tmp_path):
         assert f"templates/{t}" in names
     assert "planner/data/models.json" in names
     assert "planner/data/gpus.json" in names
+    assert "planner/wizard/wizard.tcss" in names
     assert not any(n.startswith("tests/") for n in names)
