@@ -118,14 +118,17 @@ def _config_dict(model: str, layers: int) -> dict:
     cfg[key] = layers
     if isinstance(cfg.get("layer_types"), list):
         cfg["layer_types"] = cfg["layer_types"][:layers]
-    # dropout off (the estimator assumes dropout 0; Llama/Qwen/Mistral configs already have 0)
-    for k in ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout", "dropout"):
-        if k in cfg:
-            cfg[k] = 0.0
+    # Dropout off: Llama/Qwen/Mistral/Gemma/Phi-3 configs already have 0; GPT-2's 0.1 would make the CPU
+    # sdpa fall back to the math kernel (s^2 scores saved), which CUDA's flash/efficient kernels do not
+    # (they keep only the RNG state), so the CPU trace would not stand for a GPU run.
+    for k in _DROPOUT_KEYS:
+        cfg[k] = 0.0
     return cfg
 
 
 _VERBOSE = False
+_DROPOUT_KEYS = ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout", "dropout",
+                 "summary_first_dropout")
 
 
 class _NoHandle:
@@ -133,17 +136,21 @@ class _NoHandle:
         pass
 
 
-def measure(case: Case) -> int:
-    """Peak bytes MemTracker sees over two training steps."""
+def measure(case: Case, raw: dict | None = None) -> int:
+    """Peak bytes MemTracker sees over two training steps (``raw``: a config.json dict to use instead
+    of the catalog's)."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    raw = _config_dict(case.model, case.layers)
+    raw = raw or _config_dict(case.model, case.layers)
     model_type = raw["model_type"]
     kwargs = {k: v for k, v in raw.items() if k not in ("model_type", "architectures", "torch_dtype", "dtype")}
     config = AutoConfig.for_model(model_type, **kwargs)
+    for key in _DROPOUT_KEYS:  # also the config class defaults (GPT2Config: 0.1 each)
+        if hasattr(config, key):
+            setattr(config, key, 0.0)
     dtype = torch.float32 if case.precision in ("mixed", "fp32") else torch.bfloat16
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=case.attn)
@@ -188,9 +195,9 @@ def measure(case: Case) -> int:
     return max(v["Total"] for v in snap.values())
 
 
-def estimated(case: Case) -> tuple[int, str, int]:
+def estimated(case: Case, raw: dict | None = None) -> tuple[int, str, int]:
     """(estimated peak_allocated, peak phase, accelerate rule of thumb) for the case."""
-    raw = _config_dict(case.model, case.layers)
+    raw = raw or _config_dict(case.model, case.layers)
     spec = spec_from_config(raw, case.model, source="catalog")
     setup = TrainSetup(
         method=case.method, dtype="fp32" if case.precision == "fp32" else "bf16",

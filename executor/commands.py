@@ -95,7 +95,7 @@ def run_command(plan_dir: Path):
         _exec_launch(plan_dir)
     code = run_in_process(plan_dir)
     if code:
-        sys.exit(code)
+        raise click.exceptions.Exit(code)  # planner.cli.main returns it as the exit status
 
 
 @click.command("go")
@@ -182,7 +182,7 @@ def go_command(
         _exec_launch(folder)
     code = run_in_process(folder)
     if code:
-        sys.exit(code)
+        raise click.exceptions.Exit(code)  # planner.cli.main returns it as the exit status
 
 
 @click.command("chat")

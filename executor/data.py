@@ -420,6 +420,11 @@ def build_datasets(plan: Plan, tokenizer) -> DataBundle:
     rows, stats = load_rows(plan)
     train_rows, val_rows = split_rows(rows, plan)
     stats.update(train_rows=len(train_rows), val_rows=len(val_rows))
+    head = plan.task == "classification" and plan.training.classification_mode == "head"
+    if plan.data.general_path and (plan.task == "preference" or head):
+        # Replay and the forgetting check are language-modelling losses on general text; DPO pairs and a
+        # classification head have no such loss, so the general corpus is not used for these tasks.
+        print(f"ftplan: data.general_path is not used for task '{plan.task}' (no language-modelling loss)")
     if plan.task == "preference":
         return DataBundle(
             train=_preference_dataset(train_rows),

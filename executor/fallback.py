@@ -29,12 +29,10 @@ T = TypeVar("T")
 class OutOfMemoryAtStep(Exception):
     """Raised by a training attempt: the OOM and the optimizer step (of this attempt) it happened at."""
 
-    def __init__(self, steps_done: int, cause: BaseException):
+    def __init__(self, steps_done: int, cause: BaseException | str):
         self.steps_done = steps_done
-        self.cause = cause
-        super().__init__(
-            f"out of memory after {steps_done} optimizer steps: {str(cause).splitlines()[0][:200]}"
-        )
+        self.cause = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"out of memory after {steps_done} optimizer steps: {self.cause}")
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -100,29 +98,29 @@ def train_with_fallbacks(
     while True:
         try:
             return attempt(plan), plan, applied
-        except OutOfMemoryAtStep as oom:
-            if free_memory is not None:
-                free_memory()
-            if oom.steps_done >= EARLY_OOM_STEPS:
-                raise FtplanError(
-                    f"out of memory at optimizer step {oom.steps_done}, past the first steps where the plan's "
-                    "fallbacks apply",
-                    hint="lower training.micro_batch in plan.yaml (grad_accum up) and run again; it resumes",
-                ) from None
-            if not plan.fallbacks:
-                raise FtplanError(
-                    f"out of memory after {oom.steps_done} steps and no fallback left in plan.yaml",
-                    hint="re-plan with less GPU memory (--gpu-memory) or a smaller method (qlora)",
-                ) from None
-            why = f"out of memory after {oom.steps_done} steps"
-            fb = plan.fallbacks[0]
-            plan = apply_next_fallback(plan, why)
-            save_plan(plan, paths.plan_yaml)
-            record = FallbackRecord(
-                oom.steps_done, str(oom.cause).splitlines()[0][:300], dict(fb.set), fb.reason
+        except OutOfMemoryAtStep as exc:
+            oom = exc
+            oom.__traceback__ = None  # drop the frames (and the model they hold) before freeing memory
+        if free_memory is not None:
+            free_memory()
+        if oom.steps_done >= EARLY_OOM_STEPS:
+            raise FtplanError(
+                f"out of memory at optimizer step {oom.steps_done}, past the first steps where the plan's "
+                "fallbacks apply",
+                hint="lower training.micro_batch in plan.yaml (grad_accum up) and run again; it resumes",
             )
-            applied.append(record)
-            paths.output.mkdir(parents=True, exist_ok=True)
-            with paths.fallback_log.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"time": time.time(), **record.__dict__}, default=str) + "\n")
-            log(f"ftplan: {why}; applying fallback {fb.set} ({fb.reason}); plan.yaml updated")
+        if not plan.fallbacks:
+            raise FtplanError(
+                f"out of memory after {oom.steps_done} steps and no fallback left in plan.yaml",
+                hint="re-plan with less GPU memory (--gpu-memory) or a smaller method (qlora)",
+            )
+        why = f"out of memory after {oom.steps_done} steps"
+        fb = plan.fallbacks[0]
+        plan = apply_next_fallback(plan, why)
+        save_plan(plan, paths.plan_yaml)
+        record = FallbackRecord(oom.steps_done, oom.cause, dict(fb.set), fb.reason)
+        applied.append(record)
+        paths.output.mkdir(parents=True, exist_ok=True)
+        with paths.fallback_log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"time": time.time(), **record.__dict__}, default=str) + "\n")
+        log(f"ftplan: {why}; applying fallback {fb.set} ({fb.reason}); plan.yaml updated")

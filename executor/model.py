@@ -6,6 +6,7 @@ none and trains every weight.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from planner.errors import FtplanError
@@ -68,7 +69,7 @@ def load_base_model(plan: Plan, tokenizer, labels: list[str] | None = None):
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
         if torch.cuda.is_available():  # bitsandbytes quantizes on the device the weights land on
-            kwargs["device_map"] = {"": torch.cuda.current_device()}
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # this process's GPU
     if is_head_classification(plan):
         assert labels, "classification head needs the label set"
         cls = AutoModelForSequenceClassification
@@ -82,7 +83,7 @@ def load_base_model(plan: Plan, tokenizer, labels: list[str] | None = None):
         cls = AutoModelForCausalLM
     try:
         model = cls.from_pretrained(plan.model.name_or_path, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:  # missing files, bad config, absent attention kernel
         raise FtplanError(
             f"model.name_or_path '{plan.model.name_or_path}': cannot load the model ({_first_line(exc)})",
             hint="point plan.yaml at a local model folder (config.json + safetensors) or a reachable hub id",

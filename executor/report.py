@@ -117,8 +117,9 @@ def read_metrics(path: Path) -> list[dict]:
 
 def plot_loss_curve(metrics: list[dict], out: Path) -> Path | None:
     """Training and validation loss against the optimizer step (matplotlib, Agg: no display needed)."""
-    train = [(m["step"], m["loss"]) for m in metrics if _finite(m.get("loss"))]
-    val = [(m["step"], m["eval_loss"]) for m in metrics if _finite(m.get("eval_loss"))]
+    # A resumed run logs again the steps after its checkpoint: the last record of a step wins.
+    train = sorted({m["step"]: m["loss"] for m in metrics if _finite(m.get("loss"))}.items())
+    val = sorted({m["step"]: m["eval_loss"] for m in metrics if _finite(m.get("eval_loss"))}.items())
     if not train and not val:
         return None
     import matplotlib

@@ -111,21 +111,30 @@ def train(plan: Plan, paths: RunPaths, log: Log) -> Trained:
 
     resume = find_resume(paths, log)
     start_step = checkpoints.step_of(resume) if resume else 0
-    base = evaluate_base_before(plan, trainer, tokenizer, data, paths)
     if resume:
         log(f"ftplan: resuming from {resume.name} (step {start_step})")
+    base: dict = {}
     t0 = time.perf_counter()
+    oom, loading = None, False
     try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        base = evaluate_base_before(plan, trainer, tokenizer, data, paths)  # an OOM here is a first-step OOM
+        t0, loading = time.perf_counter(), resume is not None
+        if resume is not None and training_finished(resume) and not trainer.args.deepspeed:
+            restore_finished(trainer, resume)  # killed after the last step (e.g. in evaluation)
+        else:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except Exception as exc:
-        if is_oom(exc):
-            raise OutOfMemoryAtStep(trainer.state.global_step - start_step, exc) from exc
-        if resume is not None and trainer.state.global_step <= start_step:
-            raise FtplanError(
-                f"checkpoint {resume}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-                hint=f"delete {resume} to resume from the previous checkpoint, or delete the folder to start over",
-            ) from exc
-        raise
+        if not is_oom(exc):
+            if loading and trainer.state.global_step <= start_step:  # failed before the first new step
+                raise FtplanError(
+                    f"checkpoint {resume}: cannot be loaded ({type(exc).__name__}: {_first_line(exc)})",
+                    hint=f"delete {resume} to resume from the previous checkpoint, or delete the folder to start over",
+                ) from exc
+            raise
+        oom = (trainer.state.global_step - start_step, _first_line(exc))
+    if oom:  # raised outside the except block, so the traceback (and the model it holds) can be freed
+        del trainer, model
+        raise OutOfMemoryAtStep(*oom)
     seconds = time.perf_counter() - t0
 
     status, message = "completed", ""
@@ -144,6 +153,29 @@ def train(plan: Plan, paths: RunPaths, log: Log) -> Trained:
     return Trained(
         plan, tokenizer, data, trainer, status, start_step, metrics_cb.start_tokens, seconds, base, message
     )
+
+
+def training_finished(ckpt: Path) -> bool:
+    """The checkpoint is the run's last step. Resuming HF Trainer there mid-epoch would still run one
+    more optimizer step (transformers/trainer.py ``_run_epoch`` checks max_steps only after a step)."""
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+        return 0 < state["max_steps"] <= state["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def restore_finished(trainer, ckpt: Path) -> None:
+    """Load the final (or, when planned, the best) checkpoint's weights and state without training."""
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(ckpt / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    source = best if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else str(ckpt)
+    trainer._load_from_checkpoint(source)  # the Trainer's own loader: full weights or PEFT adapter
+    find_callback(
+        trainer, MetricsCallback
+    ).start_tokens = trainer.state.num_input_tokens_seen  # none trained now
 
 
 def find_resume(paths: RunPaths, log: Log) -> Path | None:
@@ -296,3 +328,8 @@ def finish(t: Trained, summary: RunSummary, paths: RunPaths) -> None:
     summary.artifacts["metrics"] = str(paths.metrics)
     write_summary(summary, paths)
     append_report(summary, paths)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

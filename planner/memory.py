@@ -272,9 +272,16 @@ def _trainable(spec: ModelSpec, setup: TrainSetup) -> int:
         return spec.prompt_tuning_params(setup.num_virtual_tokens)
     if setup.method == "prefix":
         return spec.prefix_tuning_params(setup.num_virtual_tokens)
-    if setup.method == "ia3":  # one scaling vector per k/v/down projection output (peft IA3 defaults)
-        return sum(s.count * (s.in_features if "down" in s.name or s.name == "c_proj" else s.out_features)
-                   for s in spec.linear_layers() if s.kind != "param") * spec.num_layers // 3
+    if setup.method == "ia3":
+        # peft IA3 defaults (utils/constants.py): scaling vectors on k_proj, v_proj outputs and on the
+        # down_proj input (feed-forward); GPT-2: c_attn output and mlp.c_proj input.
+        per_layer = 0
+        for s in spec.linear_layers():
+            if s.name in ("k_proj", "v_proj", "qkv_proj") or s.path == "attn.c_attn":
+                per_layer += s.out_features * s.count
+            elif s.name == "down_proj" or s.path == "mlp.c_proj":
+                per_layer += s.in_features * s.count
+        return per_layer * spec.num_layers
     raise FtplanError(f"method={setup.method!r} is not supported")
 
 
@@ -450,8 +457,21 @@ def _attention_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precis
         saved = c * T * (d.q + 2 * kv) + FP32 * scores + c * scores
         if spec.config.get("attn_logit_softcapping"):  # Gemma 2: tanh output saved
             saved += c * scores
+        if _dropout(spec, "attention_dropout") > 0:  # dropout mask over the probabilities
+            saved += scores
         return saved
     return c * T * (2 * d.q + 2 * d.kv) + FP32 * T * d.heads
+
+
+# transformers config class defaults for dropout keys absent from a config.json
+_DROPOUT_DEFAULTS = {"gpt2": {"attn_pdrop": 0.1, "resid_pdrop": 0.1, "embd_pdrop": 0.1}}
+
+
+def _dropout(spec: ModelSpec, key: str) -> float:
+    value = spec.config.get(key)
+    if value is None:
+        value = _DROPOUT_DEFAULTS.get(spec.model_type, {}).get(key, 0.0)
+    return float(value or 0.0)
 
 
 def _layernorm_saved(d: _Dims, prec: _Precision, full: bool) -> int:
@@ -472,6 +492,13 @@ def _gpt2_layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Preci
         scores = d.b * d.heads * d.s * d.s
         saved += FP32 * scores + c * scores
     saved += (5 if full else 4) * c * T * d.i
+    # dropout (GPT2Config defaults 0.1): native_dropout saves a 1-byte mask; two residual dropouts per
+    # block; attention dropout inside sdpa keeps only the RNG state (flash/efficient kernels), eager
+    # saves a mask over the scores.
+    if _dropout(spec, "resid_pdrop") > 0:
+        saved += 2 * T * d.h
+    if setup.attn_impl == "eager" and _dropout(spec, "attn_pdrop") > 0:
+        saved += d.b * d.heads * d.s * d.s
     weight_copies = 0
     for s in _targets(spec, setup):
         saved += c * T * setup.lora_r * s.count + (c * T * s.in_features if prec.autocast else 0)
@@ -597,8 +624,11 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         # and states, but the forward runs on all-gathered 16-bit parameters, not autocast copies.
         prec = _Precision(base=FP32, compute=2, train=FP32, autocast=False)
     cpu = 0
-    step_tmp = 0 if setup.optimizer in ("adamw", "sgd") else (
-        2 * p.largest * FP32 if setup.optimizer == "adafactor" else p.largest * FP32)
+    # Optimizer step temporaries: fused AdamW (Trainer default "adamw_torch_fused"), SGD and the
+    # bitsandbytes 8-bit kernels update in place. transformers' Adafactor.step works per parameter in
+    # fp32: grad.float(), p.float() for 16-bit params, grad**2 + eps, the row/col outer product and the
+    # update: ~4 fp32 copies of the largest parameter (transformers/optimization.py Adafactor.step).
+    step_tmp = 4 * p.largest * FP32 if setup.optimizer == "adafactor" else 0
     gather = 0
     stage = setup.zero_stage if zero else (3 if setup.distribution == "fsdp" else 0)
     if stage >= 1:
@@ -629,6 +659,8 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     else:
         head_act = _norm_saved(d, d.h, 1, prec, full, spec.model_type in ("gemma", "gemma2")) + (
             prec.compute * d.T * d.h if full else 0)
+    if spec.family.layout == "gpt2" and _dropout(spec, "embd_pdrop") > 0:
+        head_act += d.T * d.h  # embedding dropout mask
     if spec.config.get("final_logit_softcapping"):
         head_act += prec.compute * d.T * d.V  # tanh output
     vh = spec.vocab_size * spec.hidden_size

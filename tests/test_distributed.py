@@ -85,8 +85,9 @@ def test_two_process_zero_on_cpu_through_launch_sh(tmp_path, stage):
     assert summary["world_size"] == 2  # both ranks joined the process group
     assert summary["global_step"] == 4
     assert math.isfinite(summary["final_train_loss"])
-    # The launcher really started two workers (torch elastic logs one line per local rank on exit).
-    assert log.count("DeepSpeed") >= 1 or "deepspeed" in log.lower()
+    # Each rank initialises DeepSpeed's communication backend once: two ranks, two lines (when the
+    # shared-memory op can be built at all; without a compiler DeepSpeed falls back to plain gloo).
+    assert log.count("deepspeed_shm_comm_op built successfully") in (0, 2)
 
     final = Path(summary["artifacts"]["final"])
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(final, use_safetensors=True)

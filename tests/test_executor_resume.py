@@ -88,6 +88,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, model_dir):
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
+    # Started again after the end (e.g. killed during the final evaluation): no extra step.
+    again = run_plan(folder, log=lambda *_: None)
+    assert again.global_step == ref.global_step and again.resumed_from_step == ref.global_step
+    assert again.tuned["loss"] == pytest.approx(resumed.tuned["loss"], abs=1e-6)
+
     # Corrupt the newest checkpoint: `ftplan run` refuses with exit 2 and deletes nothing.
     from executor.checkpoints import list_checkpoints
     from planner.cli import main

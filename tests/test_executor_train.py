@@ -156,6 +156,7 @@ def test_preference_dpo_lora(tmp_path, model_dir):
     )
     assert s.status == "completed" and s.global_step == 6
     assert s.tuned["loss"] is not None and "rewards/accuracies" in s.tuned
+    assert s.tokens_per_second > 0
 
 
 def test_qlora_paged_8bit_bf16(tmp_path, model_dir):
@@ -181,6 +182,7 @@ def test_prompt_and_prefix_tuning(tmp_path, model_dir, method):
     assert s.status == "completed"
     cfg = json.loads((folder / "output" / "final" / "adapter_config.json").read_text())
     assert cfg["num_virtual_tokens"] == 4
+    assert s.base["loss"] != s.tuned["loss"]  # base = virtual tokens switched off (PeftModel.disable_adapter)
     assert s.trainable_params < s.total_params / 10
 
 
@@ -212,3 +214,21 @@ def test_full_mixed_precision_keeps_fp32_master_weights(tmp_path, model_dir):
 
     with safe_open(str(folder / "output" / "final" / "model.safetensors"), "pt") as f:
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float32
+
+
+def test_early_stopping_stops_and_keeps_the_best_model(tmp_path, model_dir):
+    # SGD at a high constant lr makes validation loss go up again within a few evaluations.
+    folder, s = _run(
+        tmp_path,
+        model_dir,
+        method="full",
+        strategy={"method": "full", "optimizer": "sgd"},
+        training={"max_steps": 20, "lr": 0.5},
+        evaluation={"eval_steps": 2, "early_stopping_patience": 1, "metric": "loss"},
+        checkpointing={"save_steps": 2, "save_total_limit": 2},
+    )
+    # eval_loss records: base model (step 0), each in-training evaluation, then the final tuned one
+    evals = [r["eval_loss"] for r in _metrics(folder) if "eval_loss" in r]
+    assert s.status == "completed" and s.global_step < 20  # stopped early
+    assert evals[-2] > min(evals[:-2])  # the last in-training evaluation did not improve (patience 1)
+    assert s.tuned["loss"] == pytest.approx(min(evals), abs=1e-5)  # best checkpoint loaded at the end

@@ -306,7 +306,7 @@ def test_fallbacks_apply_in_order_then_give_up(tmp_path, model_dir):
 # --- bad input: exit code 2, one line, nothing lost ---------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["missing_model", "missing_data", "wrong_rows", "wrong_task"])
+@pytest.mark.parametrize("case", ["missing_model", "missing_data", "wrong_rows", "wrong_task", "pure_fp16"])
 def test_bad_input_exits_2_with_one_line(tmp_path, model_dir, capsys, case):
     from planner.cli import main
 
@@ -317,8 +317,10 @@ def test_bad_input_exits_2_with_one_line(tmp_path, model_dir, capsys, case):
         plan.data.path = str(tmp_path / "gone.jsonl")
     elif case == "wrong_rows":
         plan.data.path = str(write_jsonl(tmp_path / "bad.jsonl", [{"foo": i} for i in range(5)]))
-    else:
+    elif case == "wrong_task":
         plan.task = "preference"
+    else:
+        plan.strategy.method, plan.strategy.precision, plan.lora = "full", "fp16", None
     folder = plan_folder(tmp_path, plan)
     plan_text = (folder / "plan.yaml").read_text()
     assert main(["run", str(folder)]) == 2
@@ -329,6 +331,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, model_dir, capsys, case):
         "missing_data": "no such file",
         "wrong_rows": "bad.jsonl line 1",
         "wrong_task": "cannot train task 'preference'",
+        "pure_fp16": "set strategy.mixed_precision: true",
     }[case]
     assert expected in err
     assert (folder / "plan.yaml").read_text() == plan_text

@@ -185,3 +185,44 @@ def test_nf4_bytes_match_a_real_bitsandbytes_quantization():
         total += sum(t.numel() * t.element_size() for t in tensors)
         numel += w.numel()
     assert nf4_bytes(256 * 1024, 1) + nf4_bytes(1000 * 320, 1) == total
+
+
+# --------------------------------------------------------------------------------------- measured
+
+
+def _bench():
+    """benchmarks/memory_accuracy.py, loaded by path (benchmarks/ is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "memory_accuracy.py"
+    module_spec = importlib.util.spec_from_file_location("memory_accuracy", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules["memory_accuracy"] = module  # dataclasses look their module up
+    module_spec.loader.exec_module(module)
+    return module
+
+
+TINY_LLAMA = {
+    "model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 2,
+    "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 3000, "max_position_embeddings": 512,
+    "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,seq,batch,ckpt,attn", [
+    ("full", 256, 2, False, "sdpa"),
+    ("full", 256, 1, True, "eager"),
+    ("lora", 256, 2, False, "sdpa"),
+])
+def test_estimate_matches_memtracker_on_a_tiny_llama(method, seq, batch, ckpt, attn):
+    """Spot check of the benchmark: a real training step on fake tensors, measured by MemTracker."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    bench = _bench()
+    case = bench.Case("tiny-llama", 2, method, seq, batch, ckpt, attn=attn)
+    measured = bench.measure(case, dict(TINY_LLAMA))
+    est, _, _ = bench.estimated(case, dict(TINY_LLAMA))
+    assert abs(est - measured) / measured < 0.05

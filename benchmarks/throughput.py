@@ -1,0 +1,255 @@
+"""Tokens trained per second: `ftplan run` against the plain transformers Trainer script a user writes.
+
+    .venv/bin/python benchmarks/throughput.py                 # ~5 min on 2 CPU cores
+    .venv/bin/python benchmarks/throughput.py --rows 400 --json benchmarks/results/throughput.json
+
+Both sides train the same locally built model (random init, no download) on the same data with the same
+hyperparameters (full fine-tuning, AdamW, lr, warmup, cosine schedule, weight decay, clipping, seed,
+micro-batch, one epoch), one after the other in the same invocation, each in its own process:
+
+- **plain**: what a typical user writes (``--plain`` below): chat template applied in ``datasets.map``,
+  ``DataCollatorForLanguageModeling`` (pads every batch to its longest example), no packing,
+  ``Trainer.train()``; tokens/s = real (non-pad) tokens of the epoch / ``train_runtime``.
+- **ftplan**: ``ftplan plan`` with the same numbers forced by ``--set`` (everything else as the planner
+  decides, e.g. packing), then ``python -m executor run PLAN_DIR``; tokens/s = ``tokens_seen``
+  (non-padding) / ``train_seconds`` from ``run_summary.json``.
+
+Peak memory is each process's peak RSS (``getrusage(RUSAGE_CHILDREN)`` read by a fresh wrapper process
+per side, so one side's peak never leaks into the other's). The ftplan side also reports the planner's
+estimate against the measurement (memory, time, tokens) from ``run_summary.json``.
+
+The data is a date task with a long-tailed length distribution (answers list 1 to 40 dates; the shape of
+real instruction data, where a few long answers set the padded length of their batch): padding waste is
+what packing removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# A ~3.4M-parameter model: big enough that matmuls, not Python overhead, dominate a step on CPU.
+MODEL_SIZE = dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024,
+                  max_position_embeddings=1024, vocab_size=512)
+# The hyperparameters both sides use (ftplan: forced with --set; plain: TrainingArguments).
+HPARAMS = dict(lr=1e-3, warmup_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0, micro_batch=8, epochs=1,
+               seed=42, scheduler="cosine")
+VAL_SPLIT = 0.1  # ftplan holds out 10% for validation; the plain script trains on the same 90%
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    """'List the N days after DATE' -> N ISO dates; N log-uniform in 1..40 (long-tailed lengths)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        start = dt.date(1950, 1, 1) + dt.timedelta(days=rng.randrange(365 * 100))
+        days = max(1, int(math.exp(rng.uniform(0, math.log(41)))))
+        answer = ", ".join((start + dt.timedelta(days=i + 1)).isoformat() for i in range(days))
+        rows.append({"messages": [
+            {"role": "user", "content": f"List the {days} days after {start.isoformat()}."},
+            {"role": "assistant", "content": answer},
+        ]})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------- the plain script
+
+def plain_main(model_dir: str, data: str, seq_len: int, out: str) -> None:
+    """The script a typical user writes with transformers' Trainer (run in its own process)."""
+    import torch
+    from datasets import load_dataset
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
+                              TrainingArguments)
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ds = load_dataset("json", data_files=data, split="train")
+    ds = ds.select(range(int(len(ds) * (1 - VAL_SPLIT))))
+
+    def tokenize(row):
+        text = tok.apply_chat_template(row["messages"], tokenize=False)
+        return tok(text, truncation=True, max_length=seq_len, add_special_tokens=False)
+
+    ds = ds.map(tokenize, remove_columns=ds.column_names)
+    args = TrainingArguments(
+        output_dir=out, per_device_train_batch_size=HPARAMS["micro_batch"],
+        num_train_epochs=HPARAMS["epochs"], learning_rate=HPARAMS["lr"], warmup_ratio=HPARAMS["warmup_ratio"],
+        lr_scheduler_type=HPARAMS["scheduler"], weight_decay=HPARAMS["weight_decay"],
+        max_grad_norm=HPARAMS["max_grad_norm"], seed=HPARAMS["seed"], logging_steps=10, save_strategy="no",
+        report_to=[], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=ds,
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
+    metrics = trainer.train().metrics
+    tokens = sum(len(ids) for ids in ds["input_ids"]) * HPARAMS["epochs"]
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    result = {"train_seconds": metrics["train_runtime"], "tokens": tokens, "steps": trainer.state.global_step,
+              "final_loss": losses[-1] if losses else None}
+    Path(out, "plain_result.json").write_text(json.dumps(result))
+
+
+# ----------------------------------------------------------------------------------------- runners
+
+_RSS_WRAPPER = (
+    "import json, resource, subprocess, sys\n"
+    "rc = subprocess.run(sys.argv[1:]).returncode\n"
+    "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def run_measured(cmd: list[str], log: Path, env: dict) -> tuple[float, float]:
+    """Run ``cmd`` in a fresh wrapper process; returns (wall seconds, peak RSS GiB of the command)."""
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *cmd], stdout=subprocess.PIPE,
+                              stderr=fh, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed (exit {proc.returncode}); log: {log}")
+    kib = next(int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_KIB"))
+    return wall, kib / 2**20
+
+
+def plan_overrides() -> list[str]:
+    sets = {
+        "strategy.method": "full",
+        "strategy.precision": "fp32",
+        "training.lr": HPARAMS["lr"],
+        "training.warmup_ratio": HPARAMS["warmup_ratio"],
+        "training.weight_decay": HPARAMS["weight_decay"],
+        "training.max_grad_norm": HPARAMS["max_grad_norm"],
+        "training.micro_batch": HPARAMS["micro_batch"],
+        "training.grad_accum": 1,
+        "training.epochs": HPARAMS["epochs"],
+        "training.lr_scheduler": HPARAMS["scheduler"],
+        "training.seed": HPARAMS["seed"],
+        "data.val_split": VAL_SPLIT,
+        # Measure training only: no evaluation or checkpoint inside the epoch, no base-model pass.
+        "evaluation.eval_steps": 100000,
+        "checkpointing.save_steps": 100000,
+        "evaluation.compare_base": "false",
+        "evaluation.metric": "loss",
+        "evaluation.max_eval_samples": 16,
+    }
+    out = []
+    for key, value in sets.items():
+        out += ["--set", f"{key}={value}"]
+    return out
+
+
+def run_benchmark(rows: int, work: Path) -> dict:
+    from executor.tiny_model import build_tiny_model
+    from planner.plan import load_plan
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    data_rows = make_rows(rows)
+    data = write_jsonl(work / "train.jsonl", data_rows)
+    texts = [m["content"] for r in data_rows for m in r["messages"]]
+    model = build_tiny_model(work / "model", corpus_texts=texts, **MODEL_SIZE)
+
+    plan_dir = work / "plan"
+    planned = subprocess.run(
+        [sys.executable, "-m", "planner.cli", "plan", "--model", str(model), "--data", str(data), "--task", "sft",
+         "--out", str(plan_dir), *plan_overrides()], capture_output=True, text=True, env=env, cwd=REPO)
+    if planned.returncode != 0:
+        raise SystemExit(f"ftplan plan failed: {planned.stdout}{planned.stderr}")
+    plan = load_plan(plan_dir / "plan.yaml")
+
+    ftplan_wall, ftplan_rss = run_measured([sys.executable, "-m", "executor", "run", str(plan_dir)],
+                                           work / "ftplan.log", env)
+    summary = json.loads((plan_dir / "output" / "run_summary.json").read_text())
+
+    plain_out = work / "plain"
+    plain_wall, plain_rss = run_measured(
+        [sys.executable, str(Path(__file__).resolve()), "--plain", str(model), str(data), str(plan.training.seq_len),
+         str(plain_out)], work / "plain.log", env)
+    plain = json.loads((plain_out / "plain_result.json").read_text())
+
+    ftplan_tps = summary["tokens_seen"] / summary["train_seconds"]
+    plain_tps = plain["tokens"] / plain["train_seconds"]
+    return {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "load_avg_1m": os.getloadavg()[0]},
+        "rows": rows, "model_params": summary["total_params"], "seq_len": plan.training.seq_len,
+        "packing": plan.training.packing, "micro_batch": plan.training.micro_batch,
+        "ftplan": {"tokens": summary["tokens_seen"], "train_seconds": summary["train_seconds"],
+                   "tokens_per_second": ftplan_tps, "steps": summary["global_step"], "peak_rss_gb": ftplan_rss,
+                   "wall_seconds": ftplan_wall, "final_loss": summary["final_train_loss"],
+                   "estimate_vs_measured": summary.get("comparisons", [])},
+        "plain": {"tokens": plain["tokens"], "train_seconds": plain["train_seconds"], "tokens_per_second": plain_tps,
+                  "steps": plain["steps"], "peak_rss_gb": plain_rss, "wall_seconds": plain_wall,
+                  "final_loss": plain["final_loss"]},
+        "speedup": ftplan_tps / plain_tps,
+        "rss_ratio": ftplan_rss / plain_rss,
+    }
+
+
+def markdown(r: dict) -> str:
+    f, p = r["ftplan"], r["plain"]
+    lines = [
+        f"| side | steps | tokens | train s | tokens/s | peak RSS GiB | final loss |",
+        "|---|---|---|---|---|---|---|",
+        f"| plain Trainer (pad to longest, no packing) | {p['steps']} | {p['tokens']:,} | {p['train_seconds']:.1f} | "
+        f"{p['tokens_per_second']:,.0f} | {p['peak_rss_gb']:.2f} | {p['final_loss']:.3f} |",
+        f"| ftplan run (packing={r['packing']}) | {f['steps']} | {f['tokens']:,} | {f['train_seconds']:.1f} | "
+        f"{f['tokens_per_second']:,.0f} | {f['peak_rss_gb']:.2f} | {f['final_loss']:.3f} |",
+        "",
+        f"speed-up {r['speedup']:.2f}x, peak RSS ratio {r['rss_ratio']:.2f} (ftplan / plain); "
+        f"{r['model_params']:,} parameters, seq_len {r['seq_len']}, micro-batch {r['micro_batch']}, "
+        f"{r['machine']['cpu_count']} CPUs, 1-min load average {r['machine']['load_avg_1m']:.1f}.",
+        "",
+        "| ftplan: estimate vs measured | unit | estimate | measured | error |",
+        "|---|---|---|---|---|",
+    ]
+    for c in f["estimate_vs_measured"]:
+        err = c.get("error_pct")
+        lines.append(f"| {c['quantity']} | {c['unit']} | {c['estimate']:.4g} | {c['measured']:.4g} | "
+                     f"{'n/a' if err is None else f'{err:+.0f}%'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--plain":
+        plain_main(*argv[1:5])
+        return 0
+    parser = argparse.ArgumentParser(description="ftplan run vs a plain Trainer script: tokens/s and memory")
+    parser.add_argument("--rows", type=int, default=600, help="examples in the generated dataset")
+    parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temp folder)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="ftplan-throughput-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result = run_benchmark(args.rows, work)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"\nwork folder: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
