@@ -74,7 +74,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 # ------------------------------------------------------------------------------- the plain script
 
-def plain_main(model_dir: str, data: str, seq_len: int, out: str) -> None:
+def plain_main(model_dir: str, data: str, seq_len: str, out: str) -> None:
     """The script a typical user writes with transformers' Trainer (run in its own process)."""
     import torch
     from datasets import load_dataset
@@ -88,12 +88,13 @@ def plain_main(model_dir: str, data: str, seq_len: int, out: str) -> None:
 
     def tokenize(row):
         text = tok.apply_chat_template(row["messages"], tokenize=False)
-        return tok(text, truncation=True, max_length=seq_len, add_special_tokens=False)
+        return tok(text, truncation=True, max_length=int(seq_len), add_special_tokens=False)
 
     ds = ds.map(tokenize, remove_columns=ds.column_names)
     args = TrainingArguments(
         output_dir=out, per_device_train_batch_size=HPARAMS["micro_batch"],
-        num_train_epochs=HPARAMS["epochs"], learning_rate=HPARAMS["lr"], warmup_ratio=HPARAMS["warmup_ratio"],
+        num_train_epochs=HPARAMS["epochs"], learning_rate=HPARAMS["lr"],
+        warmup_steps=HPARAMS["warmup_ratio"],  # transformers 5: a float < 1 is a ratio of the total steps
         lr_scheduler_type=HPARAMS["scheduler"], weight_decay=HPARAMS["weight_decay"],
         max_grad_norm=HPARAMS["max_grad_norm"], seed=HPARAMS["seed"], logging_steps=10, save_strategy="no",
         report_to=[], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=True,

@@ -75,7 +75,8 @@ def flops_per_token(spec: ModelSpec, setup: TrainSetup) -> float:
     bwd = (2 * n if frozen else 4 * n) + 2 * attn / 3
     adapters = 0.0
     if setup.method in ("lora", "dora", "qlora"):
-        adapters = 6.0 * spec.lora_trainable_params(setup.lora_targets, setup.lora_r) / max(1, 1)
+        # adapter matmuls: forward 2, backward 4 FLOPs per adapter parameter (they get weight gradients)
+        adapters = 6.0 * spec.lora_trainable_params(setup.lora_targets, setup.lora_r)
     recompute = fwd if setup.grad_ckpt else 0.0
     return fwd + bwd + adapters + recompute
 

@@ -7,9 +7,9 @@ of the executor allocates with transformers 5.x + torch AdamW (fused, the Traine
 torch >= 2.8: transformers/training_args.py) + peft + bitsandbytes, tensor by tensor:
 
 * the resident state: weights, gradients, optimizer states (``_states``);
-* the tensors autograd saves in the forward pass, per decoder layer (``planner/activations.py``
-  style recipes in ``_layer_saved``), read off the transformers modeling code and checked with
-  ``torch.autograd.graph.saved_tensors_hooks`` on fake-tensor models;
+* the tensors autograd saves in the forward pass, per decoder layer (``_layer_saved``), read off the
+  transformers/peft modeling code and checked with ``torch.autograd.graph.saved_tensors_hooks`` on
+  fake-tensor models of the development set (see benchmarks/memory_accuracy.py DEV_MODELS);
 * the transient tensors of each phase of the step (``_phases``): the loss (logits, their fp32 upcast,
   log-softmax and its gradient), the backward pass walking down the layers while gradients pile up,
   and the optimizer step. ``peak_allocated`` is the largest phase, not the sum of everything.
@@ -422,7 +422,25 @@ def _layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision)
     # full: gate, up, act(gate) and act*up (down_proj's input); frozen MLP: the first three (down's
     # input is saved only through a LoRA adapter on down_proj, counted with the Linear inputs above)
     saved += (4 if full else 3) * c * T * d.i * e
+    if spec.num_experts:
+        saved += _moe_extra(spec, d, c, full)
     return saved, weight_copies
+
+
+def _moe_extra(spec: ModelSpec, d: _Dims, c: int, full: bool) -> int:
+    """transformers 5 MixtralExperts.forward loops over the experts hit: ``gate_up_proj[expert_idx]``
+    (a tensor index) copies each hit expert's weights, which F.linear saves for backward; the expert
+    output scaled by its routing weight is saved too, and (full) the gathered token rows; the router
+    keeps fp32 softmax probabilities (T x E)."""
+    hit = min(spec.num_experts, d.T * spec.num_experts_per_tok)
+    # LinearShape.count holds the expert count; in x out is one expert's matrix
+    per_expert = sum(s.in_features * s.out_features for s in spec.linear_layers() if s.role == "expert")
+    per_expert = per_expert or 3 * d.h * d.i
+    tokens = d.T * spec.num_experts_per_tok
+    extra = c * hit * per_expert + c * tokens * d.h + FP32 * d.T * spec.num_experts
+    if full:
+        extra += c * tokens * d.h
+    return extra
 
 
 def _linear_groups(spec: ModelSpec, d: _Dims) -> list[tuple[tuple[str, ...], int]]:
@@ -509,6 +527,16 @@ def _gpt2_layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Preci
     return saved, weight_copies
 
 
+def _ckpt_extra(spec: ModelSpec, d: _Dims, prec: _Precision, full: bool) -> int:
+    """Under gradient checkpointing, MemTracker sees a constant (independent of the layer count and the
+    LoRA targets) surplus at the loss over the per-layer inputs: the rotary cos/sin pair the checkpointed
+    layers keep as inputs, plus 3 (frozen base) / 1 (full) hidden-state-sized 16-bit tensors. Measured,
+    not derived: calibrated on the development model only (Llama-3.2-1B, 1/2/4 layers, s 2048-4096,
+    LoRA q,v / q,k,v,o / all-linear and full); the other benchmark models are held out."""
+    rope = 2 * d.s * spec.head_dim * prec.compute if spec.family.layout != "gpt2" else 0
+    return rope + (1 if full else 3) * prec.compute * d.T * d.h
+
+
 def _layer_input_bytes(d: _Dims, prec: _Precision, setup: TrainSetup) -> int:
     """Gradient checkpointing (transformers 5: torch.utils.checkpoint, use_reentrant=False) keeps only
     each layer's input hidden states (fp32 residual stream for fp32/mixed models)."""
@@ -539,6 +567,7 @@ class _Parts:
     head_copies: int  # autocast copy of lm_head weight
     dequant: int = 0  # QLoRA: one dequantised 16-bit weight matrix (bitsandbytes MatMul4Bit.backward)
     first_layer_discount: int = 0  # frozen embeddings: layer 0's input norm saves nothing
+    ckpt_extra: int = 0  # gradient checkpointing: tensors alive at the loss beyond the layer inputs
 
 
 @dataclass(frozen=True)
@@ -560,8 +589,11 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
     ckpt = setup.grad_ckpt
     per_layer = p.ckpt_input if ckpt else p.layer_act + p.layer_copies
     stack = L * per_layer + p.head_act + p.head_copies - (0 if ckpt else p.first_layer_discount)
+    if ckpt:
+        stack += p.ckpt_extra
     upcast = 0 if c == FP32 else FP32 * TV  # ForCausalLMLoss: logits.float()
-    recompute = p.layer_act + p.layer_copies if ckpt else 0
+    # under checkpointing, layer k's forward is recomputed in its backward (+ its output, 16-bit)
+    recompute = p.layer_act + p.layer_copies + c * d.T * d.h if ckpt else 0
     transient = _layer_backward_tmp(d, prec) + p.dequant
     out = [
         # forward end: logits (compute dtype), their fp32 upcast and the saved fp32 log-softmax
@@ -573,7 +605,8 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
     ]
     # walking down the layers: layer k's activations (recomputed under checkpointing) + gradients above
     for k, name in ((L - 1, "backward-top"), (0, "backward-bottom")):
-        act = (k + 1) * per_layer + recompute + (p.head_act if k == L - 1 else 0)
+        # the final norm / lm_head saved tensors are freed before the top layer's backward starts
+        act = (k + 1) * per_layer + recompute
         grads = p.head_grad + (L - 1 - k) * p.layer_grad
         out.append(_Phase(name, grads, act, transient + p.gather))
     out.append(_Phase("backward-end", p.grads, 0, p.embed_grad_tmp + p.gather))
@@ -582,10 +615,12 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
 
 
 def _layer_backward_tmp(d: _Dims, prec: _Precision) -> int:
-    """Gradients of activations alive while one layer runs backward: the residual-stream gradient
-    (fp32 inside the RMSNorm backward) and, in the MLP, the gradients of gate/up/act outputs."""
+    """Gradients alive while one layer runs backward: in the MLP the gradients of the gate, up and
+    activation outputs (3 x T x i), and the residual-stream gradient pair (2 x T x h). The form is read
+    off the autograd graph; the hidden-size term was checked on the development model only
+    (Llama-3.2-1B with an 8k vocabulary so that the layer phases set the peak)."""
     c = prec.compute
-    return 3 * c * d.T * d.i + 2 * FP32 * d.T * d.h
+    return 3 * c * d.T * d.i + 2 * c * d.T * d.h
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -680,6 +715,7 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         ckpt_input=_layer_input_bytes(d, prec, setup), head_act=head_act, logits=d.T * d.V,
         head_grad=head_grad, embed_grad_tmp=embed_tmp, layer_grad=layer_grad, step_tmp=step_tmp,
         gather=gather, head_copies=head_copies,
+        ckpt_extra=_ckpt_extra(spec, d, prec, full) if setup.grad_ckpt else 0,
         first_layer_discount=0 if (full or setup.method == "prompt" or spec.norm_type != "rmsnorm")
         else _norm_saved(d, d.h, 1, prec, False, False),
         dequant=2 * max(s.in_features * s.out_features for s in spec.linear_layers()) if prec.quantized else 0,
