@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         lines = [
             "## Estimate speed",
             "",
-            f"Command: `python benchmarks/estimate_speed.py --runs {args.runs}` ({args.runs} cold processes per "
+            (f"Command: `python benchmarks/estimate_speed.py --runs {args.runs}` ({args.runs} cold processes per "
             "command after one warm-up, like `hyperfine --warmup 1`; shared 2-core CPU machine, so absolute "
-            "times are noisy; the ratio is what matters).",
+            "times are noisy; the ratio is what matters)."),
             "",
             "| command | median | min | max |",
             "|---|---:|---:|---:|",

@@ -15,7 +15,8 @@ Precision policy, as the executor runs it: full pure bf16 = bf16 model, no autoc
 fp32 model under ``torch.autocast(bfloat16)``; LoRA = bf16 base, peft's fp32 adapters, bf16 autocast.
 Optimizer: torch AdamW (fused, the Trainer default). The loss step is ``loss = model(...).loss``.
 
-Run:  .venv/bin/python benchmarks/memory_accuracy.py [--quick] [--markdown BENCH.md-section]
+Run:  .venv/bin/python benchmarks/memory_accuracy.py [--quick] [--only TEXT] [--verbose]
+          [--markdown FILE] [--json benchmarks/results/memory_accuracy.json]
 """
 
 from __future__ import annotations
@@ -257,23 +258,24 @@ def markdown(rows: list[dict], s: dict, command: str) -> str:
     lines = [
         "## Memory accuracy",
         "",
-        f"Command: `{command}` (CPU only, no GPU in this session; runtime "
-        f"{sum(r['seconds'] for r in rows):.0f} s).",
+        (f"Command: `{command}` (CPU only, no GPU in this session; runtime "
+        f"{sum(r['seconds'] for r in rows):.0f} s)."),
         "",
-        "Ground truth: the peak of two real training steps (forward with labels, backward, fused AdamW step, "
+        ("Ground truth: the peak of two real training steps (forward with labels, backward, fused AdamW step, "
         "zero_grad) of transformers models built from the catalog's architecture configs (real widths and "
         "vocabularies, fewer layers where noted by `L`), run on fake tensors (`FakeTensorMode`) and measured "
         "by `torch.distributed._tools.mem_tracker.MemTracker` (every live tensor storage). It is what "
         "`torch.cuda.max_memory_allocated()` would report minus allocator rounding; the CUDA context and "
         "caching-allocator reserve in `overhead`/`total` come from cited sources, not from this benchmark. "
         "The CPU kernels stand in for CUDA ones (sdpa runs the CPU flash kernel, which saves the same "
-        "output + logsumexp as the CUDA flash/efficient kernels).",
+        "output + logsumexp as the CUDA flash/efficient kernels)."),
         "",
-        "`accelerate` = the rule of thumb of `accelerate estimate-memory` (\"Training using Adam\": 16 B/param "
-        "for fp32, 8 B/param for 16-bit; ignores batch, sequence, activations and LoRA).",
+        ("`accelerate` = the rule of thumb of `accelerate estimate-memory` (\"Training using Adam\": 16 B/param "
+        "for fp32, 8 B/param for 16-bit; ignores batch, sequence, activations and LoRA)."),
         "",
-        f"Development set (saved tensors inspected while writing the estimator): {', '.join(sorted(DEV_MODELS))}. "
-        "All other models are held out: nothing was tuned on their measurements.",
+        (f"Development set (saved tensors inspected, or the estimator changed after seeing their "
+         f"measurements): {', '.join(sorted(DEV_MODELS))}. The other models are held out: no coefficient was "
+         "fitted to them and no code was changed to match one of their numbers."),
         "",
         "| | cases | median abs. error | max abs. error |",
         "|---|---:|---:|---:|",
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="every 4th case only")
     ap.add_argument("--only", help="substring of case labels to run")
     ap.add_argument("--markdown", metavar="FILE", help="write the markdown section to FILE")
+    ap.add_argument("--json", metavar="FILE", help="write every case's numbers to FILE")
     ap.add_argument("--verbose", action="store_true", help="print MemTracker's peak breakdown per case")
     args = ap.parse_args(argv)
     global _VERBOSE
@@ -313,7 +316,12 @@ def main(argv: list[str] | None = None) -> int:
           f"accelerate rule: median {100 * s['rule'][0]:.1f}% max {100 * s['rule'][1]:.1f}%")
     if args.markdown:
         with open(args.markdown, "w") as fh:
-            fh.write(markdown(rows, s, "python benchmarks/memory_accuracy.py --markdown FILE"))
+            fh.write(markdown(rows, s, "python benchmarks/memory_accuracy.py --markdown FILE --json FILE"))
+    if args.json:
+        import json
+
+        with open(args.json, "w") as fh:
+            json.dump({"summary": s, "cases": rows}, fh, indent=1)
     return 0
 
 

@@ -78,8 +78,13 @@ def plain_main(model_dir: str, data: str, seq_len: str, out: str) -> None:
     """The script a typical user writes with transformers' Trainer (run in its own process)."""
     import torch
     from datasets import load_dataset
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -210,7 +215,7 @@ def run_benchmark(rows: int, work: Path) -> dict:
 def markdown(r: dict) -> str:
     f, p = r["ftplan"], r["plain"]
     lines = [
-        f"| side | steps | tokens | train s | tokens/s | peak RSS GiB | final loss |",
+        "| side | steps | tokens | train s | tokens/s | peak RSS GiB | final loss |",
         "|---|---|---|---|---|---|---|",
         f"| plain Trainer (pad to longest, no packing) | {p['steps']} | {p['tokens']:,} | {p['train_seconds']:.1f} | "
         f"{p['tokens_per_second']:,.0f} | {p['peak_rss_gb']:.2f} | {p['final_loss']:.3f} |",

@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from a checkout
 DATA = REPO / "examples" / "data" / "dates.jsonl"
 # A ~0.6M-parameter model: learns the task to ~100% held-out exact match in ~150 optimizer steps of
 # 32 examples (measured on a 2-core CPU, see examples/README.md).
-MODEL_SIZE = dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=512,
-                  max_position_embeddings=256, vocab_size=512)
+MODEL_SIZE = {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 512,
+              "max_position_embeddings": 256, "vocab_size": 512}
 
 # Why each override: the planner's defaults assume a pretrained model; this one starts from random
 # weights, so it needs every weight trained and a from-scratch learning rate.
@@ -88,8 +88,8 @@ def headline(summary: dict) -> str:
     lines = [
         "",
         "=== ftplan demo: results ===",
-        f"held-out exact match : {_pct(base.get('exact_match'))} (base) -> {_pct(tuned.get('exact_match'))} (tuned)"
-        f"   [{tuned.get('samples', '?')} unseen dates]",
+        (f"held-out exact match : {_pct(base.get('exact_match'))} (base) -> "
+         f"{_pct(tuned.get('exact_match'))} (tuned)   [{tuned.get('samples', '?')} unseen dates]"),
         f"validation loss      : {_num(base.get('loss'))} -> {_num(tuned.get('loss'))}",
         f"final training loss  : {_num(summary.get('final_train_loss'), '.4f')}",
     ]
@@ -100,8 +100,8 @@ def headline(summary: dict) -> str:
         lines.append(f"training time        : estimated {step_time['estimate']:.0f} s, measured "
                      f"{step_time['measured']:.0f} s")
     lines += [
-        f"throughput           : {summary.get('tokens_per_second', 0):,.0f} tokens/s "
-        f"({summary.get('global_step')} optimizer steps, {summary.get('tokens_seen', 0):,} tokens)",
+        (f"throughput           : {summary.get('tokens_per_second', 0):,.0f} tokens/s "
+         f"({summary.get('global_step')} optimizer steps, {summary.get('tokens_seen', 0):,} tokens)"),
         f"wall time            : {summary.get('wall_seconds', 0):.0f} s",
     ]
     examples = tuned.get("examples") or []
@@ -121,7 +121,7 @@ def run_demo(out: Path, overrides: dict[str, str] | None = None, seed: int = 0) 
     print(f"[demo] model saved to {model} ({time.perf_counter() - t0:.0f} s)", flush=True)
     cmd = go_command(model, out / "plan", {**DEMO_OVERRIDES, **(overrides or {})})
     print("[demo] $ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, cwd=REPO)
+    proc = subprocess.run(cmd, cwd=REPO, check=False)
     if proc.returncode != 0:
         raise SystemExit(proc.returncode)
     summary_path = out / "plan" / "output" / "run_summary.json"

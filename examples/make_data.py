@@ -66,7 +66,7 @@ def chat(rng: random.Random) -> list[dict]:
     rows = []
     for ymd in _dates(rng, SMALL_ROWS):
         q1, a1 = _date_pair(rng, ymd)
-        y, m, d = ymd
+        y = ymd[0]
         msgs = [{"role": "system", "content": "You convert dates. Answer with the date only."},
                 {"role": "user", "content": q1}, {"role": "assistant", "content": a1}]
         if rng.random() < 0.5:  # a second turn about the same date

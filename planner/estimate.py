@@ -49,6 +49,7 @@ class StrategyEstimate:
     # Added (defaults keep the fixed interface):
     gpu_name: str = ""
     gpus: int = 1
+    notes: tuple[str, ...] = ()  # time/cost caveats (CPU-only rate, ...); memory caveats are in memory.notes
 
     @property
     def fits(self) -> bool:
@@ -76,7 +77,7 @@ class StrategyEstimate:
             "time_hours": self.time_hours,
             "cost_usd": self.cost_usd,
             "tokens_per_second": self.tokens_per_second,
-            "notes": list(m.notes),
+            "notes": list(m.notes) + list(self.notes),
         }
 
 
@@ -155,6 +156,7 @@ def estimate(
         tokens_per_second=tc.tokens_per_second,
         gpu_name=hardware.gpu.name if hardware.gpu else "cpu",
         gpus=setup.gpus,
+        notes=tc.notes,
     )
 
 
@@ -182,8 +184,8 @@ def standard_strategies(
     prefix tuning; with more than one GPU also DDP, ZeRO-1/2/3, ZeRO-3 with CPU offload and FSDP."""
     n = gpus or (hardware.total_gpus if hardware.gpu else 1)
     half = "bf16" if (hardware.gpu is None or hardware.bf16) else "fp16"
-    common = dict(seq_len=seq_len, micro_batch=micro_batch, grad_ckpt=grad_ckpt, attn_impl=attn_impl,
-                  lora_r=lora_r, lora_targets=tuple(lora_targets), optimizer=optimizer, gpus=1)
+    common = {"seq_len": seq_len, "micro_batch": micro_batch, "grad_ckpt": grad_ckpt, "attn_impl": attn_impl,
+                  "lora_r": lora_r, "lora_targets": tuple(lora_targets), "optimizer": optimizer, "gpus": 1}
     single = [
         ("full-fp32", TrainSetup(method="full", dtype="fp32", **common)),
         ("full-mixed", TrainSetup(method="full", dtype=half, mixed_precision=True, **common)),
@@ -196,7 +198,7 @@ def standard_strategies(
     if n <= 1:
         return single
     multi = dict(common, gpus=n)
-    full = dict(method="full", dtype=half, mixed_precision=True)
+    full = {"method": "full", "dtype": half, "mixed_precision": True}
     dist = [
         ("ddp-lora", TrainSetup(method="lora", dtype=half, distribution="ddp", **multi)),
         ("ddp-full-mixed", TrainSetup(distribution="ddp", **full, **multi)),

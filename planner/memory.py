@@ -67,7 +67,7 @@ class TrainSetup:
     offload_params: bool = False  # ZeRO-3 / FSDP CPU offload of parameters
     grad_accum: int = 1
 
-    def with_(self, **changes) -> "TrainSetup":
+    def with_(self, **changes) -> TrainSetup:
         return replace(self, **changes)
 
     @property
@@ -237,12 +237,12 @@ def validate_setup(spec: ModelSpec, setup: TrainSetup) -> None:
         )
     if setup.distribution in ("zero1", "zero2", "zero3", "fsdp", "ddp") and setup.gpus < 2:
         raise FtplanError(f"distribution {setup.distribution} needs gpus >= 2 (got {setup.gpus})")
-    if (setup.offload_optimizer or setup.offload_params) and setup.distribution not in ("zero2", "zero3", "fsdp"):
-        if setup.distribution != "zero1" or setup.offload_params:
-            raise FtplanError(
-                "CPU offload needs DeepSpeed ZeRO (optimizer: stage 1-3, parameters: stage 3) or FSDP",
-                hint="add --zero 3 (or --fsdp) with --offload",
-            )
+    offload_ok = ("zero1", "zero2", "zero3", "fsdp") if not setup.offload_params else ("zero3", "fsdp")
+    if (setup.offload_optimizer or setup.offload_params) and setup.distribution not in offload_ok:
+        raise FtplanError(
+            "CPU offload needs DeepSpeed ZeRO (optimizer: stage 1-3, parameters: stage 3) or FSDP",
+            hint="add --zero 3 (or --fsdp) with --offload",
+        )
     if setup.offload_params and setup.distribution == "zero2":
         raise FtplanError("parameter offload needs ZeRO stage 3", hint="use --zero 3 --offload")
     if setup.method == "qlora" and setup.distribution in ("zero3", "fsdp") and setup.dtype == "fp32":

@@ -73,7 +73,7 @@ def test_nf4_double_quant_overhead_is_0127_bits_per_param():
 
 def test_zero3_on_8_gpus_shards_state_to_an_eighth():
     s = spec()
-    base = dict(method="full", dtype="bf16", mixed_precision=True, seq_len=1024, gpus=8)
+    base = {"method": "full", "dtype": "bf16", "mixed_precision": True, "seq_len": 1024, "gpus": 8}
     z0 = estimate_memory(s, TrainSetup(distribution="ddp", **base))
     z3 = estimate_memory(s, TrainSetup(distribution="zero3", **base))
     n = s.param_counts().total
@@ -85,7 +85,7 @@ def test_zero3_on_8_gpus_shards_state_to_an_eighth():
 
 def test_offload_moves_optimizer_to_cpu():
     s = spec()
-    base = dict(method="full", dtype="bf16", mixed_precision=True, seq_len=1024, gpus=8, distribution="zero3")
+    base = {"method": "full", "dtype": "bf16", "mixed_precision": True, "seq_len": 1024, "gpus": 8, "distribution": "zero3"}
     on = estimate_memory(s, TrainSetup(offload_optimizer=True, offload_params=True, **base))
     off = estimate_memory(s, TrainSetup(**base))
     assert on.optimizer == 0 and on.weights == 0
@@ -211,7 +211,6 @@ TINY_LLAMA = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method,seq,batch,ckpt,attn", [
     ("full", 256, 2, False, "sdpa"),
     ("full", 256, 1, True, "eager"),
@@ -226,3 +225,48 @@ def test_estimate_matches_memtracker_on_a_tiny_llama(method, seq, batch, ckpt, a
     measured = bench.measure(case, dict(TINY_LLAMA))
     est, _, _ = bench.estimated(case, dict(TINY_LLAMA))
     assert abs(est - measured) / measured < 0.05
+
+
+# --------------------------------------------------------------------------------------- time and cost
+
+
+def test_flops_follow_6n_4n_and_recompute():
+    from planner.cost import flops_per_token
+
+    s = spec()
+    short = dict(seq_len=16)  # attention term negligible
+    full = flops_per_token(s, TrainSetup(method="full", **short))
+    lora = flops_per_token(s, TrainSetup(method="lora", **short))
+    ckpt = flops_per_token(s, TrainSetup(method="full", grad_ckpt=True, **short))
+    n = s.active_params - s.vocab_size * s.hidden_size  # embeddings are lookups (untied Llama 3.1)
+    assert full == pytest.approx(6 * n, rel=0.01)
+    assert lora == pytest.approx(4 * n, rel=0.02)  # no weight gradients for the frozen base
+    assert ckpt == pytest.approx(8 * n, rel=0.01)  # + one recomputed forward
+
+
+def test_time_scales_with_tokens_gpus_and_price():
+    from planner.cost import time_and_cost
+
+    s = spec()
+    h1 = hw("H100-SXM")
+    setup = TrainSetup(method="lora", seq_len=2048)
+    one = time_and_cost(s, setup, h1, tokens=10**8)
+    two_epochs = time_and_cost(s, setup, h1, tokens=10**8, epochs=2)
+    assert two_epochs.hours == pytest.approx(2 * one.hours)
+    assert one.cost_usd == pytest.approx(one.hours * h1.hourly_price)
+    cheap = Hardware(gpu=h1.gpu, count=1, free_memory_bytes=h1.free_memory_bytes, detected=False, price_per_hour=1.0)
+    assert time_and_cost(s, setup, cheap, tokens=10**8).cost_usd == pytest.approx(one.hours * 1.0)
+    eight = time_and_cost(s, setup.with_(gpus=8, distribution="ddp"), hw("H100-SXM", 8), tokens=10**8)
+    assert one.hours / 8 < eight.hours < one.hours / 6
+    qlora = time_and_cost(s, setup.with_(method="qlora"), h1, tokens=10**8)
+    assert qlora.hours > one.hours  # NF4 dequantisation
+
+
+def test_cheapest_and_fastest_fit():
+    from planner.estimate import cheapest_and_fastest
+
+    cheap, fast = cheapest_and_fastest(spec(), TrainSetup(method="qlora", seq_len=1024,
+                                                          optimizer="paged_adamw_8bit"), tokens=10**7)
+    assert cheap is not None and fast is not None
+    assert cheap.verdict == fast.verdict == "fits"
+    assert cheap.cost_usd <= fast.cost_usd and fast.time_hours <= cheap.time_hours

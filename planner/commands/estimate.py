@@ -187,7 +187,7 @@ def _print_table(spec, hw, rows, cheap, fast, tokens, epochs, token_note) -> Non
             r.name, f"{r.trainable_params / 1e6:,.1f}M", _gib(m.weights), _gib(m.gradients), _gib(m.optimizer),
             _gib(m.activations), _gib(m.temporary), _gib(m.peak_allocated), _gib(m.total),
             f"[{_STYLE[r.verdict]}]{r.verdict}[/]", str(r.max_micro_batch), _fmt_hours(r.time_hours),
-            f"{r.cost_usd:,.2f}",
+            f"{r.cost_usd:,.2f}" if r.cost_usd >= 0.01 else f"{r.cost_usd:.4f}",
         )
     console.print(table)
     console.print("[dim]peak = the largest phase of a step (forward, loss, backward, optimizer), not the sum "
@@ -199,7 +199,9 @@ def _print_table(spec, hw, rows, cheap, fast, tokens, epochs, token_note) -> Non
         if e:
             console.print(f"{label} ({e.name}): {e.gpus} x {e.gpu_name}  {_fmt_hours(e.time_hours)} h  "
                           f"${e.cost_usd:,.2f}")
-    notes = sorted({n for r in rows for n in r.memory.notes})
+    notes = sorted({n for r in rows for n in (*r.memory.notes, *r.notes)})
+    if hw.gpu is None:
+        notes.append("no GPU detected or named: memory is what a GPU would need; name one with --gpu")
     for note in notes:
         console.print(f"[dim]note: {note}[/dim]")
 
@@ -207,4 +209,6 @@ def _print_table(spec, hw, rows, cheap, fast, tokens, epochs, token_note) -> Non
 def _fmt_hours(h: float) -> str:
     if h == float("inf"):
         return "-"
+    if h < 0.1:
+        return f"{h:.4f}"
     return f"{h:,.2f}" if h < 100 else f"{h:,.0f}"
