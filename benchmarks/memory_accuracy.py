@@ -48,12 +48,14 @@ class Case:
     precision: str = "bf16"  # bf16 (pure) | mixed | fp32
     targets: tuple[str, ...] = ("all-linear",)
     r: int = 16
+    lora_dropout: float = 0.0
 
     @property
     def label(self) -> str:
         t = "" if self.method == "full" else (f" r{self.r} " + ("all" if self.targets == ("all-linear",) else
                                                               ",".join(self.targets)))
-        return (f"{self.model.split('/')[-1]} L{self.layers} {self.method}{t} {self.precision} {self.attn} "
+        drop = f" drop{self.lora_dropout:g}" if self.lora_dropout else ""
+        return (f"{self.model.split('/')[-1]} L{self.layers} {self.method}{t}{drop} {self.precision} {self.attn} "
                 f"s{self.seq} b{self.batch}{' ckpt' if self.ckpt else ''}")
 
 
@@ -166,7 +168,7 @@ def measure(case: Case, raw: dict | None = None) -> int:
 
         targets = "all-linear" if case.targets == ("all-linear",) else list(case.targets)
         model = get_peft_model(model, LoraConfig(r=case.r, lora_alpha=2 * case.r, target_modules=targets,
-                                                 lora_dropout=0.0))
+                                                 lora_dropout=case.lora_dropout))
     model.train()
     autocast = case.precision == "mixed" or case.method == "lora"
     with FakeTensorMode(allow_non_fake_inputs=True):
@@ -208,6 +210,7 @@ def estimated(case: Case, raw: dict | None = None) -> tuple[int, str, int]:
         method=case.method, dtype="fp32" if case.precision == "fp32" else "bf16",
         mixed_precision=case.precision == "mixed", seq_len=case.seq, micro_batch=case.batch,
         grad_ckpt=case.ckpt, attn_impl=case.attn, lora_r=case.r, lora_targets=case.targets,
+        lora_dropout=case.lora_dropout,
     )
     mem = estimate_memory(spec, setup)
     return mem.peak_allocated, mem.phase, accelerate_rule(spec.param_counts().total, case.precision)

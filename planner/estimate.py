@@ -178,14 +178,15 @@ def strategy_name(setup: TrainSetup) -> str:
 def standard_strategies(
     spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int = 1, gpus: int | None = None,
     grad_ckpt: bool = False, attn_impl: str = "sdpa", lora_r: int = 16,
-    lora_targets: tuple[str, ...] = ("all-linear",), optimizer: str = "adamw",
+    lora_targets: tuple[str, ...] = ("all-linear",), optimizer: str = "adamw", lora_dropout: float = 0.0,
 ) -> list[tuple[str, TrainSetup]]:
     """Every strategy the planner compares: full fp32 / mixed / pure 16-bit, LoRA, QLoRA, prompt and
     prefix tuning; with more than one GPU also DDP, ZeRO-1/2/3, ZeRO-3 with CPU offload and FSDP."""
     n = gpus or (hardware.total_gpus if hardware.gpu else 1)
     half = "bf16" if (hardware.gpu is None or hardware.bf16) else "fp16"
     common = {"seq_len": seq_len, "micro_batch": micro_batch, "grad_ckpt": grad_ckpt, "attn_impl": attn_impl,
-                  "lora_r": lora_r, "lora_targets": tuple(lora_targets), "optimizer": optimizer, "gpus": 1}
+              "lora_r": lora_r, "lora_targets": tuple(lora_targets), "optimizer": optimizer, "gpus": 1,
+              "lora_dropout": lora_dropout}
     single = [
         ("full-fp32", TrainSetup(method="full", dtype="fp32", **common)),
         ("full-mixed", TrainSetup(method="full", dtype=half, mixed_precision=True, **common)),

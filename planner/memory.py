@@ -66,6 +66,9 @@ class TrainSetup:
     offload_optimizer: bool = False  # ZeRO / FSDP CPU offload of optimizer states
     offload_params: bool = False  # ZeRO-3 / FSDP CPU offload of parameters
     grad_accum: int = 1
+    # Added (default keeps the fixed interface): peft LoraConfig.lora_dropout. With p > 0 every adapter
+    # keeps a 1-byte dropout mask of its input (peft tuners/lora/layer.py: lora_A(dropout(x))).
+    lora_dropout: float = 0.0
 
     def with_(self, **changes) -> TrainSetup:
         return replace(self, **changes)
@@ -230,6 +233,8 @@ def validate_setup(spec: ModelSpec, setup: TrainSetup) -> None:
         value = getattr(setup, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise FtplanError(f"{name}={value!r} must be a positive integer")
+    if not 0.0 <= setup.lora_dropout < 1.0:
+        raise FtplanError(f"lora_dropout={setup.lora_dropout!r} must be in [0, 1)")
     if setup.method in ("lora", "dora", "qlora") and setup.lora_r > spec.hidden_size:
         raise FtplanError(
             f"lora_r={setup.lora_r} is larger than the hidden size {spec.hidden_size} of {spec.name}",
@@ -411,6 +416,8 @@ def _layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision)
             # act*up product (down_proj); o_proj's input is the attention output, already saved
             saved += c * T * width
         saved += sum(c * T * setup.lora_r * s.count for s in hit)  # lora_A output, saved by lora_B
+        if setup.lora_dropout > 0:  # native_dropout's bool mask of the (fp32-cast) input, per adapter
+            saved += len(hit) * T * width
         if setup.method == "dora":  # DoRA: weight norm of W + BA and the base result again
             saved += sum(c * T * s.out_features for s in hit)
     # -- attention
@@ -520,6 +527,7 @@ def _gpt2_layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Preci
     weight_copies = 0
     for s in _targets(spec, setup):
         saved += c * T * setup.lora_r * s.count + (c * T * s.in_features if prec.autocast else 0)
+        saved += T * s.in_features if setup.lora_dropout > 0 else 0
         if prec.autocast:
             weight_copies += 2 * setup.lora_r * (s.in_features + s.out_features)
     if full and prec.autocast:
@@ -635,10 +643,15 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     planner.estimate.
     """
     validate_setup(spec, setup)
+    notes: list[str] = []
+    if spec.model_type == "gemma2" and setup.attn_impl == "sdpa":
+        # transformers: Gemma2PreTrainedModel._supports_sdpa = False (sdpa cannot softcap the scores)
+        setup = setup.with_(attn_impl="eager")
+        notes.append("Gemma 2 cannot use sdpa in transformers (logit softcapping): estimated with eager "
+                     "attention (s^2 scores); flash_attention_2 avoids them")
     prec = _precision(setup)
     d = _dims(spec, setup)
     p = _params(spec, setup)
-    notes: list[str] = []
     full = setup.method == "full"
     n = setup.gpus if setup.distribution in ("zero1", "zero2", "zero3", "fsdp") else 1
 

@@ -108,3 +108,15 @@ def test_estimate_does_not_import_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     assert "HEAVY []" in res.stdout
+
+
+def test_data_file_sets_tokens_and_sequence_length(capsys, tmp_path):
+    data = tmp_path / "train.jsonl"
+    rows = [{"instruction": f"Add {i} and {i + 1}.", "input": "", "output": str(2 * i + 1)} for i in range(50)]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code, out, _ = run_cli(capsys, "--model", MODEL, "--method", "lora", "--data", str(data), "--gpu", "L4",
+                           "--epochs", "2", "--json")
+    assert code == 0
+    est = json.loads(out)
+    assert 0 < est["setup"]["seq_len"] <= 128  # from the longest (short) example, not the 2048 default
+    assert est["tokens"] > 50 * 2  # tokens of all rows x 2 epochs

@@ -140,8 +140,14 @@ def test_optimizer_states():
     assert 0 < opt["adafactor"] < opt["adamw"] / 2
 
 
+def test_lora_dropout_adds_a_mask_per_adapter_input():
+    s = spec()
+    a = TrainSetup(method="lora", seq_len=1024)
+    assert activation_bytes(s, a.with_(lora_dropout=0.05)) > activation_bytes(s, a)
+
+
 @pytest.mark.parametrize("field,value", [("seq_len", 0), ("micro_batch", -1), ("lora_r", 100000),
-                                         ("optimizer", "lion"), ("gpus", 0)])
+                                         ("optimizer", "lion"), ("gpus", 0), ("lora_dropout", 1.5)])
 def test_bad_setups_raise_ftplan_error(field, value):
     with pytest.raises(FtplanError):
         estimate_memory(spec(), TrainSetup(method="lora").with_(**{field: value}))
@@ -234,7 +240,7 @@ def test_flops_follow_6n_4n_and_recompute():
     from planner.cost import flops_per_token
 
     s = spec()
-    short = dict(seq_len=16)  # attention term negligible
+    short = {"seq_len": 16}  # attention term negligible
     full = flops_per_token(s, TrainSetup(method="full", **short))
     lora = flops_per_token(s, TrainSetup(method="lora", **short))
     ckpt = flops_per_token(s, TrainSetup(method="full", grad_ckpt=True, **short))

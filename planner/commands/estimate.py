@@ -38,6 +38,8 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True, help="Gradient checkpointing.")
 @click.option("--lora-r", type=int, default=16, show_default=True, metavar="R")
 @click.option("--lora-targets", default="all-linear", show_default=True, metavar="all-linear|q_proj,v_proj")
+@click.option("--lora-dropout", type=float, default=0.05, show_default=True, metavar="P",
+              help="peft lora_dropout (adds a 1-byte mask per adapter input when > 0).")
 @click.option("--optimizer", default=None, metavar="NAME",
               help="adamw (fused) | adamw_8bit | paged_adamw_8bit | sgd | adafactor "
                    "(default adamw; qlora: paged_adamw_8bit).")
@@ -56,7 +58,7 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with --method).")
 def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, lora_targets,
-            optimizer, attn, num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price, tokens,
+            lora_dropout, optimizer, attn, num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price, tokens,
             data, epochs, as_json):
     """VRAM per GPU (weights, gradients, optimizer, activations, temporaries, overhead), verdict,
     largest micro-batch, time and cost: every strategy side by side, or one with --method."""
@@ -68,7 +70,12 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
                   gpus=gpus, zero=zero, num_virtual_tokens=num_virtual_tokens)
     spec = load_model_spec(model)
     hardware = resolve_hardware(gpu=gpu, gpus=gpus, gpu_memory_gb=gpu_memory, price_per_hour=price)
-    n_tokens, token_note = _tokens(tokens, data, spec)
+    n_tokens, token_note, data_max = _tokens(tokens, data, spec)
+    ctx = click.get_current_context()
+    if data_max and ctx.get_parameter_source("seq_len") == click.core.ParameterSource.DEFAULT:
+        # no --seq-len: the longest example of the data (rounded up to a multiple of 64), within the model
+        seq_len = min(spec.max_position_embeddings, -(-data_max // 64) * 64)
+        token_note += f"; --seq-len {seq_len} from the longest example"
     targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     half = dtype or ("bf16" if (hardware.gpu is None or hardware.bf16) else "fp16")
     if method is None:
@@ -76,7 +83,7 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
             raise FtplanError("--mixed-precision/--zero/--offload/--fsdp need --method", hint="add --method full")
         rows = estimate_all(spec, hardware, seq_len=seq_len, micro_batch=micro_batch, tokens=n_tokens,
                             epochs=epochs, gpus=gpus, grad_ckpt=grad_ckpt, attn_impl=attn, lora_r=lora_r,
-                            lora_targets=targets, optimizer=optimizer or "adamw")
+                            lora_targets=targets, optimizer=optimizer or "adamw", lora_dropout=lora_dropout)
         ref = next((r for r in rows if r.name == "lora"), rows[0])
         cheap, fast = cheapest_and_fastest(spec, ref.setup.with_(gpus=1, distribution="single"),
                                            tokens=n_tokens, epochs=epochs)
@@ -89,7 +96,7 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
             _print_table(spec, hardware, rows, cheap, fast, n_tokens, epochs, token_note)
         return
     setup = _setup(method, half, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, targets, optimizer,
-                   attn, num_virtual_tokens, gpus or 1, zero, offload, fsdp)
+                   attn, num_virtual_tokens, gpus or 1, zero, offload, fsdp).with_(lora_dropout=lora_dropout)
     est = estimate(spec, setup, hardware, tokens=n_tokens, epochs=epochs)
     if as_json:
         out = est.to_dict()
@@ -141,15 +148,19 @@ def _setup(method, dtype, mixed, seq_len, micro_batch, grad_ckpt, lora_r, target
     )
 
 
-def _tokens(tokens, data, spec) -> tuple[int, str]:
-    if tokens:
-        return tokens, ""
+def _tokens(tokens, data, spec) -> tuple[int, str, int]:
+    """(training tokens per epoch, a note on where they come from, longest example or 0)."""
     if data:
         from planner.data_profile import profile_data
 
         prof = profile_data(data, tokenizer_path=spec.tokenizer_path)
-        return max(1, prof.total_tokens), f"tokens counted in {data} ({prof.tokenizer})"
-    return DEFAULT_TOKENS, f"no --tokens/--data: time and cost for {DEFAULT_TOKENS:,} tokens"
+        if tokens:
+            return tokens, "", prof.tokens_max
+        total = prof.total_tokens * max(1, prof.sequences_per_row)
+        return max(1, total), f"tokens counted in {data} ({prof.tokenizer})", prof.tokens_max
+    if tokens:
+        return tokens, "", 0
+    return DEFAULT_TOKENS, f"no --tokens/--data: time and cost for {DEFAULT_TOKENS:,} tokens", 0
 
 
 def _model_dict(spec) -> dict:
