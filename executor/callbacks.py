@@ -38,10 +38,18 @@ class MetricsCallback(TrainerCallback):
         self._t0 = self._last_t = None
         self._last_tokens = 0
         self.start_tokens = 0  # tokens already seen when this process started (resume)
+        self.training = False
+        # evaluation inside trainer.train() (Trainer logs eval_runtime after every evaluate()): the
+        # planner's time model covers the training steps only, so the run summary takes it out
+        self.eval_seconds = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = self._last_t = time.perf_counter()
         self._last_tokens = self.start_tokens = state.num_input_tokens_seen
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
@@ -49,6 +57,9 @@ class MetricsCallback(TrainerCallback):
         now = time.perf_counter()
         if "eval_loss" in logs:
             logs["eval_perplexity"] = _perplexity(logs["eval_loss"])
+        if self.training and isinstance(logs.get("eval_runtime"), (int, float)):
+            self.eval_seconds += float(logs["eval_runtime"])
+            self._last_t = now  # tokens/s of the next log: training time only
         if "loss" in logs and self._last_t is not None:
             seen = state.num_input_tokens_seen
             dt = now - self._last_t

@@ -292,6 +292,9 @@ def summarise(t: Trained, paths: RunPaths, wall0: float) -> RunSummary:
     steps_run = max(state.global_step - t.start_step, 0)
     tokens_run = max(state.num_input_tokens_seen - t.start_tokens, 0)
     train_losses = [h["loss"] for h in state.log_history if "loss" in h]
+    metrics_cb = find_callback(t.trainer, MetricsCallback)
+    eval_seconds = metrics_cb.eval_seconds if metrics_cb is not None else 0.0
+    steps_seconds = max(t.train_seconds - eval_seconds, 0.0)  # what planner/cost.py estimates
     trainable, total = trainable_parameters(t.trainer.model)
     return RunSummary(
         status=t.status,
@@ -306,8 +309,9 @@ def summarise(t: Trained, paths: RunPaths, wall0: float) -> RunSummary:
         train_seconds=t.train_seconds,
         wall_seconds=time.perf_counter() - wall0,
         tokens_seen=state.num_input_tokens_seen,
-        tokens_per_second=tokens_run / t.train_seconds if t.train_seconds else 0.0,
-        seconds_per_step=t.train_seconds / steps_run if steps_run else 0.0,
+        eval_seconds=eval_seconds,
+        tokens_per_second=tokens_run / steps_seconds if steps_seconds else 0.0,
+        seconds_per_step=steps_seconds / steps_run if steps_run else 0.0,
         trainable_params=trainable,
         total_params=total,
         final_train_loss=train_losses[-1] if train_losses else None,

@@ -13,7 +13,7 @@ FLOPs per token (N = parameters touched per token, MoE: active experts only):
 * QLoRA dequantises every NF4 weight in forward and backward: modelled as a lower utilisation
   (QLORA_SLOWDOWN) rather than FLOPs.
 
-Hours = FLOPs / (gpus * peak dense TFLOPS * MFU). The MFU figures below are the utilisation a
+Hours = FLOPs / (gpus * peak dense TFLOPS * MFU) + optimizer steps x per-step overhead (below). The MFU figures below are the utilisation a
 HF Trainer run reaches in practice (public measurements cited per entry); they are deliberately
 conservative because the planner must not promise a run that takes longer.
 """
@@ -48,9 +48,34 @@ DORA_SLOWDOWN = 1.35  # peft DoRA docs: DoRA is slower than LoRA (weight norm ev
 # 2021: ~40% of GPU-only throughput for 10B on one V100, we take 0.5).
 SCALING = {"single": 1.0, "ddp": 0.93, "zero1": 0.92, "zero2": 0.9, "zero3": 0.85, "fsdp": 0.85}
 OFFLOAD_FACTOR = 0.5
-# CPU-only: a modern 16-core server core sustains ~50-100 GFLOP/s in fp32 GEMM with PyTorch (oneDNN,
-# AVX-512); we take 0.5 TFLOP/s for a whole machine. Time estimates on CPU are rough by nature.
-CPU_TFLOPS = 0.5
+# CPU-only rate: fitted on this project's 2-core development host by benchmarks/cpu_rate.py (least
+# squares t_micro = overhead + FLOPs / rate over real fp32 Llama training steps, 0.2-56 GFLOP per
+# micro-step: 0.153 TFLOP/s, intercept 0.012 s; BENCHMARKS.md "Time model calibration"). Bigger hosts are
+# faster; the figure is deliberately the small machine's, and the executor reports the measured rate.
+CPU_TFLOPS = 0.15
+
+# Fixed per-step overhead: for small models the step time is dominated by work that does not scale with
+# FLOPs (Python dispatch of every op, autograd bookkeeping, the Trainer's collator, callbacks, logging,
+# the loss .item() sync, the optimizer's memory-bound update).
+# CPU per micro-step: the fitted intercept of the plain loop (0.012 s) + the Trainer's own work per step,
+# 0.017 s: an `ftplan run` of the demo model measured 0.064 s/step against 0.047 s for the plain loop at
+# its padded batch (benchmarks/cpu_rate.py --metrics; BENCHMARKS.md).
+CPU_MICRO_STEP_S = 0.03
+# CPU optimizer step: torch AdamW (foreach) is memory-bound, ~1.8 ns per trainable parameter on the same
+# host (0.6M params 2.3 ms, 5M 9.6 ms, 20M 37 ms: benchmarks/results/cpu_rate.json), + zero_grad.
+CPU_ADAMW_S_PER_PARAM = 1.8e-9
+CPU_OPTIMIZER_STEP_S = 1e-3
+# GPU: kernel-launch bound. A CUDA kernel launch costs ~5 us of host time (NVIDIA CUDA C++ Best Practices
+# Guide, "kernel launch overhead"; the PyTorch performance tuning guide recommends CUDA graphs for exactly
+# this), and an unfused HF decoder layer launches ~100 kernels over forward + backward (norms, rotary,
+# projections, sdpa, activation, residuals and their gradients). The Trainer adds ~5 ms per micro-step of
+# Python, collation and logging. Assumptions: no GPU was lent to the calibration session;
+# ``benchmarks/cpu_rate.py --device cuda`` measures both (intercept and per-layer slope).
+GPU_LAUNCH_S = 5e-6
+GPU_KERNELS_PER_LAYER = 100
+GPU_MICRO_STEP_S = 5e-3
+# Fused AdamW (the executor's default on GPU) is a handful of multi-tensor launches: ~1 ms per step.
+GPU_OPTIMIZER_STEP_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,7 @@ class TimeCost:
     tokens_per_second: float
     mfu: float
     notes: tuple[str, ...] = ()
+    overhead_hours: float = 0.0  # the per-step overhead part of ``hours``
 
 
 def flops_per_token(spec: ModelSpec, setup: TrainSetup) -> float:
@@ -102,22 +128,50 @@ def peak_tflops(hardware: Hardware, setup: TrainSetup) -> float:
     return gpu.fp16_tflops or gpu.bf16_tflops
 
 
+def optimizer_steps(setup: TrainSetup, total_tokens: float) -> int:
+    """Optimizer steps when the caller does not know them: packed rows of seq_len tokens."""
+    per_step = setup.micro_batch * setup.seq_len * max(1, setup.gpus) * setup.grad_accum
+    return int(-(-total_tokens // per_step)) if total_tokens else 0
+
+
+def step_overhead_seconds(spec: ModelSpec, setup: TrainSetup, *, gpu: bool) -> float:
+    """Fixed seconds per optimizer step (grad_accum micro-steps + one optimizer step), see above."""
+    if not gpu:
+        from planner.memory import _trainable
+
+        adamw = CPU_ADAMW_S_PER_PARAM * _trainable(spec, setup) if setup.optimizer != "sgd" else 0.0
+        return setup.grad_accum * CPU_MICRO_STEP_S + CPU_OPTIMIZER_STEP_S + adamw
+    layers = spec.num_layers * (2 if setup.grad_ckpt else 1)  # checkpointing relaunches the forward
+    micro = GPU_MICRO_STEP_S + GPU_LAUNCH_S * GPU_KERNELS_PER_LAYER * layers
+    return setup.grad_accum * micro + GPU_OPTIMIZER_STEP_S
+
+
 def time_and_cost(
     spec: ModelSpec, setup: TrainSetup, hardware: Hardware, *, tokens: int, epochs: float = 1.0,
+    steps: int | None = None,
 ) -> TimeCost:
-    """FLOPs, wall hours and dollars for ``tokens`` training tokens x ``epochs`` on ``hardware``."""
+    """FLOPs, training hours and dollars for ``tokens`` training tokens x ``epochs`` on ``hardware``.
+
+    ``steps``: optimizer steps of the whole run (the rules count them from the data); None derives them
+    from the tokens as packed seq_len rows. Training time only: evaluation, checkpoint saving and model
+    loading are not included (the executor reports them in its wall time).
+    """
     total_tokens = float(tokens) * float(epochs)
     flops = flops_per_token(spec, setup) * total_tokens
     gpus = max(1, setup.gpus)
+    n_steps = optimizer_steps(setup, total_tokens) if steps is None else max(0, int(steps))
+    fixed = n_steps * step_overhead_seconds(spec, setup, gpu=hardware.gpu is not None) / 3600.0
     if hardware.gpu is None:
         rate = CPU_TFLOPS * 1e12
-        hours = flops / rate / 3600.0 if total_tokens else 0.0
+        hours = (flops / rate / 3600.0 + fixed) if total_tokens else 0.0
         return TimeCost(flops, hours, 0.0, total_tokens / (hours * 3600) if hours else 0.0, 0.0,
-                        (f"CPU only: time from an assumed {CPU_TFLOPS} TFLOP/s host; rough",))
+                        (f"CPU only: training time from {CPU_TFLOPS} TFLOP/s and "
+                         f"{step_overhead_seconds(spec, setup, gpu=False):.3f} s per optimizer step, measured on a "
+                         "2-core host (BENCHMARKS.md); training steps only: evaluation and checkpoint saves not included",), fixed)
     u = mfu(spec, setup)
     rate = gpus * peak_tflops(hardware, setup) * 1e12 * u
-    hours = flops / rate / 3600.0 if rate > 0 else float("inf")
+    hours = flops / rate / 3600.0 + fixed if rate > 0 else float("inf")
     price = hardware.hourly_price
     cost = hours * gpus * price
     tps = total_tokens / (hours * 3600.0) if hours and hours != float("inf") else 0.0
-    return TimeCost(flops, hours, cost, tps, u)
+    return TimeCost(flops, hours, cost, tps, u, (), fixed)

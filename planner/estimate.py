@@ -132,12 +132,15 @@ def max_seq_len(spec: ModelSpec, setup: TrainSetup, hardware: Hardware) -> int:
 
 def estimate(
     spec: ModelSpec, setup: TrainSetup, hardware: Hardware, *, tokens: int, epochs: float = 1.0,
-    name: str | None = None, search: bool = True,
+    name: str | None = None, search: bool = True, steps: int | None = None,
 ) -> StrategyEstimate:
-    """Memory, verdict, largest batch/sequence, time and cost of one strategy on ``hardware``."""
+    """Memory, verdict, largest batch/sequence, time and cost of one strategy on ``hardware``.
+
+    ``steps``: optimizer steps of the run when the caller knows them (per-step overhead of the time
+    model); None derives them from ``tokens`` as packed rows."""
     mem = estimate_memory(spec, setup)
     verdict = verdict_for(mem.total, hardware)
-    tc = time_and_cost(spec, setup, hardware, tokens=tokens, epochs=epochs)
+    tc = time_and_cost(spec, setup, hardware, tokens=tokens, epochs=epochs, steps=steps)
     trainable = spec.param_counts().total if setup.method == "full" else _trainable_params(spec, setup)
     return StrategyEstimate(
         name=name or strategy_name(setup),

@@ -69,6 +69,23 @@ class TrainSetup:
     # Added (default keeps the fixed interface): peft LoraConfig.lora_dropout. With p > 0 every adapter
     # keeps a 1-byte dropout mask of its input (peft tuners/lora/layer.py: lora_A(dropout(x))).
     lora_dropout: float = 0.0
+    # Added: the trainer keeps a reference policy (DPO). With full fine-tuning it is a second, frozen copy
+    # of the model (trl DPOTrainer builds ref_model from the same checkpoint when the model is not a peft
+    # model); with LoRA/QLoRA the reference is the base with adapters disabled: no copy, nothing counted.
+    # Set by the rules for task preference (planner.rules.engine).
+    reference_model: bool = False
+    # Added: the loss runs through TRL's fused LM head (trl/trainer/utils.py add_fused_lm_head, used by
+    # SFTTrainer and DPOTrainer in TRL 1.16: trl/kernels/chunked_logprob.py ChunkedLogProbFunction), which
+    # never materialises the T x V logits: it projects [4096, 32768] tiles and keeps online-logsumexp
+    # statistics; backward recomputes each tile and accumulates the hidden and lm_head gradients in fp32.
+    # False: ``loss = model(**batch).loss`` (transformers ForCausalLMLoss, full logits), as plain Trainer.
+    fused_lm_head: bool = False
+    # Added: batches are padded and carry an attention mask (unpacked SFT, DPO, classification): sdpa then
+    # gets a 4D boolean mask [b, 1, s, s] (transformers masking_utils, built once per forward) and on CUDA
+    # cannot use native GQA (transformers/integrations/sdpa_attention.py use_gqa_in_sdpa requires
+    # attention_mask is None), so k and v are repeated to all heads (repeat_kv) before sdpa saves them.
+    # Packed batches (TRL padding-free, position_ids) have no mask.
+    padding_mask: bool = False
 
     def with_(self, **changes) -> TrainSetup:
         return replace(self, **changes)
@@ -142,6 +159,11 @@ NCCL_BYTES = 256 * 2**20
 # fragmentation; max_memory_reserved / max_memory_allocated in HF fine-tuning runs is typically
 # 1.05-1.15 (e.g. the LLMem paper, Kim et al. 2024, models it as a separate term). We count 8%.
 ALLOCATOR_FRACTION = 0.08
+
+# TRL fused LM head tile (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE; trl/trainer/utils.py
+# _CHUNKED_LOGPROB_CHUNK_SIZE): one [4096, 32768] compute-dtype buffer reused for every tile.
+FUSED_TOKEN_CHUNK = 4096
+FUSED_VOCAB_CHUNK = 32768
 
 # DeepSpeed defaults (deepspeed/runtime/zero/config.py): reduce_bucket_size and allgather_bucket_size
 # 5e8 elements; the HF integration's "auto" sets reduce_bucket_size = hidden_size**2 and
@@ -485,7 +507,8 @@ def _attention_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precis
         if _dropout(spec, "attention_dropout") > 0:  # dropout mask over the probabilities
             saved += scores
         return saved
-    return c * T * (2 * d.q + 2 * d.kv) + FP32 * T * d.heads
+    kv = d.q if setup.padding_mask and d.kv_heads != d.heads else d.kv  # masked sdpa: repeat_kv first
+    return c * T * (2 * d.q + 2 * kv) + FP32 * T * d.heads
 
 
 # transformers config class defaults for dropout keys absent from a config.json
@@ -576,6 +599,17 @@ class _Parts:
     dequant: int = 0  # QLoRA: one dequantised 16-bit weight matrix (bitsandbytes MatMul4Bit.backward)
     first_layer_discount: int = 0  # frozen embeddings: layer 0's input norm saves nothing
     ckpt_extra: int = 0  # gradient checkpointing: tensors alive at the loss beyond the layer inputs
+    fused: _FusedHead | None = None  # TRL fused LM head instead of full logits
+
+
+@dataclass(frozen=True)
+class _FusedHead:
+    """Bytes of TRL's chunked log-prob loss (ChunkedLogProbFunction forward/backward)."""
+
+    saved: int  # the gathered hidden states it saves (hidden_states[mask]: a copy) + per-token stats
+    tile: int  # the reused [4096, 32768] projection buffer + the 16-bit copy of one weight chunk
+    grad_hidden: int  # fp32 accumulator of the hidden-state gradient + its cast to the hidden dtype
+    grad_weight: int  # fp32 accumulator of the lm_head gradient (trained head only) + cast copy
 
 
 @dataclass(frozen=True)
@@ -600,10 +634,7 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
     if ckpt:
         stack += p.ckpt_extra
     upcast = 0 if c == FP32 else FP32 * TV  # ForCausalLMLoss: logits.float()
-    # under checkpointing, layer k's forward is recomputed in its backward (+ its output, 16-bit)
-    recompute = p.layer_act + p.layer_copies + c * d.T * d.h if ckpt else 0
-    transient = _layer_backward_tmp(d, prec) + p.dequant
-    out = [
+    loss_phases = _fused_phases(p, stack) if p.fused else [
         # forward end: logits (compute dtype), their fp32 upcast and the saved fp32 log-softmax
         _Phase("forward", 0, stack + FP32 * TV, c * TV + upcast + p.gather),
         # loss backward: saved log-softmax + incoming gradient + outgoing gradient (fp32, T x V each)
@@ -611,6 +642,10 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
         # lm_head backward: logits gradient (fp32 + compute dtype) and the lm_head weight gradient
         _Phase("lm-head-backward", p.head_grad, stack, c * TV + upcast + c * d.T * d.h + p.gather),
     ]
+    # under checkpointing, layer k's forward is recomputed in its backward (+ its output, 16-bit)
+    recompute = p.layer_act + p.layer_copies + c * d.T * d.h if ckpt else 0
+    transient = _layer_backward_tmp(d, prec) + p.dequant
+    out = list(loss_phases)
     # walking down the layers: layer k's activations (recomputed under checkpointing) + gradients above
     for k, name in ((L - 1, "backward-top"), (0, "backward-bottom")):
         # the final norm / lm_head saved tensors are freed before the top layer's backward starts
@@ -620,6 +655,35 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
     out.append(_Phase("backward-end", p.grads, 0, p.embed_grad_tmp + p.gather))
     out.append(_Phase("optimizer-step", p.grads, 0, p.step_tmp))
     return out
+
+
+def _fused_phases(p: _Parts, stack: int) -> list[_Phase]:
+    """The loss through TRL's fused LM head: no logits; the projection tile, then in backward the fp32
+    gradient accumulators (trl/kernels/chunked_logprob.py ChunkedLogProbFunction)."""
+    f = p.fused
+    return [
+        _Phase("forward", 0, stack + f.saved, f.tile + p.gather),
+        _Phase("lm-head-backward", 0, stack + f.saved, f.tile + f.grad_hidden + f.grad_weight + p.gather),
+    ]
+
+
+def _fused_head(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision, head_grad: int) -> _FusedHead:
+    c = prec.compute
+    n = d.b * max(1, d.s - 1)  # next-token positions: hidden_states[:, :-1]
+    hidden_bytes = max(c, prec.other or prec.base) if setup.method != "full" else prec.base
+    # saved: the gathered hidden states (a copy: boolean-mask indexing / reshape of a strided slice) and
+    # log_z + entropy (fp32 per token); the tile is [min(N, 4096), min(V, 32768)] in the compute dtype.
+    saved = hidden_bytes * n * d.h + 2 * FP32 * n
+    chunk_v = min(d.V, FUSED_VOCAB_CHUNK)
+    weight_copy = 2 * chunk_v * d.h if prec.autocast and (prec.base == FP32 or prec.other == FP32) else 0
+    tile = c * min(n, FUSED_TOKEN_CHUNK) * chunk_v + weight_copy + c * min(n, FUSED_TOKEN_CHUNK) * d.h
+    grad_hidden = FP32 * n * d.h + hidden_bytes * n * d.h
+    # trained lm_head (full fine-tuning): fp32 accumulator; cast to the weight dtype (no copy for fp32),
+    # then AccumulateGrad makes it .grad (head_grad)
+    grad_weight = 0
+    if head_grad:
+        grad_weight = FP32 * d.V * d.h + (head_grad if prec.train != FP32 else 0)
+    return _FusedHead(saved, tile, grad_hidden, grad_weight)
 
 
 def _layer_backward_tmp(d: _Dims, prec: _Precision) -> int:
@@ -701,6 +765,16 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         cpu += weights * n
         weights = 0
 
+    if setup.reference_model and full:
+        # frozen reference copy in the policy's dtype (trl dpo_trainer.py: ref_model_init_kwargs
+        # dtype=self.model.dtype); no grads, no optimizer states, its forward runs under no_grad so it
+        # saves no activations; ZeRO-3/FSDP shard it like the policy.
+        ref = p.total * prec.base
+        ref = ref // n if stage >= 3 else ref
+        weights += 0 if setup.offload_params else ref
+        notes.append(f"DPO reference model: a frozen copy of the weights ({ref / 2**30:.2f} GiB) is counted "
+                     "in weights")
+
     act, copies = _layer_saved(spec, setup, d, prec)
     if spec.norm_type == "layernorm":
         head_act = _layernorm_saved(d, prec, full)
@@ -711,6 +785,8 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         head_act += d.T * d.h  # embedding dropout mask
     if spec.config.get("final_logit_softcapping"):
         head_act += prec.compute * d.T * d.V  # tanh output
+    if setup.padding_mask:
+        head_act += d.b * d.s * d.s  # the 4D boolean attention mask, shared by every layer's sdpa
     vh = spec.vocab_size * spec.hidden_size
     head_grad = vh * prec.train if full else 0
     if stage >= 2:
@@ -732,6 +808,7 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         first_layer_discount=0 if (full or setup.method == "prompt" or spec.norm_type != "rmsnorm")
         else _norm_saved(d, d.h, 1, prec, False, False),
         dequant=2 * max(s.in_features * s.out_features for s in spec.linear_layers()) if prec.quantized else 0,
+        fused=_fused_head(spec, setup, d, prec, head_grad) if setup.fused_lm_head else None,
     )
     phases = _phases(parts, d, prec, setup)
     resident = weights + optim

@@ -196,14 +196,15 @@ def _size_option(cand: Candidate, ctx: _Ctx, estimator: Estimators) -> Option:
     fits_any = mb > 0
     mb = max(mb, 1)
     accum = batch.grad_accum_rule(effective.value, mb, world).value
-    final = estimator.full(
+    steps = _steps(ctx, mb * world * accum)
+    final = estimator.with_steps(
         ctx.spec,
         cand.setup.with_(micro_batch=mb * ctx.seqs_per_row, grad_ckpt=ckpt, grad_accum=accum),
         ctx.hardware,
         tokens=ctx.tokens_per_epoch,
         epochs=ctx.epochs,
+        steps=steps,
     )
-    steps = _steps(ctx, mb * world * accum)
     return Option(
         cand, final, fits_any and _fit_ok(final, gpu, ctx.hardware), mb, ckpt, accum, effective, steps
     )
@@ -430,6 +431,8 @@ def _strategy_phase(
         lora_r=lora_rules.r,
         lora_alpha=lora_rules.alpha,
         gpus=world,
+        lora_dropout=lora_rules.dropout,
+        **trainer_traits(ctx.task, ctx.packing),
     )
     examples = max(1, profile.valid_rows - profile.duplicates)  # the dataset's size, as the seeds count it
     order_choice = strategy.family_order(ctx.task, examples, profile.total_tokens, ctx.goal, gpu=gpu)
@@ -568,6 +571,18 @@ class Estimators:
 
     full: Callable
     memory: Callable
+
+    def with_steps(self, spec, setup, hardware, *, tokens, epochs, steps: int):
+        """``full`` with the optimizer steps the rules counted (the time model's per-step overhead);
+        estimators without a ``steps`` keyword (test stubs) get the call without it."""
+        import inspect
+
+        try:
+            accepts = "steps" in inspect.signature(self.full).parameters
+        except (TypeError, ValueError):
+            accepts = False
+        extra = {"steps": steps} if accepts else {}
+        return self.full(spec, setup, hardware, tokens=tokens, epochs=epochs, **extra)
 
     def fits(self, spec, setup, hardware) -> bool:
         from planner.estimate import SAFETY_MARGIN, verdict_for
@@ -908,6 +923,17 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
 # ----------------------------------------------------------------------------------------------
 
 
+def trainer_traits(task: str, packing: bool, classification_mode: str = "generate") -> dict:
+    """What the executor's trainer does that the estimator must model (executor/trainer.py): TRL
+    SFTTrainer/DPOTrainer compute the loss through TRL's fused LM head (no T x V logits); a head
+    classifier uses plain transformers Trainer (``model(**batch).loss``); DPO keeps a reference policy
+    (a frozen copy of the weights when the whole model is trained; memory.py counts it for full only);
+    unpacked batches are padded and carry an attention mask (packed ones are padding-free)."""
+    head = task == "classification" and classification_mode == "head"
+    packed = packing and task != "preference" and not head
+    return {"fused_lm_head": not head, "reference_model": task == "preference", "padding_mask": not packed}
+
+
 def setup_from_plan(plan: Plan) -> TrainSetup:
     """The TrainSetup the executor will run for this plan (what the estimator models)."""
     s, t, lo = plan.strategy, plan.training, plan.lora or LoraSection()
@@ -932,7 +958,24 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
         offload_optimizer=s.offload_optimizer,
         offload_params=s.offload_params,
         grad_accum=t.grad_accum,
+        lora_dropout=lo.dropout if s.method in ("lora", "dora", "qlora") else 0.0,
+        **trainer_traits(plan.task, t.packing, t.classification_mode),
     )
+
+
+def trained_tokens_and_steps(plan: Plan, ctx: _Ctx) -> tuple[int, float, int]:
+    """(tokens per epoch, epochs, optimizer steps) the executor will run for ``plan``.
+
+    ``training.max_steps > 0`` overrides the epochs (transformers TrainingArguments.max_steps): the run
+    stops after max_steps optimizer steps of micro_batch x world x grad_accum rows, each row carrying
+    the data's mean trained length (seq_len when packed: ctx.tokens_per_epoch / ctx.train_units)."""
+    t = plan.training
+    world = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else 1
+    rows_per_step = t.micro_batch * max(1, world) * t.grad_accum
+    if t.max_steps > 0:
+        per_row = ctx.tokens_per_epoch / max(1, ctx.train_units)
+        return int(round(t.max_steps * rows_per_step * per_row)), 1.0, t.max_steps
+    return ctx.tokens_per_epoch, t.epochs, _steps(ctx, rows_per_step)
 
 
 def apply_plan_overrides(
@@ -972,9 +1015,8 @@ def apply_plan_overrides(
     warnings += override_warnings(before, plan, result.hardware)
     setup = setup_from_plan(plan)
     setup = setup.with_(micro_batch=setup.micro_batch * ctx.seqs_per_row)
-    est = estimator.full(
-        result.spec, setup, result.hardware, tokens=ctx.tokens_per_epoch, epochs=plan.training.epochs
-    )
+    tokens, epochs, steps = trained_tokens_and_steps(plan, ctx)
+    est = estimator.with_steps(result.spec, setup, result.hardware, tokens=tokens, epochs=epochs, steps=steps)
     gpu = result.hardware.gpu is not None
     if not _fit_ok(est, gpu, result.hardware):
         free = est.memory.total + est.headroom_bytes if gpu else host_ram(result.hardware)
@@ -983,9 +1025,6 @@ def apply_plan_overrides(
             f"{result.hardware.gpu.name if gpu else 'CPU'} has {gb(free)} free ({est.verdict}); "
             f"expect out-of-memory (the fallbacks will shrink the micro-batch first)"
         )
-    steps = _steps(ctx, setup.micro_batch * setup.gpus * setup.grad_accum)
-    if plan.training.max_steps > 0:
-        steps = plan.training.max_steps
     plan = replace(plan, decisions=decisions, warnings=warnings, estimate=estimate_section(est, steps))
     return replace(result, plan=plan, chosen=est)
 
