@@ -223,6 +223,7 @@ def run_benchmark(rows: int, work: Path, repeat: int) -> dict:
         sides["rss_ratio"] = sides["ftplan"]["peak_rss_gb"] / sides["plain"]["peak_rss_gb"]
         sides["load_avg_1m"] = os.getloadavg()[0]
         rounds.append(sides)
+        (work / "rounds.json").write_text(json.dumps(rounds, indent=2))  # kept if a later round fails
         print(f"round {i + 1}/{repeat}: ftplan {sides['ftplan']['tokens_per_second']:.0f} tok/s, plain "
               f"{sides['plain']['tokens_per_second']:.0f} tok/s, x{sides['speedup']:.2f}", flush=True)
 
@@ -253,65 +254,6 @@ def model_param_count(model: Path) -> int:
 
     with safe_open(str(model / "model.safetensors"), framework="pt") as f:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-
-
-def markdown(r: dict) -> str:
-    f, p = r["ftplan"], r["plain"]
-    lay = r["layouts_tokens_per_second"]
-    lines = [
-        f"Medians of {r['repeat']} alternating rounds:",
-        "",
-        "| side | steps | tokens | train s | tokens/s | peak RSS GiB | final loss |",
-        "|---|---|---|---|---|---|---|",
-        (f"| plain Trainer (pad to longest, no packing) | {p['steps']:.0f} | {p['tokens']:,.0f} | "
-         f"{p['train_seconds']:.1f} | {p['tokens_per_second']:,.0f} | {p['peak_rss_gb']:.2f} | "
-         f"{p['final_loss']:.3f} |"),
-        (f"| ftplan run (packing={r['packing']}) | {f['steps']:.0f} | {f['tokens']:,.0f} | {f['train_seconds']:.1f} | "
-         f"{f['tokens_per_second']:,.0f} | {f['peak_rss_gb']:.2f} | {f['final_loss']:.3f} |"),
-        "",
-        (f"speed-up (median of per-round ratios) {r['speedup']:.2f}x, rounds: "
-         f"{', '.join(f'{x:.2f}' for x in r['speedups'])}; peak RSS ratio {r['rss_ratio']:.2f} (ftplan / plain); "
-         f"{r['model_params']:,} parameters, seq_len {r['seq_len']}, micro-batch {r['micro_batch']}, "
-         f"{r['machine']['cpu_count']} CPUs, 1-min load average after each round "
-         f"{', '.join(f'{x:.1f}' for x in r['load_avg_1m'])}."),
-        "",
-        (f"Raw forward+backward, real tokens/s by batch layout (interleaved): padded {lay['padded']:,.0f}, "
-         f"packed into one flat row {lay['packed_flat']:,.0f}, packed rows {lay['packed_rows']:,.0f}."),
-        "",
-        "| ftplan: estimate vs measured (last round) | unit | estimate | measured | error |",
-        "|---|---|---|---|---|",
-    ]
-    for c in f["estimate_vs_measured"]:
-        err = c.get("error_pct")
-        lines.append(f"| {c['quantity']} | {c['unit']} | {c['estimate']:.4g} | {c['measured']:.4g} | "
-                     f"{'n/a' if err is None else f'{err:+.0f}%'} |")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--plain":
-        plain_main(*argv[1:5])
-        return 0
-    parser = argparse.ArgumentParser(description="ftplan run vs a plain Trainer script: tokens/s and memory")
-    parser.add_argument("--rows", type=int, default=600, help="examples in the generated dataset")
-    parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temp folder)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--repeat", type=int, default=3, help="alternating rounds of both sides")
-    args = parser.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="ftplan-throughput-"))
-    work.mkdir(parents=True, exist_ok=True)
-    result = run_benchmark(args.rows, work, args.repeat)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(result))
-    print(f"\nwork folder: {work}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 # ------------------------------------------------------------------------- batch layouts, raw model
@@ -380,3 +322,63 @@ def layout_probe(model_dir: str, data: str, seq_len: int, micro_batch: int, roun
             totals[name][0] += step(batch)
             totals[name][1] += real
     return {name: tokens / seconds for name, (seconds, tokens) in totals.items()}
+
+
+def markdown(r: dict) -> str:
+    f, p = r["ftplan"], r["plain"]
+    lay = r["layouts_tokens_per_second"]
+    lines = [
+        f"Medians of {r['repeat']} alternating rounds:",
+        "",
+        "| side | steps | tokens | train s | tokens/s | peak RSS GiB | final loss |",
+        "|---|---|---|---|---|---|---|",
+        (f"| plain Trainer (pad to longest, no packing) | {p['steps']:.0f} | {p['tokens']:,.0f} | "
+         f"{p['train_seconds']:.1f} | {p['tokens_per_second']:,.0f} | {p['peak_rss_gb']:.2f} | "
+         f"{p['final_loss']:.3f} |"),
+        (f"| ftplan run (packing={r['packing']}) | {f['steps']:.0f} | {f['tokens']:,.0f} | {f['train_seconds']:.1f} | "
+         f"{f['tokens_per_second']:,.0f} | {f['peak_rss_gb']:.2f} | {f['final_loss']:.3f} |"),
+        "",
+        (f"speed-up (median of per-round ratios) {r['speedup']:.2f}x, rounds: "
+         f"{', '.join(f'{x:.2f}' for x in r['speedups'])}; peak RSS ratio {r['rss_ratio']:.2f} (ftplan / plain); "
+         f"{r['model_params']:,} parameters, seq_len {r['seq_len']}, micro-batch {r['micro_batch']}, "
+         f"{r['machine']['cpu_count']} CPUs, 1-min load average after each round "
+         f"{', '.join(f'{x:.1f}' for x in r['load_avg_1m'])}."),
+        "",
+        (f"Raw forward+backward, real tokens/s by batch layout (interleaved): padded {lay['padded']:,.0f}, "
+         f"packed into one flat row {lay['packed_flat']:,.0f}, packed rows {lay['packed_rows']:,.0f}."),
+        "",
+        "| ftplan: estimate vs measured (last round) | unit | estimate | measured | error |",
+        "|---|---|---|---|---|",
+    ]
+    for c in f["estimate_vs_measured"]:
+        err = c.get("error_pct")
+        lines.append(f"| {c['quantity']} | {c['unit']} | {c['estimate']:.4g} | {c['measured']:.4g} | "
+                     f"{'n/a' if err is None else f'{err:+.0f}%'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--plain":
+        plain_main(*argv[1:5])
+        return 0
+    parser = argparse.ArgumentParser(description="ftplan run vs a plain Trainer script: tokens/s and memory")
+    parser.add_argument("--rows", type=int, default=600, help="examples in the generated dataset")
+    parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temp folder)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating rounds of both sides")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="ftplan-throughput-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result = run_benchmark(args.rows, work, args.repeat)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"\nwork folder: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -13,8 +13,9 @@ FLOPs per token (N = parameters touched per token, MoE: active experts only):
 * QLoRA dequantises every NF4 weight in forward and backward: modelled as a lower utilisation
   (QLORA_SLOWDOWN) rather than FLOPs.
 
-Hours = FLOPs / (gpus * peak dense TFLOPS * MFU) + optimizer steps x per-step overhead (below). The MFU figures below are the utilisation a
-HF Trainer run reaches in practice (public measurements cited per entry); they are deliberately
+Hours = FLOPs / (gpus * peak dense TFLOPS * MFU) + optimizer steps x per-step overhead (below): the
+training steps only (evaluation, loading and checkpoint saves are not modelled). The MFU figures below
+are the utilisation a HF Trainer run reaches in practice (public measurements cited per entry); they are deliberately
 conservative because the planner must not promise a run that takes longer.
 """
 
@@ -164,10 +165,10 @@ def time_and_cost(
     if hardware.gpu is None:
         rate = CPU_TFLOPS * 1e12
         hours = (flops / rate / 3600.0 + fixed) if total_tokens else 0.0
-        return TimeCost(flops, hours, 0.0, total_tokens / (hours * 3600) if hours else 0.0, 0.0,
-                        (f"CPU only: training time from {CPU_TFLOPS} TFLOP/s and "
-                         f"{step_overhead_seconds(spec, setup, gpu=False):.3f} s per optimizer step, measured on a "
-                         "2-core host (BENCHMARKS.md); training steps only: evaluation and checkpoint saves not included",), fixed)
+        note = (f"CPU only: training time from {CPU_TFLOPS} TFLOP/s and "
+                f"{step_overhead_seconds(spec, setup, gpu=False):.3f} s per optimizer step, measured on an idle "
+                "2-core host (BENCHMARKS.md); training steps only, evaluation and checkpoint saves not included")
+        return TimeCost(flops, hours, 0.0, total_tokens / (hours * 3600) if hours else 0.0, 0.0, (note,), fixed)
     u = mfu(spec, setup)
     rate = gpus * peak_tflops(hardware, setup) * 1e12 * u
     hours = flops / rate / 3600.0 + fixed if rate > 0 else float("inf")

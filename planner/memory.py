@@ -23,9 +23,12 @@ The precision policy it assumes (the executor's; see ``_precision``):
   qlora: Linear layers in NF4 (bitsandbytes Linear4bit), everything else upcast to fp32 by
       ``peft.prepare_model_for_kbit_training`` (peft/utils/other.py casts every fp16/bf16 parameter that
       is not Params4bit to float32), adapters fp32, bf16 autocast compute.
-Assumptions stated in the notes of every breakdown: dropout 0 (Llama/Qwen/Mistral configs), no
-padding mask (sdpa then uses native GQA: transformers/integrations/sdpa_attention.py use_gqa_in_sdpa),
-``loss = model(**batch).loss`` (logits are dropped before backward, as Trainer.training_step does).
+Assumptions: dropout 0 (Llama/Qwen/Mistral configs). What the trainer does is a TrainSetup field the
+rules set from the plan (planner/rules/engine.py trainer_traits): ``fused_lm_head`` (TRL SFT/DPO trainers:
+chunked log-probs, no T x V logits) or ``loss = model(**batch).loss`` (plain Trainer; logits dropped
+before backward); ``padding_mask`` (padded batches: a 4D mask and, with GQA, k/v repeated before sdpa;
+packed batches have neither: sdpa uses native GQA, transformers/integrations/sdpa_attention.py
+use_gqa_in_sdpa); ``reference_model`` (DPO: a frozen copy of the weights with full fine-tuning).
 """
 
 from __future__ import annotations
@@ -86,6 +89,10 @@ class TrainSetup:
     # attention_mask is None), so k and v are repeated to all heads (repeat_kv) before sdpa saves them.
     # Packed batches (TRL padding-free, position_ids) have no mask.
     padding_mask: bool = False
+    # Added: where the step runs. With the fused LM head it matters: CUDA folds each tile in a Triton kernel
+    # in place; elsewhere TRL runs the same fold as torch ops (chunked_logprob.py _forward_tile /
+    # _backward_tile) that allocate fp32 copies of the tile. Set by the rules ("cpu" without a GPU).
+    device: Literal["cuda", "cpu"] = "cuda"
 
     def with_(self, **changes) -> TrainSetup:
         return replace(self, **changes)
@@ -164,6 +171,11 @@ ALLOCATOR_FRACTION = 0.08
 # _CHUNKED_LOGPROB_CHUNK_SIZE): one [4096, 32768] compute-dtype buffer reused for every tile.
 FUSED_TOKEN_CHUNK = 4096
 FUSED_VOCAB_CHUNK = 32768
+# Without Triton (CPU) the fold runs as torch ops on the whole tile: tile.float(), exp, products, the
+# fp32 gradient and masks. Peak: 7.2 fp32 copies of the [n, chunk] tile, measured with MemTracker on fake
+# tensors (tiny Llama, vocab 32000, 2 x 512 tokens, full and LoRA: 7.15 and 7.28 copies;
+# benchmarks/fused_head_memory.py, held-out vocab 50000: +1.9% / -0.8%, vocab 8000: -13% / -16%).
+FUSED_TORCH_TILE_FP32_COPIES = 7.2
 
 # DeepSpeed defaults (deepspeed/runtime/zero/config.py): reduce_bucket_size and allgather_bucket_size
 # 5e8 elements; the HF integration's "auto" sets reduce_bucket_size = hidden_size**2 and
@@ -242,6 +254,7 @@ _CHOICES = {
     "optimizer": ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"),
     "attn_impl": ("sdpa", "flash_attention_2", "eager"),
     "distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
+    "device": ("cuda", "cpu"),
 }
 
 
@@ -677,6 +690,8 @@ def _fused_head(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision, 
     chunk_v = min(d.V, FUSED_VOCAB_CHUNK)
     weight_copy = 2 * chunk_v * d.h if prec.autocast and (prec.base == FP32 or prec.other == FP32) else 0
     tile = c * min(n, FUSED_TOKEN_CHUNK) * chunk_v + weight_copy + c * min(n, FUSED_TOKEN_CHUNK) * d.h
+    if setup.device == "cpu":
+        tile += int(FUSED_TORCH_TILE_FP32_COPIES * FP32 * min(n, FUSED_TOKEN_CHUNK) * chunk_v)
     grad_hidden = FP32 * n * d.h + hidden_bytes * n * d.h
     # trained lm_head (full fine-tuning): fp32 accumulator; cast to the weight dtype (no copy for fp32),
     # then AccumulateGrad makes it .grad (head_grad)

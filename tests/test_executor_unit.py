@@ -346,3 +346,58 @@ def test_real_entry_points_exit_2(tmp_path, model_dir):
         proc = subprocess.run(exe, check=False, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("ftplan: error: data.path")
+
+
+# ----------------------------------------------------------------------------------------------------
+# estimate vs measured: like for like
+# ----------------------------------------------------------------------------------------------------
+
+
+def _summary(**kw):
+    from executor.report import RunSummary
+
+    base = {"status": "completed", "plan_dir": "p", "output_dir": "o", "task": "sft", "method": "full",
+            "device": "cpu"}
+    return RunSummary(**{**base, **kw})
+
+
+def test_training_time_comparison_leaves_out_in_training_evaluation():
+    from types import SimpleNamespace
+
+    from executor.report import compare_with_estimate
+    from planner.plan import EstimateSection
+
+    plan = SimpleNamespace(estimate=EstimateSection(total=600 * 2**20, time_hours=10 / 3600,
+                                                    tokens_per_second=2000.0, steps=5))
+    s = _summary(train_seconds=14.0, eval_seconds=4.0, tokens_per_second=1900.0, global_step=5,
+                 peak_memory_gb={"peak_rss_gb": 0.6})
+    rows = {c.quantity: c for c in compare_with_estimate(plan, s)}
+    assert rows["training time"].measured == 10.0  # 14 s of train() minus 4 s of evaluation
+    assert rows["peak process memory (RSS)"].estimate == pytest.approx(600 / 1024)
+
+
+def test_metrics_callback_counts_evaluation_only_inside_training(tmp_path):
+    from types import SimpleNamespace
+
+    from executor.callbacks import MetricsCallback
+
+    cb = MetricsCallback(tmp_path / "m.jsonl")
+    state = SimpleNamespace(num_input_tokens_seen=0, global_step=0, epoch=0, is_world_process_zero=True)
+    cb.on_log(None, state, None, logs={"eval_loss": 2.0, "eval_runtime": 3.0})  # base evaluation: before train
+    cb.on_train_begin(None, state, None)
+    cb.on_log(None, state, None, logs={"eval_loss": 1.0, "eval_runtime": 1.5})
+    cb.on_log(None, state, None, logs={"eval_loss": 0.9, "eval_runtime": 0.5})
+    cb.on_train_end(None, state, None)
+    cb.on_log(None, state, None, logs={"eval_loss": 0.9, "eval_runtime": 2.0})  # tuned evaluation: after
+    assert cb.eval_seconds == 2.0
+
+
+def test_report_says_what_the_cpu_comparison_compares(tmp_path):
+    from executor.paths import RunPaths
+    from executor.report import Comparison, report_section
+
+    s = _summary(comparisons=[Comparison("peak process memory (RSS)", "GiB", 0.58, 0.62),
+                              Comparison("training time", "s", 10.0, 11.0)])
+    text = report_section(s, RunPaths.of(tmp_path, "output"))
+    assert "peak RSS" in text and "peak allocated" in text
+    assert "training steps only" in text

@@ -276,3 +276,118 @@ def test_cheapest_and_fastest_fit():
     assert cheap is not None and fast is not None
     assert cheap.verdict == fast.verdict == "fits"
     assert cheap.cost_usd <= fast.cost_usd and fast.time_hours <= cheap.time_hours
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the executor does: DPO reference copy, TRL fused LM head, padding mask; time model overhead
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_dpo_reference_model_is_a_frozen_weight_copy_for_full_only():
+    s = spec()
+    full = TrainSetup(method="full", dtype="bf16", seq_len=512)
+    with_ref = estimate_memory(s, full.with_(reference_model=True))
+    without = estimate_memory(s, full)
+    # one more copy of every weight in the policy's dtype; no gradients or optimizer states for it
+    assert with_ref.weights - without.weights == s.param_counts().total * 2
+    assert with_ref.gradients == without.gradients and with_ref.optimizer == without.optimizer
+    assert with_ref.peak_allocated - without.peak_allocated == s.param_counts().total * 2
+    # LoRA: the reference is the base with adapters disabled (trl DPOTrainer: ref_model None for peft)
+    lora = TrainSetup(method="lora", seq_len=512)
+    assert estimate_memory(s, lora.with_(reference_model=True)).total == estimate_memory(s, lora).total
+
+
+def test_fused_lm_head_has_no_vocab_sized_logits():
+    s = spec()  # 128K vocabulary: the T x V logits dominate the loss phases
+    small = TrainSetup(method="lora", seq_len=1024, fused_lm_head=True)
+    plain = estimate_memory(s, small.with_(fused_lm_head=False))
+    fused = estimate_memory(s, small)
+    T = 1024
+    # the plain loss keeps logits + fp32 log-softmax + fp32 gradients: >= 3 x 4 x T x V bytes more
+    assert plain.peak_allocated - fused.peak_allocated >= 2 * 4 * T * s.vocab_size
+    # its transient tensors (one [T, 32768] tile, the fp32 hidden gradient) are below one 16-bit logits tensor
+    assert fused.phase == "lm-head-backward" and fused.temporary < 2 * T * s.vocab_size
+    assert "loss-backward" not in dict(fused.phases)
+
+
+def test_fused_lm_head_full_fine_tuning_accumulates_head_gradient_in_fp32():
+    s = load_model_spec("Qwen/Qwen2.5-0.5B")
+    setup = TrainSetup(method="full", dtype="bf16", seq_len=256, fused_lm_head=True)
+    phases = dict(estimate_memory(s, setup).phases)
+    lora_phases = dict(estimate_memory(s, setup.with_(method="lora")).phases)
+    assert phases["lm-head-backward"] > phases["forward"]
+    # the frozen head (LoRA) has no fp32 V x h accumulator
+    vh = s.vocab_size * s.hidden_size
+    full_gap = phases["lm-head-backward"] - phases["forward"]
+    lora_gap = lora_phases["lm-head-backward"] - lora_phases["forward"]
+    assert full_gap - lora_gap >= 4 * vh
+
+
+def test_padding_mask_repeats_kv_for_gqa_only():
+    gqa = spec()  # Llama 3.1 8B: 8 kv heads for 32 query heads
+    setup = TrainSetup(method="lora", seq_len=1024)
+    a = estimate_memory(gqa, setup).activations
+    b = estimate_memory(gqa, setup.with_(padding_mask=True)).activations
+    q, kv = gqa.num_attention_heads * gqa.head_dim, gqa.num_kv_heads * gqa.head_dim
+    # per layer 2 x (q - kv) more 16-bit k/v elements per token, plus the [b, 1, s, s] bool mask once
+    assert b - a == gqa.num_layers * 2 * 2 * 1024 * (q - kv) + 1024 * 1024
+    mha = load_model_spec("gpt2")  # multi-head attention: nothing repeated, the mask only
+    s2 = TrainSetup(method="lora", seq_len=512)
+    assert (estimate_memory(mha, s2.with_(padding_mask=True)).activations
+            - estimate_memory(mha, s2).activations) == 512 * 512
+
+
+def test_time_model_charges_a_fixed_overhead_per_step():
+    from planner.cost import step_overhead_seconds, time_and_cost
+
+    tiny = load_model_spec("gpt2")
+    cpu = Hardware(gpu=None, count=1, free_memory_bytes=0, detected=False)
+    setup = TrainSetup(method="full", dtype="fp32", seq_len=64, micro_batch=32)
+    one = time_and_cost(tiny, setup, cpu, tokens=200_000, steps=100)
+    two = time_and_cost(tiny, setup, cpu, tokens=200_000, steps=200)
+    # same FLOPs, 100 more optimizer steps: exactly 100 x the per-step overhead more
+    assert one.flops == two.flops
+    extra = (two.hours - one.hours) * 3600
+    assert extra == pytest.approx(100 * step_overhead_seconds(tiny, setup, gpu=False))
+    # gradient accumulation: more micro-steps per optimizer step cost more overhead
+    acc = setup.with_(grad_accum=4)
+    assert step_overhead_seconds(tiny, acc, gpu=False) > step_overhead_seconds(tiny, setup, gpu=False)
+    # without steps the estimator counts packed seq_len rows: tokens / (micro_batch x seq_len)
+    derived = time_and_cost(tiny, setup, cpu, tokens=64 * 32 * 50)
+    given = time_and_cost(tiny, setup, cpu, tokens=64 * 32 * 50, steps=50)
+    assert derived.hours == pytest.approx(given.hours)
+
+
+def test_gpu_overhead_grows_with_layers_and_checkpointing():
+    from planner.cost import step_overhead_seconds
+
+    small, big = load_model_spec("Qwen/Qwen2.5-0.5B"), spec()
+    setup = TrainSetup(method="lora", seq_len=512)
+    assert step_overhead_seconds(big, setup, gpu=True) > step_overhead_seconds(small, setup, gpu=True)
+    assert (step_overhead_seconds(big, setup.with_(grad_ckpt=True), gpu=True)
+            > step_overhead_seconds(big, setup, gpu=True))
+    # on a big model the overhead is a small share of the time
+    est = estimate(big, setup.with_(micro_batch=8), hw("H100-80GB"), tokens=10_000_000, search=False)
+    fixed = (10_000_000 / (8 * 512)) * step_overhead_seconds(big, setup.with_(micro_batch=8), gpu=True)
+    assert fixed / (est.time_hours * 3600) < 0.2
+
+
+def test_fused_lm_head_on_cpu_matches_memtracker_on_a_held_out_vocabulary():
+    """TRL's torch fallback of the fused head (no Triton on CPU) allocates fp32 tile copies; the
+    coefficient was fitted at vocab 32000, this is vocab 50000 (two vocabulary chunks)."""
+    pytest.importorskip("trl")
+    import importlib.util
+    from pathlib import Path
+
+    from planner.model_spec import spec_from_config
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_head_memory.py"
+    spec_ = importlib.util.spec_from_file_location("fused_head_memory", path)
+    bench = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(bench)
+    raw = dict(bench.raw, vocab_size=50000)
+    s = spec_from_config(raw, "tiny", source="catalog")
+    measured = bench.measure(raw, "lora", 384, 2, True)
+    setup = TrainSetup(method="lora", seq_len=384, micro_batch=2, fused_lm_head=True, device="cpu")
+    est = estimate_memory(s, setup)
+    assert abs(est.peak_allocated - measured) / measured < 0.05

@@ -626,3 +626,66 @@ def test_no_fallback_that_would_truncate_most_examples():
             profile=prof,
             versions=FIXED_VERSIONS,
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# The estimate follows what the executor will run
+# ----------------------------------------------------------------------------------------------
+
+
+def _plan(overrides=None, task="sft", rows=5_000, hardware=None, **profile):
+    req = PlanRequest(model="Qwen/Qwen2.5-0.5B", data="t.jsonl", task=task, overrides=overrides or {})
+    return make_plan(
+        req, hardware=hardware or resolve_hardware("A100-80GB", 1), profile=make_profile(rows, **profile),
+        versions=FIXED_VERSIONS,
+    )
+
+
+@pytest.mark.parametrize("packing", ["true", "false"])
+def test_max_steps_override_sets_tokens_steps_and_time(packing):
+    base = _plan({"training.packing": packing})
+    cut = _plan({"training.packing": packing, "training.max_steps": "7"})
+    t = cut.plan.training
+    assert cut.plan.estimate.steps == 7
+    rows = 7 * t.micro_batch * t.grad_accum
+    if t.packing:  # packed rows are full seq_len sequences
+        expect = rows * t.seq_len
+    else:  # one example per row: the data's mean length
+        expect = rows * 300  # make_profile's mean
+    assert cut.plan.estimate.tokens == pytest.approx(expect, rel=0.02)
+    assert cut.plan.estimate.tokens < base.plan.estimate.tokens
+    assert cut.plan.estimate.time_hours < base.plan.estimate.time_hours
+
+
+def test_setup_from_plan_passes_what_the_executor_does():
+    from planner.rules.engine import setup_from_plan
+
+    plan = _plan({"lora.dropout": "0.1"}).plan
+    setup = setup_from_plan(plan)
+    assert plan.strategy.method in ("lora", "qlora", "dora") and setup.lora_dropout == 0.1
+    assert setup.fused_lm_head  # TRL SFTTrainer's fused LM head
+    assert setup.padding_mask == (not plan.training.packing)
+    assert not setup.reference_model
+    full = setup_from_plan(_plan({"strategy.method": "full"}).plan)
+    assert full.lora_dropout == 0.0  # no adapters
+
+
+def test_lora_dropout_changes_the_estimated_memory():
+    a = _plan({"lora.dropout": "0.0", "training.micro_batch": "4", "training.grad_accum": "1"}).plan
+    b = _plan({"lora.dropout": "0.1", "training.micro_batch": "4", "training.grad_accum": "1"}).plan
+    assert b.estimate.activations > a.estimate.activations  # 1-byte mask per adapter input
+
+
+def test_dpo_full_counts_the_reference_copy():
+    from planner.model_spec import load_model_spec
+    from planner.rules.engine import setup_from_plan
+
+    prof = {"fmt": "preference", "fields": ("prompt", "chosen", "rejected")}
+    full = _plan({"strategy.method": "full"}, task="preference", **prof)
+    setup = setup_from_plan(full.plan)
+    assert setup.reference_model and setup.padding_mask
+    total = load_model_spec("Qwen/Qwen2.5-0.5B").param_counts().total
+    bytes_per = {"bf16": 2, "fp16": 2, "fp32": 4}[full.plan.strategy.precision]
+    if full.plan.strategy.mixed_precision:
+        bytes_per = 4
+    assert full.plan.estimate.weights == 2 * total * bytes_per  # policy + frozen reference

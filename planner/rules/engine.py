@@ -432,7 +432,7 @@ def _strategy_phase(
         lora_alpha=lora_rules.alpha,
         gpus=world,
         lora_dropout=lora_rules.dropout,
-        **trainer_traits(ctx.task, ctx.packing),
+        **trainer_traits(ctx.task, ctx.packing, gpu=gpu),
     )
     examples = max(1, profile.valid_rows - profile.duplicates)  # the dataset's size, as the seeds count it
     order_choice = strategy.family_order(ctx.task, examples, profile.total_tokens, ctx.goal, gpu=gpu)
@@ -731,7 +731,10 @@ def estimate_section(est, steps: int) -> EstimateSection:
 
 
 def _finite(x: float) -> float:
-    return round(float(x), 4) if math.isfinite(x) else 0.0
+    """4 decimals, but 4 significant digits below 0.01 (a 2 s CPU run is 0.00056 h, not 0.0006)."""
+    if not math.isfinite(x):
+        return 0.0
+    return round(float(x), 4) if abs(x) >= 0.01 else float(f"{x:.4g}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -923,7 +926,7 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
 # ----------------------------------------------------------------------------------------------
 
 
-def trainer_traits(task: str, packing: bool, classification_mode: str = "generate") -> dict:
+def trainer_traits(task: str, packing: bool, classification_mode: str = "generate", gpu: bool = True) -> dict:
     """What the executor's trainer does that the estimator must model (executor/trainer.py): TRL
     SFTTrainer/DPOTrainer compute the loss through TRL's fused LM head (no T x V logits); a head
     classifier uses plain transformers Trainer (``model(**batch).loss``); DPO keeps a reference policy
@@ -931,7 +934,8 @@ def trainer_traits(task: str, packing: bool, classification_mode: str = "generat
     unpacked batches are padded and carry an attention mask (packed ones are padding-free)."""
     head = task == "classification" and classification_mode == "head"
     packed = packing and task != "preference" and not head
-    return {"fused_lm_head": not head, "reference_model": task == "preference", "padding_mask": not packed}
+    return {"fused_lm_head": not head, "reference_model": task == "preference", "padding_mask": not packed,
+            "device": "cuda" if gpu else "cpu"}
 
 
 def setup_from_plan(plan: Plan) -> TrainSetup:
@@ -959,23 +963,27 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
         offload_params=s.offload_params,
         grad_accum=t.grad_accum,
         lora_dropout=lo.dropout if s.method in ("lora", "dora", "qlora") else 0.0,
-        **trainer_traits(plan.task, t.packing, t.classification_mode),
+        **trainer_traits(plan.task, t.packing, t.classification_mode, gpu=bool(plan.hardware.gpu)),
     )
 
 
 def trained_tokens_and_steps(plan: Plan, ctx: _Ctx) -> tuple[int, float, int]:
     """(tokens per epoch, epochs, optimizer steps) the executor will run for ``plan``.
 
-    ``training.max_steps > 0`` overrides the epochs (transformers TrainingArguments.max_steps): the run
-    stops after max_steps optimizer steps of micro_batch x world x grad_accum rows, each row carrying
-    the data's mean trained length (seq_len when packed: ctx.tokens_per_epoch / ctx.train_units)."""
+    Rows per epoch follow the plan's packing (an override may change it): packed rows of seq_len
+    tokens, else one example per row (plus replay). ``training.max_steps > 0`` replaces the epochs
+    (transformers TrainingArguments.max_steps): max_steps optimizer steps of micro_batch x world x
+    grad_accum rows, each carrying seq_len tokens (packed) or the data's mean trained length."""
     t = plan.training
     world = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else 1
     rows_per_step = t.micro_batch * max(1, world) * t.grad_accum
+    units = math.ceil(ctx.tokens_per_epoch / t.seq_len) if t.packing else math.ceil(
+        ctx.train_rows / (1 - ctx.replay))
+    per_row = ctx.tokens_per_epoch / max(1, units)
     if t.max_steps > 0:
-        per_row = ctx.tokens_per_epoch / max(1, ctx.train_units)
         return int(round(t.max_steps * rows_per_step * per_row)), 1.0, t.max_steps
-    return ctx.tokens_per_epoch, t.epochs, _steps(ctx, rows_per_step)
+    per_epoch = max(1, math.ceil(units / max(rows_per_step, 1)))
+    return ctx.tokens_per_epoch, t.epochs, max(1, math.ceil(per_epoch * t.epochs))
 
 
 def apply_plan_overrides(
