@@ -253,7 +253,12 @@ def build_trainer(plan: Plan, model, tokenizer, data: DataBundle, args, paths: R
     else:
         from trl import SFTTrainer
 
+        from executor.packing import packed_rows_collator
+
         trainer = SFTTrainer(**common)
+        rows = packed_rows_collator(plan, tokenizer)  # packs as rows for SDPA/eager (see executor/packing.py)
+        if rows is not None:  # set after construction: TRL refuses a custom collator with padding-free
+            trainer.data_collator = rows
     trainer.callback_handler.callbacks.insert(0, MetricsCallback(paths.metrics))
     return trainer
 
