@@ -252,7 +252,9 @@ def summary(rows: list[dict]) -> dict:
 
     held = [r for r in rows if r["held_out"]]
     return {
-        "all": stats(rows, "err"), "held_out": stats(held, "err"), "dev": stats([r for r in rows if not r["held_out"]], "err"),
+        "all": stats(rows, "err"),
+        "held_out": stats(held, "err"),
+        "dev": stats([r for r in rows if not r["held_out"]], "err"),
         "rule": stats(rows, "rule_err"), "n": len(rows), "n_held": len(held),
     }
 
@@ -284,7 +286,8 @@ def markdown(rows: list[dict], s: dict, command: str) -> str:
         "|---|---:|---:|---:|",
         f"| ftplan, all cases | {s['n']} | {100 * s['all'][0]:.2f}% | {100 * s['all'][1]:.2f}% |",
         f"| ftplan, held-out models | {s['n_held']} | {100 * s['held_out'][0]:.2f}% | {100 * s['held_out'][1]:.2f}% |",
-        f"| ftplan, development models | {s['n'] - s['n_held']} | {100 * s['dev'][0]:.2f}% | {100 * s['dev'][1]:.2f}% |",
+        f"| ftplan, development models | {s['n'] - s['n_held']} "
+        f"| {100 * s['dev'][0]:.2f}% | {100 * s['dev'][1]:.2f}% |",
         f"| accelerate rule of thumb | {s['n']} | {100 * s['rule'][0]:.1f}% | {100 * s['rule'][1]:.1f}% |",
         "",
         "| case | held out | measured MiB | ftplan MiB | error | peak phase | accelerate MiB | error |",

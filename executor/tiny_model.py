@@ -237,7 +237,9 @@ def iter_corpus_file(path: str | Path) -> Iterator[str]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise FtplanError(f"{p}:{lineno}: not valid JSON ({err.msg})", hint="one JSON object per line")
+                raise FtplanError(
+                    f"{p}:{lineno}: not valid JSON ({err.msg})", hint="one JSON object per line"
+                ) from None
             yield from _strings(row)
 
 

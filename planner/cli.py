@@ -44,7 +44,7 @@ class LazyGroup(click.Group):
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:  # an optional extra is missing
             return _missing_extra(name, short, exc)
-        cmd = getattr(module, f"{name}_command", None) or getattr(module, "command")
+        cmd = getattr(module, f"{name}_command", None) or module.command
         return cmd
 
     def format_commands(self, ctx, formatter):

@@ -251,7 +251,7 @@ _UNNAMED_CC = (8, 6)
 
 def generic_gpu(memory_bytes: int, compute_capability: tuple[int, int], label: str) -> GPUType:
     """A GPUType for a GPU that is not in the catalog, with conservative TFLOPS for its architecture."""
-    for min_cc, tensor, fp32, member in _GENERIC_TFLOPS_BY_CC:
+    for min_cc, tensor, fp32, member in _GENERIC_TFLOPS_BY_CC:  # noqa: B007 (used after the break)
         if compute_capability >= min_cc:
             break
     bf16 = tensor if compute_capability >= (8, 0) else 0.0

@@ -56,7 +56,8 @@ def test_help_and_planning_commands_do_not_import_torch():
 def test_wheel_ships_templates_and_catalogs(tmp_path):
     """A normal (non-editable) install must find the Jinja templates and the JSON catalogs."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(ROOT)],
         capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr

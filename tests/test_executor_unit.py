@@ -132,7 +132,9 @@ def test_layerwise_lr_decay_groups(model_dir):
     )
     by_name = {id(p): g for g in groups for p in g["params"]}
     params = dict(model.named_parameters())
-    lr = lambda n: by_name[id(params[n])]["lr"]
+    def lr(n):
+        return by_name[id(params[n])]["lr"]
+
     assert lr("model.layers.1.self_attn.q_proj.weight") == 1.0  # top block: full lr
     assert lr("model.layers.0.self_attn.q_proj.weight") == 0.5
     assert lr("model.embed_tokens.weight") == 0.25  # below block 0

@@ -85,7 +85,8 @@ def test_zero3_on_8_gpus_shards_state_to_an_eighth():
 
 def test_offload_moves_optimizer_to_cpu():
     s = spec()
-    base = {"method": "full", "dtype": "bf16", "mixed_precision": True, "seq_len": 1024, "gpus": 8, "distribution": "zero3"}
+    base = {"method": "full", "dtype": "bf16", "mixed_precision": True, "seq_len": 1024,
+            "gpus": 8, "distribution": "zero3"}
     on = estimate_memory(s, TrainSetup(offload_optimizer=True, offload_params=True, **base))
     off = estimate_memory(s, TrainSetup(**base))
     assert on.optimizer == 0 and on.weights == 0

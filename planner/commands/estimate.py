@@ -58,8 +58,8 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with --method).")
 def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, lora_targets,
-            lora_dropout, optimizer, attn, num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price, tokens,
-            data, epochs, as_json):
+            lora_dropout, optimizer, attn, num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price,
+            tokens, data, epochs, as_json):
     """VRAM per GPU (weights, gradients, optimizer, activations, temporaries, overhead), verdict,
     largest micro-batch, time and cost: every strategy side by side, or one with --method."""
     from planner.estimate import cheapest_and_fastest, estimate, estimate_all
