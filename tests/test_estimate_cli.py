@@ -120,3 +120,17 @@ def test_data_file_sets_tokens_and_sequence_length(capsys, tmp_path):
     est = json.loads(out)
     assert 0 < est["setup"]["seq_len"] <= 128  # from the longest (short) example, not the 2048 default
     assert est["tokens"] > 50 * 2  # tokens of all rows x 2 epochs
+
+
+def test_default_table_adds_checkpointing_rows_only_where_they_rescue(capsys):
+    """8B LoRA at 2048 tokens exceeds a 24 GB card without checkpointing and fits with it."""
+    args = ["--model", "meta-llama/Llama-3.1-8B", "--gpu", "RTX-4090", "--json"]
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0
+    rows = {s["name"]: s for s in json.loads(out)["strategies"]}
+    assert rows["lora"]["verdict"] == "exceeds"
+    assert rows["lora+ckpt"]["fits"] and rows["lora+ckpt"]["setup"]["grad_ckpt"]
+    assert "full-bf16+ckpt" not in rows  # 8B full fine-tuning exceeds 24 GB either way
+    # an explicit --no-grad-ckpt means: show exactly that
+    code, out, _ = run_cli(capsys, *args, "--no-grad-ckpt")
+    assert not any(s["name"].endswith("+ckpt") for s in json.loads(out)["strategies"])

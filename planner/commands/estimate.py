@@ -81,9 +81,12 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
     if method is None:
         if mixed_precision or zero is not None or offload or fsdp:
             raise FtplanError("--mixed-precision/--zero/--offload/--fsdp need --method", hint="add --method full")
-        rows = estimate_all(spec, hardware, seq_len=seq_len, micro_batch=micro_batch, tokens=n_tokens,
-                            epochs=epochs, gpus=gpus, grad_ckpt=grad_ckpt, attn_impl=attn, lora_r=lora_r,
-                            lora_targets=targets, optimizer=optimizer or "adamw", lora_dropout=lora_dropout)
+        common = dict(seq_len=seq_len, micro_batch=micro_batch, tokens=n_tokens, epochs=epochs, gpus=gpus,
+                      attn_impl=attn, lora_r=lora_r, lora_targets=targets, optimizer=optimizer or "adamw",
+                      lora_dropout=lora_dropout)
+        rows = estimate_all(spec, hardware, grad_ckpt=grad_ckpt, **common)
+        if not grad_ckpt and ctx.get_parameter_source("grad_ckpt") == click.core.ParameterSource.DEFAULT:
+            rows = _with_ckpt_rescues(rows, estimate_all(spec, hardware, grad_ckpt=True, **common))
         ref = next((r for r in rows if r.name == "lora"), rows[0])
         cheap, fast = cheapest_and_fastest(spec, ref.setup.with_(gpus=1, distribution="single"),
                                            tokens=n_tokens, epochs=epochs)
@@ -177,6 +180,20 @@ def _gib(n: int) -> str:
 
 
 _STYLE = {"fits": "green", "tight": "yellow", "exceeds": "red", "cpu": "dim"}
+
+
+def _with_ckpt_rescues(rows, ckpt_rows):
+    """Add '<strategy>+ckpt' after each strategy that exceeds only for want of gradient checkpointing,
+    so the default table answers 'what fits here?' rather than 'what fits without checkpointing?'."""
+    from dataclasses import replace
+
+    rescued = {r.name: r for r in ckpt_rows if r.verdict in ("fits", "tight")}
+    out = []
+    for r in rows:
+        out.append(r)
+        if r.verdict == "exceeds" and r.name in rescued:
+            out.append(replace(rescued[r.name], name=f"{r.name}+ckpt"))
+    return out
 
 
 def _print_table(spec, hw, rows, cheap, fast, tokens, epochs, token_note) -> None:
