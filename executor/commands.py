@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from planner.commands.plan import plan_and_write, plan_options, summary
 from planner.errors import FtplanError
 
 
@@ -99,81 +100,18 @@ def run_command(plan_dir: Path):
 
 
 @click.command("go")
-@click.option("--model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local model folder.")
-@click.option("--data", required=True, metavar="FILE", help="Training data (jsonl, json, csv, parquet).")
-@click.option(
-    "--task",
-    required=True,
-    type=click.Choice(["sft", "chat", "continued-pretraining", "classification", "preference"]),
-)
-@click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU).")
-@click.option("--gpus", type=int, metavar="N", help="GPUs per node.")
-@click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU.")
-@click.option("--price", type=float, metavar="USD", help="Price per GPU-hour.")
-@click.option(
-    "--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced", show_default=True
-)
-@click.option("--max-hours", type=float, metavar="H")
-@click.option("--max-cost", type=float, metavar="USD")
-@click.option("--general-data", metavar="FILE", help="General corpus: replay and a forgetting check.")
-@click.option(
-    "--out", "out_dir", default="plan", show_default=True, metavar="DIR", help="Plan folder to write."
-)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a plan field (repeatable).")
-@click.option(
-    "--trust-remote-code", is_flag=True, help="Allow the model's own code (only for models you trust)."
-)
-@click.option("--force", is_flag=True, help="Replace the plan files in an existing, non-empty --out folder.")
+@plan_options
 @click.option("--yes", "-y", is_flag=True, help="Run without asking for confirmation.")
-def go_command(
-    model,
-    data,
-    task,
-    gpu,
-    gpus,
-    gpu_memory,
-    price,
-    goal,
-    max_hours,
-    max_cost,
-    general_data,
-    out_dir,
-    sets,
-    trust_remote_code,
-    force,
-    yes,
-):
+def go_command(yes, **options):
     """Plan (as `ftplan plan`), show the summary, confirm, then run (as `ftplan run`), in one shot.
 
     \b
     Examples:
-      ftplan go --model ./tiny --data examples/data/arith_train.jsonl --task sft --out plans/arith --yes
+      ftplan go --model ./tiny --data examples/data/dates.jsonl --task sft --out plans/dates --yes
       ftplan go --model Qwen/Qwen2.5-0.5B --data chat.jsonl --task chat --gpu RTX-4090 --out plans/q
     """
-    from planner.commands.plan import summary
-    from planner.plan import parse_set_options
-    from planner.render import check_out_dir, write_plan_folder
-    from planner.request import PlanRequest
-    from planner.rules import make_plan
-
-    check_out_dir(out_dir, force)  # fail before any work
-    request = PlanRequest(
-        model=model,
-        data=data,
-        task=task,
-        goal=goal,
-        gpu=gpu,
-        gpus=gpus,
-        gpu_memory_gb=gpu_memory,
-        price_per_hour=price,
-        max_hours=max_hours,
-        max_cost=max_cost,
-        general_data=general_data,
-        overrides=parse_set_options(sets),
-        trust_remote_code=trust_remote_code,
-    )
-    result = make_plan(request)
-    folder = Path(write_plan_folder(result, out_dir, force=force))
+    result, folder = plan_and_write(**options)
+    folder = Path(folder)
     click.echo(summary(result, folder))
     if not yes and not click.confirm("Run this plan now?", default=True):
         click.echo(f"Not run. Review {folder}/REPORT.md, then: ftplan run {folder}")
@@ -229,7 +167,7 @@ def generate_command(plan_dir, prompt, max_new_tokens, temperature):
 
     \b
     Example:
-      ftplan generate plans/arith --prompt "12+30" --max-new-tokens 8
+      ftplan generate plans/dates --prompt "Write 2024-03-05 as a date in words." --max-new-tokens 16
     """
     from executor.inference import load_trained, reply
 

@@ -5,7 +5,7 @@ Tests, the demo and the benchmarks need a real Hugging Face model folder (``conf
 trains a byte-level BPE tokenizer on the fly with the ``tokenizers`` library, builds a model of the
 requested architecture from its config (random init, seeded), and saves both with ``save_pretrained``.
 
-    python -m executor.tiny_model OUT_DIR --arch llama --corpus examples/data/arith_train.jsonl
+    python -m executor.tiny_model OUT_DIR --arch llama --corpus examples/data/dates.jsonl
 
 Everything is deterministic for a given ``seed`` and corpus: the BPE trainer is deterministic for a fixed
 input order, and the weights come from ``transformers.set_seed(seed)`` before ``from_config``.

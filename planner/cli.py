@@ -74,7 +74,7 @@ def cli():
     \b
     Examples:
       ftplan estimate --model meta-llama/Llama-3.1-8B --gpu RTX-4090
-      ftplan profile examples/data/arith_train.jsonl
+      ftplan profile examples/data/dates.jsonl
       ftplan plan --model Qwen/Qwen2.5-0.5B --data train.jsonl --task sft --out plans/qwen
       ftplan run plans/qwen
       ftplan go --model ./my-model --data train.jsonl --task chat --yes

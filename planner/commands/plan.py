@@ -20,64 +20,41 @@ Examples:
 TASKS = ("sft", "chat", "continued-pretraining", "classification", "preference")
 
 
-@click.command(name="plan", epilog=EPILOG)
-@click.option("--model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local model folder.")
-@click.option("--data", required=True, metavar="FILE", help="Training data (jsonl, json, csv, parquet).")
-@click.option("--task", required=True, type=click.Choice(TASKS), help="What to train.")
-@click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU).")
-@click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu).")
-@click.option(
-    "--nodes",
-    type=int,
-    default=1,
-    show_default=True,
-    metavar="N",
-    help="Machines with --gpus GPUs each (launch.sh then runs on every node).",
-)
-@click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU.")
-@click.option("--price", type=float, metavar="USD", help="Price per GPU-hour (overrides the catalog).")
-@click.option(
-    "--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced", show_default=True
-)
-@click.option("--max-hours", type=float, metavar="H", help="Time budget; the plan says if it cannot be met.")
-@click.option(
-    "--max-cost", type=float, metavar="USD", help="Money budget; the plan says if it cannot be met."
-)
-@click.option("--general-data", metavar="FILE", help="General corpus: 80/20 replay and a forgetting check.")
-@click.option(
-    "--out", "out_dir", default="plan", show_default=True, metavar="DIR", help="Plan folder to write."
-)
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any plan.yaml field by dotted path (repeatable), e.g. training.lr=1e-4.",
-)
-@click.option(
-    "--trust-remote-code", is_flag=True, help="Allow the model's own code (only for models you trust)."
-)
-@click.option("--force", is_flag=True, help="Replace the plan files in an existing, non-empty --out folder.")
-def command(
-    model,
-    data,
-    task,
-    gpu,
-    gpus,
-    nodes,
-    gpu_memory,
-    price,
-    goal,
-    max_hours,
-    max_cost,
-    general_data,
-    out_dir,
-    sets,
-    trust_remote_code,
-    force,
-):
-    """Decide strategy, precision, batch, learning rate, LoRA shape, evaluation and budget, each with its
-    reason, and write plan.yaml, launch.sh, accelerate/DeepSpeed configs and REPORT.md to --out."""
+_OPTIONS = [
+    click.option("--model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local model folder."),
+    click.option("--data", required=True, metavar="FILE", help="Training data (jsonl, json, csv, parquet)."),
+    click.option("--task", required=True, type=click.Choice(TASKS), help="What to train."),
+    click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU)."),
+    click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu)."),
+    click.option("--nodes", type=int, default=1, show_default=True, metavar="N",
+                 help="Machines with --gpus GPUs each (launch.sh then runs on every node)."),
+    click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU."),
+    click.option("--price", type=float, metavar="USD", help="Price per GPU-hour (overrides the catalog)."),
+    click.option("--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced",
+                 show_default=True),
+    click.option("--max-hours", type=float, metavar="H", help="Time budget; the plan says if it cannot be met."),
+    click.option("--max-cost", type=float, metavar="USD", help="Money budget; the plan says if it cannot be met."),
+    click.option("--general-data", metavar="FILE", help="General corpus: 80/20 replay and a forgetting check."),
+    click.option("--out", "out_dir", default="plan", show_default=True, metavar="DIR",
+                 help="Plan folder to write."),
+    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                 help="Override any plan.yaml field by dotted path (repeatable), e.g. training.lr=1e-4."),
+    click.option("--trust-remote-code", is_flag=True,
+                 help="Allow the model's own code (only for models you trust)."),
+    click.option("--force", is_flag=True, help="Replace the plan files in an existing, non-empty --out folder."),
+]
+
+
+def plan_options(func):
+    """The options of `ftplan plan`, shared by `ftplan go` so the two never drift apart."""
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
+def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, goal, max_hours, max_cost,
+                   general_data, out_dir, sets, trust_remote_code, force):
+    """Validate the options, decide the plan and write its folder; returns (PlanResult, folder)."""
     from planner.plan import parse_set_options
     from planner.render import check_out_dir, write_plan_folder
     from planner.request import PlanRequest
@@ -104,7 +81,15 @@ def command(
         nodes=nodes,
     )
     result = make_plan(request)
-    folder = write_plan_folder(result, out_dir, force=force)
+    return result, write_plan_folder(result, out_dir, force=force)
+
+
+@click.command(name="plan", epilog=EPILOG)
+@plan_options
+def command(**options):
+    """Decide strategy, precision, batch, learning rate, LoRA shape, evaluation and budget, each with its
+    reason, and write plan.yaml, launch.sh, accelerate/DeepSpeed configs and REPORT.md to --out."""
+    result, folder = plan_and_write(**options)
     click.echo(summary(result, folder))
 
 
