@@ -22,6 +22,7 @@ from pathlib import Path
 
 from planner.errors import FtplanError
 from planner.plan import PLAN_FILENAME, Plan, dump_plan, load_plan
+from planner.rules.common import hours_text, params_text
 
 LAUNCH = "launch.sh"
 ACCELERATE = "accelerate_config.yaml"
@@ -44,10 +45,7 @@ def _gb(n_bytes) -> str:
     return f"{(n_bytes or 0) / 1e9:.1f}"
 
 
-def _hours(h) -> str:
-    if h is None or not math.isfinite(h):
-        return "n/a"
-    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+_hours = hours_text  # the Jinja filter and summary() share the rules' formatting
 
 
 def _usd(x) -> str:
@@ -95,6 +93,7 @@ def environment():
         shquote=_shquote,
         gb=_gb,
         hours=_hours,
+        params=params_text,
         usd=_usd,
         num=_num,
         md=_md,

@@ -6,6 +6,7 @@ module-level tables next to the rule that reads them, each with the source it co
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -49,6 +50,20 @@ def clamp(x: float, lo: float, hi: float) -> float:
 def gb(n_bytes: float) -> str:
     """Bytes as a short GB string (decimal GB, as GPU datasheets count)."""
     return f"{n_bytes / 1e9:.1f} GB"
+
+
+def hours_text(h: float) -> str:
+    """Hours as the unit a reader wants: seconds for tiny CPU runs, minutes under an hour, else hours."""
+    if h is None or not math.isfinite(h):
+        return "n/a"
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def params_text(n: int) -> str:
+    """Parameter counts as practitioners say them: 0.58M, 494M, 8.03B."""
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
 
 
 def human_count(n: float) -> str:

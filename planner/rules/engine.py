@@ -32,7 +32,7 @@ from planner.plan import (
 )
 from planner.rules import advice as advice_rules
 from planner.rules import batch, budget, data, evaluation, lora, optim, precision, strategy
-from planner.rules.common import Choice, gb
+from planner.rules.common import Choice, gb, hours_text
 from planner.rules.inputs import check_profile, check_task
 from planner.rules.strategy import Candidate
 
@@ -876,12 +876,6 @@ class NoFitError(FtplanError):
     def __init__(self, message: str, *, hint: str | None = None, alternatives=None):
         self.alternatives = alternatives or {}
         super().__init__(message, hint=hint)
-
-
-def hours_text(h: float) -> str:
-    if not math.isfinite(h):
-        return "n/a"
-    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
 def _alt_text(a: Alternative) -> str:

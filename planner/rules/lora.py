@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.rules.common import QLORA, SEED_GUIDE, SEED_STRATEGIES, Choice
+from planner.rules.common import QLORA, SEED_GUIDE, SEED_STRATEGIES, Choice, params_text
 
 DEFAULT_R = 16  # seeds/001 "16 is sweet spot"
 TINY_R = 8  # seeds/002 "a good starting point is r=8"; fewer examples support fewer parameters
@@ -49,7 +49,7 @@ def dropout_rule(total_params: int) -> Choice[float]:
     value = next(d for limit, d in DROPOUT if total_params <= limit)
     return Choice(
         value,
-        f"{value} for a {total_params / 1e9:.1f}B model (0.1 up to 13B, 0.05 above)",
+        f"{value} for a {params_text(total_params)} model (0.1 up to 13B, 0.05 above)",
         QLORA + " Appendix B.2",
     )
 

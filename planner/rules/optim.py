@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from planner.rules.common import QLORA, SEED_GUIDE, SEED_HPARAMS, SEED_STRATEGIES, Choice, clamp
+from planner.rules.common import QLORA, SEED_GUIDE, SEED_HPARAMS, SEED_STRATEGIES, Choice, clamp, params_text
 
 # (max params, lr) for full fine-tuning: seeds/001 and /004 give 1e-5..5e-5; smaller models take
 # the top of the range, the largest the bottom (larger models are more sensitive to large steps).
@@ -32,7 +32,7 @@ def _by_size(table, params: int) -> float:
 
 
 def lr_rule(method: str, task: str, total_params: int) -> Choice[float]:
-    size = f"{total_params / 1e9:.1f}B"
+    size = params_text(total_params)
     if task == "preference":
         key = "full" if method == "full" else "peft"
         return Choice(
