@@ -26,14 +26,10 @@ from typing import Any
 from planner.errors import FtplanError
 from planner.plan import Plan
 
-# Which record formats (planner.data_profile.DataFormat) each task can train on.
-FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
-    "sft": ("alpaca", "prompt_completion", "chat", "classification"),
-    "chat": ("chat", "alpaca", "prompt_completion"),
-    "continued-pretraining": ("text",),
-    "classification": ("classification",),
-    "preference": ("preference",),
-}
+# Which record formats each task can train on: one table, the planner's, so planning refuses exactly
+# what training would refuse.
+from planner.rules.inputs import FORMATS_FOR_TASK
+
 # Refuse a file where more than this share of rows is unusable: that is a wrong file or wrong task,
 # not a few bad rows (the profiler already reported the count it found at planning time).
 MAX_INVALID_SHARE = 0.5

@@ -49,6 +49,23 @@ class GPUType:
     def memory_gb(self) -> float:
         return self.memory_bytes / 1e9
 
+    def to_dict(self) -> dict:
+        """JSON-ready view (``ftplan hardware --json`` and ``--list --json``)."""
+        return {
+            "name": self.name,
+            "memory_bytes": self.memory_bytes,
+            "bf16_tflops": self.bf16_tflops,
+            "fp16_tflops": self.fp16_tflops,
+            "fp32_tflops": self.fp32_tflops,
+            "compute_capability": list(self.compute_capability),
+            "bf16": self.bf16,
+            "memory_bandwidth_gbs": self.memory_bandwidth_gbs,
+            "price_per_hour": self.price_per_hour,
+            "vendor": self.vendor,
+            "generic": self.generic,
+            "source": self.source,
+        }
+
 
 @dataclass(frozen=True)
 class Hardware:
@@ -84,25 +101,8 @@ class Hardware:
 
     def to_dict(self) -> dict:
         """JSON-ready view (``ftplan hardware --json``)."""
-        gpu = None
-        if self.gpu:
-            g = self.gpu
-            gpu = {
-                "name": g.name,
-                "memory_bytes": g.memory_bytes,
-                "bf16_tflops": g.bf16_tflops,
-                "fp16_tflops": g.fp16_tflops,
-                "fp32_tflops": g.fp32_tflops,
-                "compute_capability": list(g.compute_capability),
-                "bf16": g.bf16,
-                "memory_bandwidth_gbs": g.memory_bandwidth_gbs,
-                "price_per_hour": g.price_per_hour,
-                "vendor": g.vendor,
-                "generic": g.generic,
-                "source": g.source,
-            }
         return {
-            "gpu": gpu,
+            "gpu": self.gpu.to_dict() if self.gpu else None,
             "count": self.count,
             "nodes": self.nodes,
             "free_memory_bytes": self.free_memory_bytes,

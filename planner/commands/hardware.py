@@ -90,21 +90,7 @@ def _print_hardware(hw: Hardware) -> None:
 def _print_catalog(as_json: bool) -> None:
     catalog = gpu_catalog()
     if as_json:
-        rows = [
-            {
-                "name": g.name,
-                "memory_bytes": g.memory_bytes,
-                "bf16_tflops": g.bf16_tflops,
-                "fp16_tflops": g.fp16_tflops,
-                "fp32_tflops": g.fp32_tflops,
-                "compute_capability": list(g.compute_capability),
-                "memory_bandwidth_gbs": g.memory_bandwidth_gbs,
-                "price_per_hour": g.price_per_hour,
-                "vendor": g.vendor,
-                "source": g.source,
-            }
-            for g in catalog.values()
-        ]
+        rows = [g.to_dict() for g in catalog.values()]
         click.echo(json.dumps(rows, indent=2))
         return
     from rich import box

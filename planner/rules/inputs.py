@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from planner.errors import FtplanError
 
-# Which record formats (planner.data_profile.DataFormat) each task can train on. Must match
-# executor/data.py FORMATS_FOR_TASK (a test checks): planning must refuse what training would refuse.
+# Which record formats (planner.data_profile.DataFormat) each task can train on; executor/data.py uses
+# this same table, so planning refuses exactly what training would refuse.
 FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
     "sft": ("alpaca", "prompt_completion", "chat", "classification"),
     "chat": ("chat", "alpaca", "prompt_completion"),
