@@ -139,7 +139,7 @@ def run_measured(cmd: list[str], log: Path, env: dict) -> tuple[float, float]:
     return wall, kib / 2**20
 
 
-def plan_overrides() -> list[str]:
+def plan_overrides(micro_batch: int = HPARAMS["micro_batch"]) -> list[str]:
     sets = {
         "strategy.method": "full",
         "strategy.precision": "fp32",
@@ -147,7 +147,7 @@ def plan_overrides() -> list[str]:
         "training.warmup_ratio": HPARAMS["warmup_ratio"],
         "training.weight_decay": HPARAMS["weight_decay"],
         "training.max_grad_norm": HPARAMS["max_grad_norm"],
-        "training.micro_batch": HPARAMS["micro_batch"],
+        "training.micro_batch": micro_batch,
         "training.grad_accum": 1,
         "training.epochs": HPARAMS["epochs"],
         "training.lr_scheduler": HPARAMS["scheduler"],
@@ -200,12 +200,26 @@ def run_benchmark(rows: int, work: Path, repeat: int) -> dict:
     model = build_tiny_model(work / "model", corpus_texts=texts, **MODEL_SIZE)
 
     plan_dir = work / "plan"
-    planned = subprocess.run(
-        [sys.executable, "-m", "planner.cli", "plan", "--model", str(model), "--data", str(data), "--task", "sft",
-         "--out", str(plan_dir), *plan_overrides()], capture_output=True, text=True, env=env, cwd=REPO, check=False)
-    if planned.returncode != 0:
-        raise SystemExit(f"ftplan plan failed: {planned.stdout}{planned.stderr}")
-    plan = load_plan(plan_dir / "plan.yaml")
+
+    def make_plan(micro_batch: int):
+        planned = subprocess.run(
+            [sys.executable, "-m", "planner.cli", "plan", "--model", str(model), "--data", str(data), "--task",
+             "sft", "--out", str(plan_dir), "--force", *plan_overrides(micro_batch)],
+            capture_output=True, text=True, env=env, cwd=REPO, check=False)
+        if planned.returncode != 0:
+            raise SystemExit(f"ftplan plan failed: {planned.stdout}{planned.stderr}")
+        return load_plan(plan_dir / "plan.yaml")
+
+    plan = make_plan(HPARAMS["micro_batch"])
+    if plan.training.packing:
+        # Same hyperparameters means the same examples per optimizer step: with packing a micro-batch
+        # row holds several examples, so 8 examples ~ 8 x mean tokens / seq_len packed rows (what the
+        # planner's own batch rule does). Forcing 8 packed rows would put ~3x more examples in each
+        # step: fewer updates and larger activations than the plain script.
+        from planner.data_profile import profile_data
+
+        mean = profile_data(str(data), tokenizer_path=str(model), task="sft").tokens_mean
+        plan = make_plan(max(1, round(HPARAMS["micro_batch"] * mean / plan.training.seq_len)))
 
     # Other jobs on a shared machine change the speed by 3x from minute to minute (measured here), so
     # the two sides alternate (ftplan first on even rounds, plain first on odd ones) and each round's
