@@ -96,9 +96,10 @@ def _fits(spec: ModelSpec, setup: TrainSetup, hardware: Hardware) -> bool:
     return estimate_memory(spec, setup).total <= (1.0 - SAFETY_MARGIN) * hardware.free_memory_bytes
 
 
-def _largest(fits, hi: int) -> int:
-    """Largest x in [1, hi] with fits(x) (memory is monotone in x): doubling, then bisection."""
-    if not fits(1):
+def largest_fitting(fits, hi: int) -> int:
+    """Largest x in [1, hi] with fits(x), 0 if none. Memory is monotone in x, so doubling then bisection
+    needs only O(log hi) estimates."""
+    if hi < 1 or not fits(1):
         return 0
     lo = 1
     while lo * 2 <= hi and fits(lo * 2):
@@ -120,14 +121,14 @@ def _largest(fits, hi: int) -> int:
 
 def max_micro_batch(spec: ModelSpec, setup: TrainSetup, hardware: Hardware) -> int:
     """Largest micro-batch that "fits" (with the safety margin) at ``setup.seq_len``; 0 if none."""
-    return _largest(lambda b: _fits(spec, setup.with_(micro_batch=b), hardware), MAX_SEARCH_BATCH)
+    return largest_fitting(lambda b: _fits(spec, setup.with_(micro_batch=b), hardware), MAX_SEARCH_BATCH)
 
 
 def max_seq_len(spec: ModelSpec, setup: TrainSetup, hardware: Hardware) -> int:
     """Longest sequence (capped by the model's max_position_embeddings) that fits at
     ``setup.micro_batch``; 0 if none."""
     cap = min(MAX_SEARCH_SEQ, spec.max_position_embeddings or MAX_SEARCH_SEQ)
-    return _largest(lambda s: _fits(spec, setup.with_(seq_len=s), hardware), cap)
+    return largest_fitting(lambda s: _fits(spec, setup.with_(seq_len=s), hardware), cap)
 
 
 def estimate(

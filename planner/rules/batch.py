@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from planner.estimate import largest_fitting
 from planner.rules.common import (
     CKPT,
     SEED_CHAPTER,
@@ -64,24 +65,9 @@ def effective_batch_rule(
 
 
 def fit_micro_batch(fits: Callable[[int], bool], upper: int) -> int:
-    """Largest micro-batch in [1, upper] with ``fits(mb)`` true (0 if even 1 does not fit).
-
-    Memory grows monotonically with the micro-batch, so a doubling search then bisection needs only
-    O(log upper) estimates.
-    """
-    if upper < 1 or not fits(1):
-        return 0
-    lo, hi = 1, 2
-    while hi <= upper and fits(hi):
-        lo, hi = hi, hi * 2
-    hi = min(hi, upper + 1)
-    while hi - lo > 1:  # fits(lo) and not fits(hi) (or hi beyond upper)
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    """Largest micro-batch in [1, upper] with ``fits(mb)`` true (0 if even 1 does not fit): the
+    estimator's own monotone search, so `ftplan estimate`'s "max mb" and the plan always agree."""
+    return largest_fitting(fits, upper)
 
 
 def micro_batch_reason(mb: int, upper: int, grad_ckpt: bool) -> str:
