@@ -8,7 +8,6 @@ held out. The CUDA path (Triton kernels, folded in place) is modelled from the c
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
@@ -30,7 +29,6 @@ def measure(config_dict: dict, method: str, seq: int, batch: int, fused: bool) -
     import memory_accuracy as bench
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.mem_tracker import MemTracker
     from transformers import AutoConfig, AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
@@ -47,26 +45,9 @@ def measure(config_dict: dict, method: str, seq: int, batch: int, fused: bool) -
     model.train()
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = model.to_empty(device="cpu")
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
         ids = torch.randint(0, config.vocab_size, (batch, seq))
-        tracker = MemTracker()
-        for p in model.parameters():
-            if not p.requires_grad:
-                tracker._param_to_grad_hook_handles[p] = (bench._NoHandle(), bench._NoHandle())
-        tracker.track_external(model, opt)
-        with tracker:
-            for _ in range(2):
-                ctx = torch.autocast("cpu", dtype=torch.bfloat16) if method != "full" else contextlib.nullcontext()
-                with ctx:
-                    kwargs = {"fused_lm_head": True} if fused else {}
-                    loss = model(input_ids=ids, labels=ids, **kwargs).loss
-                loss.backward()
-                del loss
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                tracker.reset_mod_stats()
-        snap = tracker.get_tracker_snapshot("peak")
-    return max(v["Total"] for v in snap.values())
+        return bench.tracked_peak(model, ids, autocast=method != "full",
+                                  forward_kwargs={"fused_lm_head": True} if fused else None)
 
 
 def main() -> None:

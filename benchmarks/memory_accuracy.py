@@ -148,7 +148,6 @@ def measure(case: Case, raw: dict | None = None) -> int:
     of the catalog's)."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.mem_tracker import MemTracker
     from transformers import AutoConfig, AutoModelForCausalLM
 
     raw = raw or _config_dict(case.model, case.layers)
@@ -176,27 +175,35 @@ def measure(case: Case, raw: dict | None = None) -> int:
         # to_empty replaces parameters module by module, which unties lm_head from the embeddings
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.tie_weights()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
         ids = torch.randint(0, config.vocab_size, (case.batch, case.seq))
-        tracker = MemTracker()
-        # MemTracker hooks every parameter's gradient; frozen ones (LoRA base) cannot take hooks: mark
-        # them as already hooked with a no-op handle.
-        for p in model.parameters():
-            if not p.requires_grad:
-                tracker._param_to_grad_hook_handles[p] = (_NoHandle(), _NoHandle())
-        tracker.track_external(model, opt)
-        with tracker:
-            for _ in range(2):
-                ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-                with ctx:
-                    loss = model(input_ids=ids, labels=ids).loss
-                loss.backward()
-                del loss
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                tracker.reset_mod_stats()
-        snap = tracker.get_tracker_snapshot("peak")
+        return tracked_peak(model, ids, autocast=autocast)
+
+
+def tracked_peak(model, ids, *, autocast: bool, forward_kwargs: dict | None = None) -> int:
+    """Peak bytes MemTracker sees over two training steps (forward with labels, backward, fused AdamW
+    step, zero_grad) of ``model`` on ``ids``; call inside the FakeTensorMode the model was built in."""
+    import torch
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
+    tracker = MemTracker()
+    # MemTracker hooks every parameter's gradient; frozen ones (LoRA base) cannot take hooks: mark
+    # them as already hooked with a no-op handle.
+    for p in model.parameters():
+        if not p.requires_grad:
+            tracker._param_to_grad_hook_handles[p] = (_NoHandle(), _NoHandle())
+    tracker.track_external(model, opt)
+    with tracker:
+        for _ in range(2):
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+            with ctx:
+                loss = model(input_ids=ids, labels=ids, **(forward_kwargs or {})).loss
+            loss.backward()
+            del loss
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            tracker.reset_mod_stats()
+    snap = tracker.get_tracker_snapshot("peak")
     if _VERBOSE:
         print({str(k): round(v / 2**20, 1) for dev in snap.values() for k, v in dev.items()})
     return max(v["Total"] for v in snap.values())
