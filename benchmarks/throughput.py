@@ -216,7 +216,7 @@ def run_benchmark(rows: int, work: Path, repeat: int) -> dict:
         # row holds several examples, so 8 examples ~ 8 x mean tokens / seq_len packed rows (what the
         # planner's own batch rule does). Forcing 8 packed rows would put ~3x more examples in each
         # step: fewer updates and larger activations than the plain script.
-        from planner.data_profile import profile_data
+        from planner.dataset import profile_data
 
         mean = profile_data(str(data), tokenizer_path=str(model), task="sft").tokens_mean
         plan = make_plan(max(1, round(HPARAMS["micro_batch"] * mean / plan.training.seq_len)))

@@ -54,6 +54,15 @@ class DataSection:
     chat_template: str | None = None  # None: the tokenizer's own; else a template string
     duplicates: int = 0  # exact duplicate rows found by the profiler (dropped when drop_duplicates)
     invalid_rows: int = 0  # malformed rows found by the profiler (always dropped)
+    # How the file is read (planner.dataset): the same settings at plan time and at run time.
+    columns: dict[str, str] = field(default_factory=dict)  # canonical name -> file column (--columns)
+    system_turn: str = "keep"  # keep | merge (into the first user turn) | drop: for templates without a system role
+    merge_consecutive: bool = False  # join consecutive same-role turns (templates demanding alternation)
+    template: str = ""  # chat template the profile rendered with: tokenizer | plan | default | "" (heuristic)
+    tokens_counted: str = ""  # "exact" (the model's tokenizer and template) or "heuristic"
+    truncated_rows: int = 0  # rows longer than training.seq_len (cut at the end)
+    untrained_rows: int = 0  # rows with no trained token within training.seq_len (dropped)
+    skipped: dict[str, int] = field(default_factory=dict)  # content left out of valid rows, by kind
 
 
 @dataclass
@@ -197,7 +206,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "task": ("sft", "chat", "continued-pretraining", "classification", "preference"),
     "goal": ("quality", "balanced", "cost"),
     "model.source": ("catalog", "local", "hf-cache", "hub"),
-    "data.format": ("alpaca", "chat", "prompt_completion", "text", "preference", "classification"),
+    "data.format": ("alpaca", "chat", "prompt_completion", "text", "preference", "kto", "classification"),
+    "data.system_turn": ("keep", "merge", "drop"),
+    "data.template": ("", "tokenizer", "plan", "default"),
+    "data.tokens_counted": ("", "exact", "heuristic"),
     "strategy.method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
     "strategy.distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
     "strategy.precision": ("bf16", "fp16", "fp32"),
@@ -252,6 +264,8 @@ RANGES: dict[str, Range] = {
     "data.replay_ratio": FRACTION,
     "data.duplicates": NON_NEGATIVE,
     "data.invalid_rows": NON_NEGATIVE,
+    "data.truncated_rows": NON_NEGATIVE,
+    "data.untrained_rows": NON_NEGATIVE,
     "hardware.count": AT_LEAST_1,
     "hardware.nodes": AT_LEAST_1,
     "hardware.memory_gb": NON_NEGATIVE,

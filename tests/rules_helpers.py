@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from planner.data_profile import DataProfile, InvalidRow
+from planner.dataset.profile import DataProfile, InvalidRow
 
 FIXED_VERSIONS = {"ftplan": "0.0.0-test"}  # rendered files must not depend on installed versions
 

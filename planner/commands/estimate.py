@@ -154,7 +154,7 @@ def _setup(method, dtype, mixed, seq_len, micro_batch, grad_ckpt, lora_r, target
 def _tokens(tokens, data, spec) -> tuple[int, str, int]:
     """(training tokens per epoch, a note on where they come from, longest example or 0)."""
     if data:
-        from planner.data_profile import profile_data
+        from planner.dataset import profile_data
 
         prof = profile_data(data, tokenizer_path=spec.tokenizer_path)
         if tokens:

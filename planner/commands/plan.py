@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from planner.dataset.chat import SYSTEM_TURN_CHOICES
 from planner.errors import FtplanError
 
 EPILOG = """\b
@@ -15,6 +16,8 @@ Examples:
       --max-hours 12 --out plans/llama70
   ftplan plan --model ./my-model --data docs.jsonl --task continued-pretraining \\
       --general-data general.jsonl --set training.lr=1e-5 --set lora.r=64 --out plans/domain
+  ftplan plan --model ./gemma --data chats.jsonl --task chat --system-turn merge   # no system role
+  ftplan plan --model ./m --data intents.csv --task classification --columns text=utterance,label=intent
 """
 
 TASKS = ("sft", "chat", "continued-pretraining", "classification", "preference")
@@ -22,7 +25,8 @@ TASKS = ("sft", "chat", "continued-pretraining", "classification", "preference")
 
 _OPTIONS = [
     click.option("--model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local model folder."),
-    click.option("--data", required=True, metavar="FILE", help="Training data (jsonl, json, csv, parquet)."),
+    click.option("--data", required=True, metavar="FILE",
+                 help="Training data: jsonl, json, csv, tsv, parquet or txt, optionally .gz/.bz2/.xz/.zst."),
     click.option("--task", required=True, type=click.Choice(TASKS), help="What to train."),
     click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU)."),
     click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu)."),
@@ -35,6 +39,13 @@ _OPTIONS = [
     click.option("--max-hours", type=float, metavar="H", help="Time budget; the plan says if it cannot be met."),
     click.option("--max-cost", type=float, metavar="USD", help="Money budget; the plan says if it cannot be met."),
     click.option("--general-data", metavar="FILE", help="General corpus: 80/20 replay and a forgetting check."),
+    click.option("--columns", metavar="NAME=COL,...",
+                 help="Map file columns to the names ftplan reads, e.g. label=category,prompt=question."),
+    click.option("--system-turn", type=click.Choice(SYSTEM_TURN_CHOICES), default="keep", show_default=True,
+                 help="For chat templates without a system role: merge the system text into the first user "
+                 "turn, or drop it."),
+    click.option("--merge-consecutive", is_flag=True,
+                 help="Join consecutive turns of the same role (templates that demand strict alternation)."),
     click.option("--out", "out_dir", default="plan", show_default=True, metavar="DIR",
                  help="Plan folder to write."),
     click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -53,10 +64,12 @@ def plan_options(func):
 
 
 def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, goal, max_hours, max_cost,
-                   general_data, out_dir, sets, trust_remote_code, force):
+                   general_data, out_dir, sets, trust_remote_code, force, columns=None, system_turn="keep",
+                   merge_consecutive=False):
     """Validate the options, decide the plan and write its folder; returns (PlanResult, folder)."""
     from planner.plan import parse_set_options
     from planner.render import check_out_dir, write_plan_folder
+    from planner.dataset.layouts import parse_columns
     from planner.request import PlanRequest
     from planner.rules import make_plan
 
@@ -79,6 +92,9 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
         overrides=parse_set_options(sets),
         trust_remote_code=trust_remote_code,
         nodes=nodes,
+        columns=parse_columns(columns),
+        system_turn=system_turn,
+        merge_consecutive=merge_consecutive,
     )
     result = make_plan(request)
     return result, write_plan_folder(result, out_dir, force=force)

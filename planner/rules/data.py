@@ -1,7 +1,7 @@
 """Data decisions: sequence length, truncation share, packing, validation split, loss masking,
 replay mixing, and the data-quality warnings.
 
-Inputs are a :class:`planner.data_profile.DataProfile` (token-length percentiles, counts) and the
+Inputs are a :class:`planner.dataset.profile.DataProfile` (token-length percentiles, counts) and the
 model's maximum positions; everything here is arithmetic over those numbers.
 """
 
@@ -20,6 +20,8 @@ SEQ_MIN = 64
 
 # Warn when more than this share of examples would be cut (the cut part of a response is lost).
 HEAVY_TRUNCATION = 0.05
+# Warn when more than this share of rows will not train (malformed, or no trained token within seq_len).
+DROPPED_WARNING = 0.05
 # Packing pays when an average example fills less than this share of the sequence: padding would
 # waste more than half the compute (TRL SFTTrainer docs, "packing").
 PACKING_FILL = 0.5
@@ -60,6 +62,26 @@ def truncated_share(seq_len: int, p50: int, p95: int, p99: int, max_len: int) ->
     return 0.0
 
 
+def truncated_fraction(profile, seq_len: int, task: str = "") -> float:
+    """Share of valid rows longer than ``seq_len``: exact from the profile's length histogram (the lengths
+    the run tokenizes), else interpolated between its percentiles. Raw text is chunked, never cut."""
+    if task == "continued-pretraining":
+        return 0.0
+    hist = getattr(profile, "length_hist", None)
+    if hist:
+        longer, _ = profile.over(seq_len)
+        return longer / max(sum(hist.values()), 1)
+    return truncated_share(seq_len, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max)
+
+
+def cut_rows(profile, seq_len: int, task: str) -> tuple[int, int]:
+    """(rows cut at seq_len, rows left with no trained token and dropped) as the executor will count them."""
+    if task == "continued-pretraining" or not getattr(profile, "length_hist", None):
+        return 0, 0
+    longer, untrained = profile.over(seq_len)
+    return longer, untrained
+
+
 def seq_len_rule(profile, max_positions: int, task: str) -> Choice[int]:
     """Sequence length from the data's p99 token length, rounded up and capped by the model."""
     if task == "continued-pretraining":
@@ -73,9 +95,7 @@ def seq_len_rule(profile, max_positions: int, task: str) -> Choice[int]:
         )
     wanted = round_seq_len(profile.tokens_p99)
     value = min(wanted, max_positions)
-    cut = truncated_share(
-        value, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max
-    )
+    cut = truncated_fraction(profile, value, task)
     capped = f", capped by the model's {max_positions} positions" if value < wanted else ""
     reason = (
         f"p99 of example lengths is {profile.tokens_p99} tokens (max {profile.tokens_max}); "
@@ -160,9 +180,25 @@ def replay_rule(general_given: bool) -> Choice[float]:
     return Choice(0.0, "no general corpus given (--general-data): no replay", SEED_STRATEGIES)
 
 
-def data_warnings(profile, truncated: float, seq_len: int) -> list[str]:
-    """Quality warnings with counts: tiny data, invalid/duplicate rows, truncation, class imbalance."""
+def data_warnings(profile, truncated: float, seq_len: int, task: str = "") -> list[str]:
+    """Quality warnings with counts: tiny data, invalid/duplicate rows, truncation and rows left without a
+    trained token, content the chat template does not render, class imbalance."""
     out: list[str] = []
+    cut, untrained = cut_rows(profile, seq_len, task)
+    rows = max(getattr(profile, "valid_rows", 0), 1)
+    dropped = getattr(profile, "invalid_count", 0) + untrained
+    if dropped > DROPPED_WARNING * max(getattr(profile, "rows", 0), 1):
+        out.append(
+            f"{dropped} of {profile.rows} rows ({dropped / max(profile.rows, 1):.0%}) will not train: "
+            f"{profile.invalid_count} malformed, {untrained} with no trained token within {seq_len} tokens"
+        )
+    if untrained:
+        out.append(
+            f"{untrained} rows have a prompt of {seq_len} tokens or more: no answer token is left after "
+            "truncation, so they are dropped; raise training.seq_len to keep them"
+        )
+    for kind, n in (getattr(profile, "skipped", None) or {}).items():
+        out.append(f"{n} of {rows} valid rows: {kind}")
     if profile.valid_rows < TINY_DATA:
         out.append(
             f"tiny dataset: {profile.valid_rows} valid examples (< {TINY_DATA}); expect overfitting, "
@@ -177,9 +213,10 @@ def data_warnings(profile, truncated: float, seq_len: int) -> list[str]:
             f"{profile.duplicates} exact duplicate rows ({share:.1%}) will be dropped (seeds/003 "
             "'Remove duplicates')"
         )
-    if truncated > HEAVY_TRUNCATION:
+    if truncated > HEAVY_TRUNCATION and task != "continued-pretraining":
+        count = f"{cut} rows ({truncated:.0%})" if cut else f"about {truncated:.0%} of examples"
         out.append(
-            f"heavy truncation: about {truncated:.0%} of examples are longer than {seq_len} tokens "
+            f"heavy truncation: {count} are longer than {seq_len} tokens "
             f"(p99 {profile.tokens_p99}, max {profile.tokens_max}); raise training.seq_len or "
             "shorten the data"
         )
@@ -206,6 +243,9 @@ def trained_tokens(
     """
     rows = max(profile.valid_rows - profile.duplicates - val_rows, 1)
     per_row = min(profile.tokens_mean, seq_len) if truncated else profile.tokens_mean
+    hist = getattr(profile, "length_hist", None)
+    if hist and truncated:  # exact: every row cut at seq_len, as the executor cuts it
+        per_row = sum(min(length, seq_len) * n for length, n in hist.items()) / max(sum(hist.values()), 1)
     # DPO runs chosen and rejected: two sequences per row (DataProfile.sequences_per_row).
     tokens = rows * per_row * max(1, int(getattr(profile, "sequences_per_row", 1) or 1))
     if replay > 0:

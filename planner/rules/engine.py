@@ -133,13 +133,22 @@ def _resolve_inputs(request, hardware, profile, spec):
             nodes=getattr(request, "nodes", 1),
         )
     if profile is None:
-        from planner.data_profile import profile_data
+        from planner.dataset import TemplateFixes, profile_data
 
-        profile = profile_data(request.data, tokenizer_path=spec.tokenizer_path, task=request.task)
+        profile = profile_data(
+            request.data,
+            tokenizer_path=spec.tokenizer_path,
+            task=request.task,
+            vocab_size=spec.vocab_size,
+            columns=request.columns,
+            fixes=TemplateFixes(request.system_turn, request.merge_consecutive),
+            model_type=spec.model_type,
+            chat_template=(request.overrides or {}).get("data.chat_template"),
+        )
     check_profile(profile, request.task)
     general = None
     if request.general_data:
-        from planner.data_profile import profile_data
+        from planner.dataset import TemplateFixes, profile_data
 
         general = profile_data(request.general_data, tokenizer_path=spec.tokenizer_path, task=None)
         if general.valid_rows == 0:
@@ -368,9 +377,7 @@ def _seq_len_choices(profile, spec, task: str, hardware) -> list[Choice]:
         return [rule]
     out = [rule]
     for shorter in data.shorter_seq_lens(profile, rule.value):
-        cut = data.truncated_share(
-            shorter, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max
-        )
+        cut = data.truncated_fraction(profile, shorter, task)
         if cut > MAX_FALLBACK_TRUNCATION:
             break
         reason = (
@@ -388,9 +395,7 @@ def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_ch
     rec.add("data.val_split", val_choice)
     train_rows = max(1, profile.valid_rows - profile.duplicates - val_rows)
     seq_len = rec.add("training.seq_len", seq_choice)
-    cut = data.truncated_share(
-        seq_len, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max
-    )
+    cut = data.truncated_fraction(profile, seq_len, task)
     packing = rec.add("training.packing", data.packing_rule(profile, seq_len, task))
     rec.add("training.completion_only_loss", data.completion_only_rule(task))
     replay = rec.add("data.replay_ratio", data.replay_rule(general is not None))
@@ -520,7 +525,7 @@ def _evaluation_phase(ctx: _Ctx, chosen: Option, rec: Recorder, training: Traini
 
 
 def _warnings(ctx: _Ctx, chosen: Option, budget_warnings: list[str]) -> list[str]:
-    out = data.data_warnings(ctx.profile, ctx.truncated, ctx.seq_len) + list(budget_warnings)
+    out = data.data_warnings(ctx.profile, ctx.truncated, ctx.seq_len, ctx.task) + list(budget_warnings)
     if not ctx.gpu:
         out.append(
             f"no GPU: this is a CPU plan (fp32, ~{hours_text(chosen.estimate.time_hours)}); a GPU "
@@ -545,6 +550,14 @@ def _data_section(ctx: _Ctx) -> DataSection:
         replay_ratio=ctx.replay,
         duplicates=p.duplicates,
         invalid_rows=p.invalid_count,
+        columns=dict(getattr(p, "columns", {}) or {}),
+        system_turn=getattr(p, "system_turn", "keep"),
+        merge_consecutive=getattr(p, "merge_consecutive", False),
+        template=getattr(p, "template", ""),
+        tokens_counted="heuristic" if str(p.tokenizer).startswith("heuristic") else "exact",
+        truncated_rows=data.cut_rows(p, ctx.seq_len, ctx.task)[0],
+        untrained_rows=data.cut_rows(p, ctx.seq_len, ctx.task)[1],
+        skipped=dict(getattr(p, "skipped", {}) or {}),
     )
 
 

@@ -70,7 +70,7 @@ def default_run_argv(plan_dir: Path) -> list[str]:
 
 # The real functions, resolved on first call (module constants: dataclass defaults must be values).
 _LOAD_MODEL_SPEC = _lazy("planner.model_spec", "load_model_spec")
-_PROFILE_DATA = _lazy("planner.data_profile", "profile_data")
+_PROFILE_DATA = _lazy("planner.dataset.profile", "profile_data")
 _PROBE = _lazy("planner.hardware", "probe")
 _RESOLVE_HARDWARE = _lazy("planner.hardware", "resolve_hardware")
 _MAKE_PLAN = _lazy("planner.rules", "make_plan")
