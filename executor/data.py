@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.dataset.chat import ChatTemplate, TemplateFixes, TemplateRefusal, apply_fixes, template_of_tokenizer
-from planner.dataset.encode import Encoded, encode_conversation, encode_labelled, encode_pair, encode_text, truncate
+from planner.dataset.encode import Encoded, encode_conversations, encode_labelled, encode_pair, encode_text, truncate
 from planner.dataset.layouts import format_of, normalise
 from planner.dataset.profile import example_key, shaped_rows
 from planner.dataset.readers import BadRow, iter_records
@@ -35,6 +35,7 @@ from planner.rules.inputs import FORMATS_FOR_TASK
 # Refuse a file where more than this share of rows is unusable: that is a wrong file or wrong task,
 # not a few bad rows (the profiler already reported the count it found at planning time).
 MAX_INVALID_SHARE = 0.5
+ENCODE_BATCH = 256  # rows per batched tokenizer call (planner.dataset.profile measures in the same batches)
 
 
 @dataclass
@@ -128,17 +129,26 @@ def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False)
 
 def _backend(tokenizer):
     if not getattr(tokenizer, "is_fast", False):
-        raise FtplanError(
-            "the tokenizer is not a fast (Rust) tokenizer", hint="save the model with tokenizer.json"
-        )
+        raise FtplanError("the tokenizer is not a fast (Rust) tokenizer", hint="save the model with tokenizer.json")
     return tokenizer.backend_tokenizer
 
 
-def encode_row(plan: Plan, template: ChatTemplate, tok, row: dict) -> Encoded:
-    """One language-modelling row as the trainer sees it (before truncation)."""
-    if "messages" in row:
-        return encode_conversation(template, tok, row["messages"], row.get("tools"), fixes_of(plan))
-    return encode_text(tok, row["text"], template.eos_token)
+def encode_rows(plan: Plan, template: ChatTemplate, tok, rows: list[dict]) -> list[Encoded]:
+    """Language-modelling rows as the trainer sees them (before truncation), conversations tokenized in
+    batches by the profile's own function (planner.dataset.encode.encode_conversations)."""
+    out: list[Encoded] = []
+    for start in range(0, len(rows), ENCODE_BATCH):
+        batch = rows[start : start + ENCODE_BATCH]
+        convs = iter(encode_conversations(template, tok, [r for r in batch if "messages" in r], fixes_of(plan)))
+        for row in batch:
+            enc = next(convs) if "messages" in row else encode_text(tok, row["text"], template.eos_token)
+            if isinstance(enc, TemplateRefusal):
+                raise FtplanError(
+                    f"{plan.data.path}: the chat template refuses a conversation ({enc})",
+                    hint="re-plan: `ftplan plan` names the rows and the fix (--system-turn, --merge-consecutive)",
+                )
+            out.append(enc)
+    return out
 
 
 def _lm_dataset(plan: Plan, tokenizer, rows: list[dict], counts: Counter | None = None):
@@ -146,27 +156,16 @@ def _lm_dataset(plan: Plan, tokenizer, rows: list[dict], counts: Counter | None 
     rows with no trained token left are dropped and counted in ``counts``."""
     import datasets
 
-    template, tok = chat_template(plan, tokenizer), _backend(tokenizer)
-    seq_len = plan.training.seq_len
-    chunked = plan.task == "continued-pretraining"
+    counts = Counter() if counts is None else counts
+    seq_len, chunked = plan.training.seq_len, plan.task == "continued-pretraining"
     feats = []
-    for row in rows:
-        try:
-            enc = encode_row(plan, template, tok, row)
-        except TemplateRefusal as exc:
-            raise FtplanError(
-                f"{plan.data.path}: the chat template refuses a conversation ({exc})",
-                hint="re-plan: `ftplan plan` names the rows and the fix (--system-turn, --merge-consecutive)",
-            ) from None
-        if counts is not None:
-            counts.update(f"skipped: {kind} not rendered by the chat template" for kind in enc.lost)
+    for enc in encode_rows(plan, chat_template(plan, tokenizer), _backend(tokenizer), rows):
+        counts.update(f"skipped: {kind} not rendered by the chat template" for kind in enc.lost)
         if not chunked and len(enc.input_ids) > seq_len:
             enc = truncate(enc, seq_len)
-            if counts is not None:
-                counts["truncated_rows"] += 1
+            counts["truncated_rows"] += 1
         if not any(enc.completion_mask):
-            if counts is not None:
-                counts["untrained_dropped"] += 1
+            counts["untrained_dropped"] += 1
             continue
         feats.append({"input_ids": enc.input_ids, "completion_mask": enc.completion_mask})
     return datasets.Dataset.from_list(feats)

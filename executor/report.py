@@ -191,6 +191,16 @@ def report_section(summary: RunSummary, paths: RunPaths) -> str:
         "- Peak memory: " + ", ".join(f"{k} {v:.3f} GiB" for k, v in summary.peak_memory_gb.items()),
         f"- Final training loss: {_fmt(summary.final_train_loss)}",
     ]
+    d = summary.data
+    if d:
+        lines.append(
+            f"- Data: {d.get('rows_read', 0):,} rows read, {d.get('train_rows', 0):,} train / "
+            f"{d.get('val_rows', 0):,} validation; dropped {d.get('invalid_dropped', 0):,} malformed, "
+            f"{d.get('duplicates_dropped', 0):,} duplicates, {d.get('untrained_dropped', 0):,} with no trained "
+            f"token within seq_len; {d.get('truncated_rows', 0):,} cut at seq_len"
+        )
+        lines += [f"- Left out: {v:,} rows: {k.removeprefix('skipped: ')}" for k, v in d.items()
+                  if k.startswith("skipped: ")]
     keys = [k for k in summary.tuned if k not in ("examples", "samples")]
     if keys:
         lines += ["", "| metric | base | fine-tuned |", "|---|---|---|"]

@@ -6,6 +6,7 @@ from planner.dataset.chat import template_of_tokenizer
 from planner.errors import FtplanError
 from planner.plan import Plan
 
+
 def build_tokenizer(plan: Plan):
     """AutoTokenizer for ``plan.model``; chat template = plan's, else the tokenizer's, else the default.
 

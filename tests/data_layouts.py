@@ -42,15 +42,22 @@ LAYOUTS: dict[str, Layout] = {
     "alpaca": Layout(
         "sft",
         "alpaca",
-        [{"instruction": q, "input": "" if i % 2 else "Show your work.", "output": a} for i, (q, a) in
-         enumerate(_qa(i) for i in range(6))],
+        [
+            {"instruction": q, "input": "" if i % 2 else "Show your work.", "output": a}
+            for i, (q, a) in enumerate(_qa(i) for i in range(6))
+        ],
     ),
     "alpaca_system_history": Layout(
         "sft",
         "alpaca",
         [
-            {"instruction": q, "input": "", "output": a, "system": "You are a maths tutor.",
-             "history": [["Hello", "Hi! Ask me a sum."]]}
+            {
+                "instruction": q,
+                "input": "",
+                "output": a,
+                "system": "You are a maths tutor.",
+                "history": [["Hello", "Hi! Ask me a sum."]],
+            }
             for q, a in (_qa(i) for i in range(5))
         ],
         has_system=True,
@@ -58,8 +65,10 @@ LAYOUTS: dict[str, Layout] = {
     "self_instruct": Layout(
         "sft",
         "alpaca",
-        [{"id": f"seed_{i}", "instruction": q, "instances": [{"input": "", "output": a}], "is_classification": False}
-         for i, (q, a) in enumerate(_qa(i) for i in range(5))],
+        [
+            {"id": f"seed_{i}", "instruction": q, "instances": [{"input": "", "output": a}], "is_classification": False}
+            for i, (q, a) in enumerate(_qa(i) for i in range(5))
+        ],
     ),
     "instruction_response": Layout(
         "sft", "alpaca", [{"instruction": q, "response": a} for q, a in (_qa(i) for i in range(5))]
@@ -68,11 +77,15 @@ LAYOUTS: dict[str, Layout] = {
         "chat",
         "chat",
         [
-            {"conversations": [
-                {"from": "system", "value": "Be brief."},
-                {"from": "human", "value": q}, {"from": "gpt", "value": a},
-                {"from": "human", "value": "Thanks!"}, {"from": "gpt", "value": "You are welcome."},
-            ]}
+            {
+                "conversations": [
+                    {"from": "system", "value": "Be brief."},
+                    {"from": "human", "value": q},
+                    {"from": "gpt", "value": a},
+                    {"from": "human", "value": "Thanks!"},
+                    {"from": "gpt", "value": "You are welcome."},
+                ]
+            }
             for q, a in (_qa(i) for i in range(5))
         ],
         has_system=True,
@@ -81,12 +94,18 @@ LAYOUTS: dict[str, Layout] = {
         "chat",
         "chat",
         [
-            {"conversations": [
-                {"from": "human", "value": f"Weather in city {i}?"},
-                {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": f"c{i}"}})},
-                {"from": "observation", "value": json.dumps({"temp": 20 + i})},
-                {"from": "gpt", "value": f"It is {20 + i} degrees."},
-            ], "tools": BARE_TOOLS}
+            {
+                "conversations": [
+                    {"from": "human", "value": f"Weather in city {i}?"},
+                    {
+                        "from": "function_call",
+                        "value": json.dumps({"name": "get_weather", "arguments": {"city": f"c{i}"}}),
+                    },
+                    {"from": "observation", "value": json.dumps({"temp": 20 + i})},
+                    {"from": "gpt", "value": f"It is {20 + i} degrees."},
+                ],
+                "tools": BARE_TOOLS,
+            }
             for i in range(5)
         ],
         alternates=False,
@@ -95,8 +114,13 @@ LAYOUTS: dict[str, Layout] = {
         "chat",
         "chat",
         [
-            {"messages": [{"role": "system", "content": "You solve sums."},
-                          {"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            {
+                "messages": [
+                    {"role": "system", "content": "You solve sums."},
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": a},
+                ]
+            }
             for q, a in (_qa(i) for i in range(6))
         ],
         has_system=True,
@@ -105,20 +129,44 @@ LAYOUTS: dict[str, Layout] = {
         "chat",
         "chat",
         [
-            {"messages": [
-                {"role": "user", "content": f"Weather in city {i}?"},
-                {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": f"call_{i}", "type": "function",
-                     "function": {"name": "get_weather", "arguments": json.dumps({"city": f"c{i}"})}}]},
-                {"role": "tool", "tool_call_id": f"call_{i}", "content": json.dumps({"temp": 20 + i})},
-                {"role": "assistant", "content": f"It is {20 + i} degrees."},
-            ], "tools": TOOLS}
+            {
+                "messages": [
+                    {"role": "user", "content": f"Weather in city {i}?"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": f"call_{i}",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": json.dumps({"city": f"c{i}"})},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": f"call_{i}", "content": json.dumps({"temp": 20 + i})},
+                    {"role": "assistant", "content": f"It is {20 + i} degrees."},
+                ],
+                "tools": TOOLS,
+            }
             for i in range(4)
         ]
         + [  # a row whose answer is only a tool call (no content), as OpenAI's samples have
-            {"messages": [{"role": "user", "content": "Weather in Oslo?"},
-                          {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
-                              "name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]}], "tools": TOOLS}
+            {
+                "messages": [
+                    {"role": "user", "content": "Weather in Oslo?"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                            }
+                        ],
+                    },
+                ],
+                "tools": TOOLS,
+            }
         ],
         alternates=False,
     ),
@@ -126,8 +174,12 @@ LAYOUTS: dict[str, Layout] = {
         "chat",
         "chat",
         [
-            {"messages": [{"role": "user", "content": [{"type": "text", "value": q}]},
-                          {"role": "assistant", "content": [{"type": "text", "text": a}]}]}
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "value": q}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": a}]},
+                ]
+            }
             for q, a in (_qa(i) for i in range(5))
         ],
     ),
@@ -140,8 +192,10 @@ LAYOUTS: dict[str, Layout] = {
     "text": Layout(
         "continued-pretraining",
         "text",
-        [{"text": f"Document {i}. " + "The river runs to the sea and the sea is never full. " * (i + 1)}
-         for i in range(6)],
+        [
+            {"text": f"Document {i}. " + "The river runs to the sea and the sea is never full. " * (i + 1)}
+            for i in range(6)
+        ],
     ),
     "preference_explicit": Layout(
         "preference",
@@ -152,8 +206,10 @@ LAYOUTS: dict[str, Layout] = {
         "preference",
         "preference",
         [
-            {"chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-             "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": "No idea."}]}
+            {
+                "chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": "No idea."}],
+            }
             for q, a in (_qa(i) for i in range(5))
         ],
     ),
@@ -161,8 +217,11 @@ LAYOUTS: dict[str, Layout] = {
         "preference",
         "preference",
         [
-            {"conversations": [{"from": "human", "value": q}],
-             "chosen": {"from": "gpt", "value": a}, "rejected": {"from": "gpt", "value": "Maybe seven."}}
+            {
+                "conversations": [{"from": "human", "value": q}],
+                "chosen": {"from": "gpt", "value": a},
+                "rejected": {"from": "gpt", "value": "Maybe seven."},
+            }
             for q, a in (_qa(i) for i in range(5))
         ],
     ),
@@ -170,9 +229,11 @@ LAYOUTS: dict[str, Layout] = {
         "preference",
         "preference",
         [
-            {"input": {"messages": [{"role": "system", "content": "Be exact."}, {"role": "user", "content": q}]},
-             "preferred_output": [{"role": "assistant", "content": a}],
-             "non_preferred_output": [{"role": "assistant", "content": "Roughly ten."}]}
+            {
+                "input": {"messages": [{"role": "system", "content": "Be exact."}, {"role": "user", "content": q}]},
+                "preferred_output": [{"role": "assistant", "content": a}],
+                "non_preferred_output": [{"role": "assistant", "content": "Roughly ten."}],
+            }
             for q, a in (_qa(i) for i in range(5))
         ],
         has_system=True,
@@ -188,8 +249,13 @@ LAYOUTS: dict[str, Layout] = {
     "classification_category": Layout(
         "classification",
         "classification",
-        [{"text": f"my card {w} arrived" if i % 2 else f"the app {w} crashed", "category": "card" if i % 2 else "app"}
-         for i, w in enumerate(["never", "has", "still", "not", "finally", "just"])],
+        [
+            {
+                "text": f"my card {w} arrived" if i % 2 else f"the app {w} crashed",
+                "category": "card" if i % 2 else "app",
+            }
+            for i, w in enumerate(["never", "has", "still", "not", "finally", "just"])
+        ],
     ),
     "classification_mapped": Layout(
         "classification",
@@ -203,14 +269,24 @@ LAYOUTS: dict[str, Layout] = {
 REFUSED: dict[str, tuple[str, list[dict], str]] = {
     "kto": (
         "chat",
-        [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "label": i % 2 == 0}
-         for i, (q, a) in enumerate(_qa(i) for i in range(4))],
+        [
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "label": i % 2 == 0}
+            for i, (q, a) in enumerate(_qa(i) for i in range(4))
+        ],
         "KTO",
     ),
     "multimodal": (
         "chat",
-        [{"messages": [{"role": "user", "content": "<image>Who is this?"}, {"role": "assistant", "content": "A cat."}],
-          "images": ["img/1.jpg"]} for _ in range(3)],
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "<image>Who is this?"},
+                    {"role": "assistant", "content": "A cat."},
+                ],
+                "images": ["img/1.jpg"],
+            }
+            for _ in range(3)
+        ],
         "text-only",
     ),
     "unmapped_classification": ("classification", [{"utterance": "hi", "intent": "greet"}] * 3, "--columns"),

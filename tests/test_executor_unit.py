@@ -41,7 +41,8 @@ def test_rouge_l_and_exact_match():
 
 
 def test_assistant_mask_covers_every_assistant_turn_and_end_of_turn(tokenizer):
-    from executor.data import tokenize_conversation
+    from planner.dataset.chat import template_of_tokenizer
+    from planner.dataset.encode import encode_conversation
 
     msgs = [
         {"role": "user", "content": "2+3"},
@@ -49,11 +50,11 @@ def test_assistant_mask_covers_every_assistant_turn_and_end_of_turn(tokenizer):
         {"role": "user", "content": "again"},
         {"role": "assistant", "content": "55"},
     ]
-    enc = tokenize_conversation(tokenizer, msgs)
-    trained = tokenizer.decode([t for t, m in zip(enc["input_ids"], enc["completion_mask"]) if m])
+    enc = encode_conversation(template_of_tokenizer(tokenizer), tokenizer.backend_tokenizer, msgs)
+    trained = tokenizer.decode([t for t, m in zip(enc.input_ids, enc.completion_mask) if m])
     assert trained == "5" + tokenizer.eos_token + "55" + tokenizer.eos_token
     # and the untrained part is exactly the prompts and role headers
-    assert "2+3" in tokenizer.decode([t for t, m in zip(enc["input_ids"], enc["completion_mask"]) if not m])
+    assert "2+3" in tokenizer.decode([t for t, m in zip(enc.input_ids, enc.completion_mask) if not m])
 
 
 def test_packed_examples_attend_only_within_themselves(tmp_path, model_dir):
@@ -95,7 +96,7 @@ def test_rows_not_matching_the_format_name_the_line(tmp_path, model_dir):
 
     plan = make_plan(tmp_path, model=model_dir)
     plan.data.path = str(write_jsonl(tmp_path / "d.jsonl", [{"question_text": "x"}] * 4))
-    with pytest.raises(FtplanError, match=r"d.jsonl line 1: row needs non-empty 'instruction'"):
+    with pytest.raises(FtplanError, match=r"d.jsonl line 1: missing field 'instruction'"):
         load_rows(plan)
     plan.task = "continued-pretraining"
     with pytest.raises(FtplanError, match="cannot train task 'continued-pretraining'"):

@@ -642,6 +642,30 @@ def test_data_path_completion_and_invalid_rows(workdir, services):
     asyncio.run(drive())
 
 
+def test_data_step_column_mapping_reprofiles_and_reaches_the_plan(workdir, services):
+    """The data step reads the file through the same data path as `ftplan plan`: an unmapped label column is
+    refused with the mapping that works; typing the mapping re-profiles and the answer carries it."""
+    rows = [{"utterance": f"refund number {i} please", "intent": "refund" if i % 2 else "other"} for i in range(30)]
+    (workdir / "intents.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    app = WizardApp(services, _answers_at(2, workdir, services), start_step=2)
+
+    async def drive():
+        async with app.run_test(size=SIZE) as pilot:
+            set_value(app, "#data", "intents.jsonl")
+            await settle(pilot)
+            message = await _blocked(pilot, DataScreen)
+            assert "columns found: utterance, intent" in message and "--columns" in message
+            set_value(app, "#columns", "text=utterance,label=intent")
+            await settle(pilot)
+            profile = str(app.screen.query_one("#profile").render())
+            assert "classification records" in profile and "30 rows (30 valid)" in profile
+            await next_step(pilot)
+            assert app.answers.columns == {"text": "utterance", "label": "intent"}
+            assert app.answers.request().columns == {"text": "utterance", "label": "intent"}
+
+    asyncio.run(drive())
+
+
 def test_cli_wizard_prefills_answers(workdir, monkeypatch):
     from planner.cli import main
 

@@ -67,9 +67,9 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
                    general_data, out_dir, sets, trust_remote_code, force, columns=None, system_turn="keep",
                    merge_consecutive=False):
     """Validate the options, decide the plan and write its folder; returns (PlanResult, folder)."""
+    from planner.dataset.layouts import parse_columns
     from planner.plan import parse_set_options
     from planner.render import check_out_dir, write_plan_folder
-    from planner.dataset.layouts import parse_columns
     from planner.request import PlanRequest
     from planner.rules import make_plan
 

@@ -252,6 +252,9 @@ class TemplateFixes:
         return self.system_turn != "keep" or self.merge_consecutive
 
 
+NO_FIXES = TemplateFixes()
+
+
 def apply_fixes(messages: list[dict], fixes: TemplateFixes) -> list[dict]:
     """The conversation with the fixes applied (a new list; the input is not changed).
 

@@ -16,9 +16,10 @@ differently, the turn's own text is searched). Sequences longer than ``seq_len``
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
-from planner.dataset.chat import ChatTemplate, TemplateFixes, apply_fixes
+from planner.dataset.chat import NO_FIXES, ChatTemplate, TemplateFixes, TemplateRefusal, apply_fixes
 
 
 @dataclass
@@ -64,7 +65,7 @@ def assistant_spans(template: ChatTemplate, messages: list[dict], tools, full: s
         span = None
         try:
             start = len(template.render(messages[:i], tools, add_generation_prompt=True)) if i else 0
-            upto = template.render(messages[: i + 1], tools)
+            upto = full if i == len(messages) - 1 else template.render(messages[: i + 1], tools)
             end = len(upto.rstrip())
             if start < end and full.startswith(upto[:end]):
                 span = (start, end)
@@ -85,17 +86,55 @@ def assistant_spans(template: ChatTemplate, messages: list[dict], tools, full: s
     return spans
 
 
-def encode_conversation(
-    template: ChatTemplate, tok, messages: list[dict], tools=None, fixes: TemplateFixes = TemplateFixes()
-) -> Encoded:
-    """input_ids and completion mask of one conversation; TemplateRefusal when the template refuses it."""
+def _mask(offsets, spans: list[tuple[int, int]]) -> list[int]:
+    """1 for every token whose first character lies in a span. Token start offsets never decrease, so each
+    span is one slice found by bisection (a Python loop over tokens is the profile's slowest step)."""
+    starts = [a for a, _ in offsets]
+    mask = [0] * len(starts)
+    for s, e in spans:
+        lo, hi = bisect_left(starts, s), bisect_left(starts, e)
+        mask[lo:hi] = [1] * (hi - lo)
+    return mask
+
+
+def render_conversation(
+    template: ChatTemplate, messages: list[dict], tools=None, fixes: TemplateFixes = NO_FIXES
+) -> tuple[str, list[tuple[int, int]], list[str]]:
+    """(text, trained character spans, content the template dropped); TemplateRefusal when it refuses."""
     msgs = apply_fixes(messages, fixes)
     full = template.render(msgs, tools)
-    spans = assistant_spans(template, msgs, tools, full)
-    enc = _encode(tok, full)
-    mask = [int(any(s <= a < e for s, e in spans)) for a, _ in enc.offsets]
-    first = next((i for i, v in enumerate(mask) if v), len(mask))
-    return Encoded(list(enc.ids), mask, first, _missing_content(full, msgs, tools))
+    spans = sorted(assistant_spans(template, msgs, tools, full))
+    return full, spans, _missing_content(full, msgs, tools)
+
+
+def _encoded(enc, spans: list[tuple[int, int]], lost: list[str]) -> Encoded:
+    mask = _mask(enc.offsets, spans)
+    first = mask.index(1) if 1 in mask else len(mask)
+    return Encoded(list(enc.ids), mask, first, lost)
+
+
+def encode_conversation(
+    template: ChatTemplate, tok, messages: list[dict], tools=None, fixes: TemplateFixes = NO_FIXES
+) -> Encoded:
+    """input_ids and completion mask of one conversation; TemplateRefusal when the template refuses it."""
+    full, spans, lost = render_conversation(template, messages, tools, fixes)
+    return _encoded(_encode(tok, full), spans, lost)
+
+
+def encode_conversations(
+    template: ChatTemplate, tok, examples: list[dict], fixes: TemplateFixes = NO_FIXES
+) -> list[Encoded | TemplateRefusal]:
+    """encode_conversation for many ``{"messages", "tools"}`` examples with one ``encode_batch`` call (the
+    Rust tokenizer uses every core); a refused example gives its TemplateRefusal in its place."""
+    rendered: list = []
+    for ex in examples:
+        try:
+            rendered.append(render_conversation(template, ex["messages"], ex.get("tools"), fixes))
+        except TemplateRefusal as exc:
+            rendered.append(exc)
+    ok = [r for r in rendered if not isinstance(r, TemplateRefusal)]
+    encs = iter(tok.encode_batch([r[0] for r in ok], add_special_tokens=False) if ok else [])
+    return [r if isinstance(r, TemplateRefusal) else _encoded(next(encs), r[1], r[2]) for r in rendered]
 
 
 def encode_text(tok, text: str, eos_token: str) -> Encoded:
@@ -121,7 +160,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 def encode_pair(
     template: ChatTemplate, tok, prompt: list[dict], answers: list[list[dict]], tools=None,
-    fixes: TemplateFixes = TemplateFixes(),
+    fixes: TemplateFixes = NO_FIXES,
 ) -> tuple[int, list[int]]:  # fmt: skip
     """(prompt tokens, prompt+answer lengths) as TRL's DPO/KTO tokenization counts them.
 

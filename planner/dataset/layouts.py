@@ -9,7 +9,7 @@ format (plan data.format) canonical example                                     
 text                      {"text"}                                                           language modeling
 alpaca, prompt_completion {"messages": [user, assistant], "tools": None}                     conversational
 chat                      {"messages": [...], "tools": [...] | None}                         conversational (tools)
-preference                {"prompt": [...], "chosen": [...], "rejected": [...], "tools"}     preference (explicit prompt)
+preference                {"prompt": [...], "chosen": [...], "rejected": [...], "tools"}     preference
 kto                       {"prompt": [...], "completion": [...], "label": bool}              unpaired preference
 classification            {"text", "label"}                                                  (sequence classification)
 ========================  =================================================================  ==========
@@ -154,9 +154,7 @@ def _content(value, where: str, notes: list[str]) -> tuple[str | None, str | Non
         elif kind == "tool_call":
             calls.append(_tool_call(body, where))
         elif kind in MEDIA_PART_TYPES:
-            raise BadRow(
-                f"{where} has an {kind} part: ftplan fine-tunes text-only models (remove multimodal rows)"
-            )
+            raise BadRow(f"{where} has an {kind} part: ftplan fine-tunes text-only models (remove multimodal rows)")
         else:
             raise BadRow(f"{where} has a content part of unknown type '{kind}' (text parts are read)")
     return "".join(texts), ("\n".join(reasoning) or None), calls
@@ -328,7 +326,9 @@ def norm_prompt_completion(rec: dict, notes: list[str]) -> dict:
     if isinstance(prompt_val, list):  # conversational prompt-completion (TRL)
         prompt = messages(prompt_val, "prompt", notes)
         completion = messages(completion_val, "completion", notes)
-        return _conversation(_trim_to_last_answer(prompt + completion, "completion", notes), tools_list(rec.get("tools")))
+        return _conversation(
+            _trim_to_last_answer(prompt + completion, "completion", notes), tools_list(rec.get("tools"))
+        )
     prompt = _string(rec, "prompt", "question", what="prompt")
     completion = _string(rec, "completion", "answer", what="response")
     msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
@@ -507,7 +507,8 @@ FORMAT_RULES: tuple[FormatRule, ...] = (
                "unpaired preference / KTO (messages or prompt+completion, boolean label)"),
     FormatRule("chat", (("messages", "conversations"),),
                "chat (messages: [{role, content}] or ShareGPT conversations: [{from, value}])"),
-    FormatRule("alpaca", (("instruction",), ("output", "response", "instances")), "alpaca (instruction, input, output)"),
+    FormatRule("alpaca", (("instruction",), ("output", "response", "instances")),
+               "alpaca (instruction, input, output)"),
     FormatRule("prompt_completion", (("prompt", "question"), ("completion", "answer")),
                "prompt/completion (prompt, completion; or question, answer)"),
     FormatRule("classification", (TEXT_COLUMNS, LABEL_COLUMNS), "classification (text, label)"),
@@ -571,8 +572,21 @@ FIELDS_READ: dict[str, tuple[str, ...]] = {
     "chat": ("messages", "conversations", "system", "tools"),
     "prompt_completion": ("prompt", "question", "completion", "answer", "system", "tools"),
     "text": ("text", "content", "document"),
-    "preference": ("prompt", "question", "conversations", "messages", "chosen", "rejected", "chosen_messages",
-                   "rejected_messages", "input", "preferred_output", "non_preferred_output", "system", "tools"),
+    "preference": (
+        "prompt",
+        "question",
+        "conversations",
+        "messages",
+        "chosen",
+        "rejected",
+        "chosen_messages",
+        "rejected_messages",
+        "input",
+        "preferred_output",
+        "non_preferred_output",
+        "system",
+        "tools",
+    ),
     "kto": ("messages", "conversations", "prompt", "completion", "label", "kto_tag", "system", "tools"),
     "classification": TEXT_COLUMNS + LABEL_COLUMNS,
 }
@@ -672,7 +686,10 @@ def shape_for_task(example: dict, fmt: str, task: str, classification_mode: str 
     (user: text, assistant: label) for sft/chat and for classification by generation."""
     if fmt == "classification" and (task in ("sft", "chat") or classification_mode != "head"):
         return {
-            "messages": [{"role": "user", "content": example["text"]}, {"role": "assistant", "content": example["label"]}],
+            "messages": [
+                {"role": "user", "content": example["text"]},
+                {"role": "assistant", "content": example["label"]},
+            ],
             "tools": None,
             "label": example["label"],
         }

@@ -24,14 +24,28 @@ from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
 
 from planner.dataset import layouts
-from planner.dataset.chat import ChatTemplate, TemplateFixes, TemplateRefusal, suggest_fix, template_from_folder
-from planner.dataset.encode import encode_conversation, encode_labelled, encode_pair, encode_text
+from planner.dataset.chat import (
+    NO_FIXES,
+    ChatTemplate,
+    TemplateFixes,
+    TemplateRefusal,
+    suggest_fix,
+    template_from_folder,
+)
+from planner.dataset.encode import (
+    encode_conversation,
+    encode_conversations,
+    encode_labelled,
+    encode_pair,
+    encode_text,
+)
 from planner.dataset.readers import BadRow, describe_file, file_type_of, iter_records
 from planner.dataset.tokens import HeuristicCounter, TokenCounter, make_counter, template_overhead
 from planner.errors import FtplanError
 
 MAX_INVALID_KEPT = 50  # invalid rows listed with their reasons (all are counted)
 DETECT_SAMPLE = 200  # records looked at to detect the format
+MEASURE_BATCH = 256  # rows rendered, then tokenized in one encode_batch call
 
 
 @dataclass(frozen=True)
@@ -121,13 +135,34 @@ class Measurer:
     def measure(self, ex: dict) -> Measured:
         return self._exact(ex) if self.exact else self._heuristic(ex)
 
+    def measure_batch(self, examples: list[dict]) -> list[Measured | TemplateRefusal]:
+        """``measure`` for many examples; conversations share one batched tokenizer call."""
+        if not self.exact:
+            return [self._heuristic(ex) for ex in examples]
+        convs = [ex for ex in examples if "messages" in ex]
+        encoded = iter(encode_conversations(self.template, self.tok, convs, self.fixes))
+        out: list[Measured | TemplateRefusal] = []
+        for ex in examples:
+            if "messages" in ex:
+                enc = next(encoded)
+                out.append(enc if isinstance(enc, TemplateRefusal) else
+                           Measured(len(enc.input_ids), sum(enc.completion_mask), enc.first_trained, enc.lost))
+                continue
+            try:
+                out.append(self._exact(ex))
+            except TemplateRefusal as exc:
+                out.append(exc)
+        return out
+
     def _exact(self, ex: dict) -> Measured:
         t, tok = self.template, self.tok
         if "messages" in ex:
             enc = encode_conversation(t, tok, ex["messages"], ex.get("tools"), self.fixes)
             return Measured(len(enc.input_ids), sum(enc.completion_mask), enc.first_trained, enc.lost)
         if "chosen" in ex:
-            prompt_len, lengths = encode_pair(t, tok, ex["prompt"], [ex["chosen"], ex["rejected"]], ex.get("tools"), self.fixes)
+            prompt_len, lengths = encode_pair(
+                t, tok, ex["prompt"], [ex["chosen"], ex["rejected"]], ex.get("tools"), self.fixes
+            )
             return Measured(max(lengths), max(lengths) - prompt_len, prompt_len, [])
         if "completion" in ex:
             prompt_len, lengths = encode_pair(t, tok, ex["prompt"], [ex["completion"]], ex.get("tools"), self.fixes)
@@ -287,7 +322,12 @@ def shaped_rows(
             continue
         ex = layouts.shape_for_task(norm.example, fmt, task, classification_mode)
         label = ex.get("label")
-        yield Row(line, ex, notes=tuple(norm.notes), label=None if label is None else str(label).lower() if isinstance(label, bool) else str(label))
+        yield Row(
+            line,
+            ex,
+            notes=tuple(norm.notes),
+            label=None if label is None else str(label).lower() if isinstance(label, bool) else str(label),
+        )
 
 
 def profile_data(
@@ -298,7 +338,7 @@ def profile_data(
     max_rows: int | None = None,
     vocab_size: int | None = None,
     columns: dict[str, str] | str | None = None,
-    fixes: TemplateFixes = TemplateFixes(),
+    fixes: TemplateFixes = NO_FIXES,
     chat_template: str | None = None,
     model_type: str | None = None,
     classification_mode: str = "generate",
@@ -339,32 +379,44 @@ def _profile(path, fmt, task, rows: Iterable[Row], measurer: Measurer, max_rows,
     labels: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     truncated = False
+    pending: list[Row] = []
+
+    def bad(row: Row, reason: str) -> None:
+        nonlocal invalid_count, empty
+        invalid_count += 1
+        empty += row.empty
+        if len(invalid) < MAX_INVALID_KEPT:
+            invalid.append(InvalidRow(row.line, reason))
+
+    def flush() -> None:
+        nonlocal refusals, first_refusal, fix
+        for row, m in zip(pending, measurer.measure_batch([r.example for r in pending])):
+            if isinstance(m, TemplateRefusal):
+                refusals += 1
+                if not first_refusal:
+                    first_refusal = f"line {row.line}: {m}"
+                    fix = _suggest(measurer, row.example)
+                bad(row, f"the chat template refuses this conversation: {m}")
+                continue
+            stats.add(row.example, m)
+            skipped.update(row.notes)
+            skipped.update(f"{kind} not rendered by the chat template" for kind in m.lost)
+            if row.label is not None:
+                labels[row.label] += 1
+        pending.clear()
+
     for row in rows:
         if n == max_rows:
             truncated = True
             break
         n += 1
-        reason = row.reason
-        if row.example is not None:
-            try:
-                m = measurer.measure(row.example)
-            except TemplateRefusal as exc:
-                refusals += 1
-                reason = f"the chat template refuses this conversation: {exc}"
-                if not first_refusal:
-                    first_refusal = f"line {row.line}: {exc}"
-                    fix = _suggest(measurer, row.example)
-            else:
-                stats.add(row.example, m)
-                skipped.update(row.notes)
-                skipped.update(f"{kind} not rendered by the chat template" for kind in m.lost)
-                if row.label is not None:
-                    labels[row.label] += 1
-                continue
-        invalid_count += 1
-        empty += row.empty
-        if len(invalid) < MAX_INVALID_KEPT:
-            invalid.append(InvalidRow(row.line, reason))
+        if row.example is None:
+            bad(row, row.reason)
+            continue
+        pending.append(row)
+        if len(pending) >= MEASURE_BATCH:
+            flush()
+    flush()
     fields = tuple(dict.fromkeys(k for _, r in sample if isinstance(r, dict) for k in r))[:200]
     notes = _notes(path, measurer, truncated, max_rows, columns)
     mapped = dict.fromkeys(k for _, r in sample if isinstance(r, dict) for k in layouts.map_columns(r, columns))

@@ -33,9 +33,7 @@ class HFTokenizerCounter(TokenCounter):
     def __init__(self, path: str):
         file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
         if not os.path.isfile(file):
-            raise FtplanError(
-                f"no tokenizer.json at {path}", hint="give the folder or file of a fast tokenizer"
-            )
+            raise FtplanError(f"no tokenizer.json at {path}", hint="give the folder or file of a fast tokenizer")
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -175,7 +173,6 @@ def make_counter(tokenizer_path: str | None, vocab_size: int | None = None) -> T
             hint="give a tokenizer.json file or the model folder that holds it",
         )
     return HFTokenizerCounter(tokenizer_path)
-
 
 
 # Chat-template tokens around each message and once per sequence, for counting without a local tokenizer.

@@ -28,7 +28,8 @@ TASK_FOR_FORMAT = {
 
 # Answers whose change makes the later strategy/settings choices stale (they were picked for other
 # inputs): the App drops those overrides when one of these changes.
-UPSTREAM = ("model", "data", "task", "goal", "max_hours", "max_cost", "gpu", "gpus", "price_per_hour")
+UPSTREAM = ("model", "data", "columns", "system_turn", "task", "goal", "max_hours", "max_cost", "gpu", "gpus",
+            "price_per_hour")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class WizardAnswers:
     spec: Any = None  # ModelSpec of ``model`` (from services.load_model_spec)
     data: str = ""
     profile: Any = None  # DataProfile of ``data`` (from services.profile_data)
+    columns: dict[str, str] = field(default_factory=dict)  # --columns mapping from the data step
+    system_turn: str = "keep"  # --system-turn from the data step (templates without a system role)
     task: str = ""  # "" until the task step: defaults from the data format
     goal: str = "balanced"
     max_hours: float | None = None
@@ -78,7 +81,23 @@ class WizardAnswers:
             max_hours=self.max_hours,
             max_cost=self.max_cost,
             overrides=self.overrides,
+            columns=dict(self.columns),
+            system_turn=self.system_turn,
         )
+
+    def profile_options(self, task: str | None) -> dict[str, Any]:
+        """The profile_data keywords `ftplan plan` uses for these answers (planner.rules.engine)."""
+        from planner.dataset.chat import TemplateFixes
+
+        spec = self.spec
+        return {
+            "tokenizer_path": getattr(spec, "tokenizer_path", None),
+            "task": task or None,
+            "vocab_size": getattr(spec, "vocab_size", None),
+            "model_type": getattr(spec, "model_type", None),
+            "columns": dict(self.columns),
+            "fixes": TemplateFixes(self.system_turn),
+        }
 
     def merged(self, changes: dict[str, Any]) -> WizardAnswers:
         """These answers with one step's answer merged in; stale later choices dropped."""

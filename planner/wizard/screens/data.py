@@ -1,4 +1,5 @@
-"""Step 2: the dataset file (path completion), profiled as soon as it is read."""
+"""Step 2: the dataset file (path completion), profiled as soon as it is read, through the same data path
+`ftplan plan` and the run use: column mapping, the model's chat template check, exact token counts."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.widgets import Input, Label, Static
+from textual.containers import Horizontal
+from textual.widgets import Input, Label, Select, Static
 from textual.worker import get_current_worker
 
+from planner.dataset.chat import SYSTEM_TURN_CHOICES
+from planner.errors import FtplanError
 from planner.wizard.screens.base import StepFailed, StepScreen
 from planner.wizard.widgets import PathSuggester
 
@@ -23,15 +27,26 @@ class DataScreen(StepScreen):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._checked: dict[str, tuple[Any, str | None]] = {}
+        self._checked: dict[tuple, tuple[Any, str | None]] = {}  # (path, columns, system turn) -> result
         self._value = ""  # the field's text last handled
+        self._columns = self.answers.columns
+        self._system_turn = self.answers.system_turn
         if self.answers.profile is not None:
-            self._checked[self.answers.data] = (self.answers.profile, None)
+            self._checked[self._key(self.answers.data)] = (self.answers.profile, None)
+
+    def _key(self, value: str) -> tuple:
+        return (value, tuple(sorted(self._columns.items())), self._system_turn)
 
     def compose_body(self) -> ComposeResult:
-        yield Label("Training data: a .jsonl, .json, .csv or .parquet file (→ or End completes the path)")
+        yield Label("Training data: jsonl/json/csv/tsv/parquet/txt, compressed or not (→ completes)")
         yield Input(value=self.answers.data, placeholder="e.g. data/train.jsonl", suggester=PathSuggester(),
                     id="data")
+        yield Label("Optional: columns NAME=COLUMN,... · system turn (templates without one)")
+        columns = ",".join(f"{k}={v}" for k, v in self.answers.columns.items())
+        with Horizontal(id="data-options"):
+            yield Input(value=columns, placeholder="e.g. label=category,prompt=question", id="columns")
+            yield Select([(f"system turn: {c}", c) for c in SYSTEM_TURN_CHOICES], value=self.answers.system_turn,
+                         allow_blank=False, id="system-turn")
         yield Static("", id="profile")
 
     def on_mount(self) -> None:
@@ -40,14 +55,38 @@ class DataScreen(StepScreen):
         if self._value:
             self._check(self._value)
 
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "system-turn" and str(event.value) != self._system_turn:
+            self._system_turn = str(event.value)
+            self._recheck()
+
+    def _recheck(self) -> None:
+        self.show_error(None)
+        value = self.query_one("#data", Input).value.strip()
+        if value and is_file(value):
+            self.query_one("#profile", Static).update("reading…")
+            self.debounce("data", lambda: self._check(value))
+
     def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "columns":
+            try:
+                from planner.dataset.layouts import parse_columns
+
+                columns = parse_columns(event.value.strip())
+            except FtplanError as exc:
+                self.show_error(str(exc))
+                return
+            if columns != self._columns:
+                self._columns = columns
+                self._recheck()
+            return
         value = event.value.strip()
         if value == self._value:
             return
         self._value = value
         self.show_error(None)
         profile = self.query_one("#profile", Static)
-        if value in self._checked:
+        if self._key(value) in self._checked:
             self._show(value)
         elif not value or not is_file(value):
             profile.update("")  # a path being typed: no message until Next or a real file
@@ -60,7 +99,7 @@ class DataScreen(StepScreen):
         self.action_next()
 
     def _check(self, value: str) -> None:
-        if value in self._checked:
+        if self._key(value) in self._checked:
             self._show(value)
         else:
             self._profile(value)
@@ -72,21 +111,30 @@ class DataScreen(StepScreen):
             self.app.call_from_thread(self._show, value)
 
     def _profile_now(self, value: str) -> tuple[Any, str | None]:
-        tokenizer = getattr(self.answers.spec, "tokenizer_path", None)
+        from dataclasses import replace
+
+        options = replace(self.answers, columns=self._columns, system_turn=self._system_turn).profile_options(
+            self.answers.task or None)
         try:
-            prof = self.call(self.services.profile_data, value, tokenizer_path=tokenizer,
-                             task=self.answers.task or None)
+            prof = self.call(self.services.profile_data, value, **options)
             found = (prof, None) if prof.valid_rows > 0 else (
                 prof, f"{value}: no valid rows out of {prof.rows}: fix the rows listed above")
+            if getattr(prof, "template_refusals", 0):
+                fix = f"; choose system turn '{prof.suggested_fix.split()[-1]}'" if "--system-turn" in (
+                    prof.suggested_fix or "") else ""
+                found = (prof, f"the model's chat template refuses {prof.template_refusals} rows "
+                               f"({prof.template_refusal}){fix}")
         except StepFailed as exc:
             found = (None, str(exc))
-        self._checked[value] = found
+        self._checked[self._key(value)] = found
         return found
 
     def _show(self, value: str) -> None:
         if self.query_one("#data", Input).value.strip() != value:
             return
-        prof, error = self._checked[value]
+        if self._key(value) not in self._checked:
+            return
+        prof, error = self._checked[self._key(value)]
         self.query_one("#profile", Static).update(describe_profile(prof) if prof is not None else "")
         self.show_error(error)
 
@@ -94,13 +142,14 @@ class DataScreen(StepScreen):
         value = self.query_one("#data", Input).value.strip()
         if not value:
             return "enter the path of the training data file"
-        _, error = self._checked.get(value) or self._profile_now(value)
+        _, error = self._checked.get(self._key(value)) or self._profile_now(value)
         self._show(value)
         return error
 
     def answer(self) -> dict[str, Any]:
         value = self.query_one("#data", Input).value.strip()
-        return {"data": value, "profile": self._checked[value][0]}
+        return {"data": value, "profile": self._checked[self._key(value)][0], "columns": dict(self._columns),
+                "system_turn": self._system_turn}
 
 
 def is_file(text: str) -> bool:
@@ -130,6 +179,11 @@ def describe_profile(p) -> Text:
     if p.label_counts:
         labels = ", ".join(f"{k}: {v}" for k, v in sorted(p.label_counts.items(), key=lambda kv: -kv[1])[:6])
         t.append(f"\n  labels: {labels}")
+    template = getattr(p, "template", "")
+    if template:
+        t.append(f"\n  chat template: {template} (every row rendered and tokenized as training will)")
+    for kind, n in (getattr(p, "skipped", None) or {}).items():
+        t.append(f"\n  left out: {n:,} rows: {kind}", style="yellow")
     for row in p.invalid[:SHOW_INVALID]:
         t.append(f"\n  line {row.line}: ", style="red")
         t.append(row.reason)

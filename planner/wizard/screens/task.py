@@ -102,9 +102,8 @@ class TaskScreen(StepScreen):
     def _profile_for(self, task: str):
         """The data profile as `ftplan plan` reads it: with the task (it can break format ties)."""
         if task not in self._profiles:
-            tokenizer = getattr(self.answers.spec, "tokenizer_path", None)
             self._profiles[task] = self.call(self.services.profile_data, self.answers.data,
-                                             tokenizer_path=tokenizer, task=task)
+                                             **self.answers.profile_options(task))
         return self._profiles[task]
 
     def _answers_for_planning(self, pending: dict[str, Any]):
