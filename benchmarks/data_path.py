@@ -72,10 +72,18 @@ def planned_vs_trained(root: Path) -> list[dict]:
                     for k in ("chosen", "rejected"):
                         trained += len(tok.apply_chat_template(r["prompt"] + r[k], tokenize=True)["input_ids"])
             planned = plan.estimate.tokens / plan.training.epochs if plan.training.max_steps <= 0 else None
+            # The same rows counted without the tokenizer (heuristic + the template family's overhead table):
+            # what a plan made without a local tokenizer assumes.
+            heur = profile_data(str(REPO / "examples" / "data" / name), task=task, vocab_size=len(tok),
+                                model_type="qwen2")  # fmt: skip
+            seqs = 2 if task == "preference" else 1
+            heuristic = heur.tokens_mean * seqs * len(bundle.train)
             rows.append({
                 "tokenizer": style, "file": name, "task": task, "rows_trained": len(bundle.train),
                 "planned_tokens_per_epoch": round(planned) if planned else None, "trained_tokens_per_epoch": trained,
                 "error_pct": round(100 * (planned - trained) / trained, 2) if planned else None,
+                "heuristic_tokens_per_epoch": round(heuristic),
+                "heuristic_error_pct": round(100 * (heuristic - trained) / trained, 1),
                 "profile_tokens_mean": round(result.profile.tokens_mean, 2),
             })  # fmt: skip
             print(json.dumps(rows[-1]))

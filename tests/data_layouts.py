@@ -183,6 +183,26 @@ LAYOUTS: dict[str, Layout] = {
             for q, a in (_qa(i) for i in range(5))
         ],
     ),
+    "dolly": Layout(
+        "sft",
+        "alpaca",
+        [{"instruction": q, "context": "Numbers are added digit by digit.", "response": a, "category": "open_qa"}
+         for q, a in (_qa(i) for i in range(5))],
+    ),
+    "prompt_response": Layout(
+        "sft", "prompt_completion", [{"prompt": q, "response": a} for q, a in (_qa(i) for i in range(5))]
+    ),
+    "preference_ultrafeedback": Layout(
+        "preference",
+        "preference",
+        [
+            {"prompt": q, "prompt_id": str(i),
+             "chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+             "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": "Eleven."}],
+             "score_chosen": 9.0, "score_rejected": 2.0}
+            for i, (q, a) in enumerate(_qa(i) for i in range(5))
+        ],
+    ),
     "prompt_completion": Layout(
         "sft", "prompt_completion", [{"prompt": q, "completion": " " + a} for q, a in (_qa(i) for i in range(5))]
     ),

@@ -67,6 +67,9 @@ MEDIA_FIELDS = ("images", "image", "videos", "video", "audios", "audio")
 # Aliases of the canonical fields (what the columns are called in published data).
 LABEL_COLUMNS = ("label", "labels", "category", "class", "intent", "target")
 TEXT_COLUMNS = ("text", "sentence", "content", "input", "review", "document")
+# prompt/completion aliases: TRL's names, Q&A sets, OpenAssistant/HH-style SFT `prompt`/`response`.
+PROMPT_KEYS = ("prompt", "question", "query")
+COMPLETION_KEYS = ("completion", "answer", "response", "output")
 # Mapping targets accepted by --columns / data.columns.
 COLUMN_NAMES = (
     "text", "label", "prompt", "completion", "instruction", "input", "output", "system", "history",
@@ -310,7 +313,7 @@ def norm_alpaca(rec: dict, notes: list[str]) -> dict:
             notes.append("extra Self-Instruct instances (only the first is trained)")
         extra, output = _string(inst[0], "input", required=False), _string(inst[0], "output", what="response")
     else:
-        extra = _string(rec, "input", required=False)
+        extra = _string(rec, "input", "context", required=False)  # Dolly's `context` is alpaca's `input`
         output = _string(rec, "output", "response", what="response")
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction  # LLaMA-Factory/Stanford Alpaca join
     msgs = _history(rec) + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
@@ -321,16 +324,16 @@ def norm_alpaca(rec: dict, notes: list[str]) -> dict:
 
 
 def norm_prompt_completion(rec: dict, notes: list[str]) -> dict:
-    prompt_val = _maybe_json(rec.get("prompt", rec.get("question")))
-    completion_val = _maybe_json(rec.get("completion", rec.get("answer")))
+    prompt_val = _maybe_json(next((rec[k] for k in PROMPT_KEYS if rec.get(k) is not None), None))
+    completion_val = _maybe_json(next((rec[k] for k in COMPLETION_KEYS if rec.get(k) is not None), None))
     if isinstance(prompt_val, list):  # conversational prompt-completion (TRL)
         prompt = messages(prompt_val, "prompt", notes)
         completion = messages(completion_val, "completion", notes)
         return _conversation(
             _trim_to_last_answer(prompt + completion, "completion", notes), tools_list(rec.get("tools"))
         )
-    prompt = _string(rec, "prompt", "question", what="prompt")
-    completion = _string(rec, "completion", "answer", what="response")
+    prompt = _string(rec, *PROMPT_KEYS, what="prompt")
+    completion = _string(rec, *COMPLETION_KEYS, what="response")
     msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
     if isinstance(rec.get("system"), str) and rec["system"].strip():
         msgs.insert(0, {"role": "system", "content": rec["system"]})
@@ -413,6 +416,10 @@ def norm_preference(rec: dict, notes: list[str]) -> dict:
                 raise BadRow("missing prompt: no 'prompt' field and chosen/rejected are not conversations")
             raw_c, raw_r = hc, hr
         chosen, rejected = _answer(raw_c, ck, notes), _answer(raw_r, rk, notes)
+        if prompt_val is not None and _split_implicit(chosen, rejected)[0]:
+            # UltraFeedback-binarized style: a prompt column AND chosen/rejected as whole conversations that
+            # already start with it: the conversations' shared turns are the prompt (not repeated twice).
+            prompt_val = None
         if isinstance(prompt_val, str):
             if not prompt_val.strip():
                 raise BadRow("missing prompt: field 'prompt' is blank")
@@ -509,7 +516,7 @@ FORMAT_RULES: tuple[FormatRule, ...] = (
                "chat (messages: [{role, content}] or ShareGPT conversations: [{from, value}])"),
     FormatRule("alpaca", (("instruction",), ("output", "response", "instances")),
                "alpaca (instruction, input, output)"),
-    FormatRule("prompt_completion", (("prompt", "question"), ("completion", "answer")),
+    FormatRule("prompt_completion", (PROMPT_KEYS, COMPLETION_KEYS),
                "prompt/completion (prompt, completion; or question, answer)"),
     FormatRule("classification", (TEXT_COLUMNS, LABEL_COLUMNS), "classification (text, label)"),
     FormatRule("text", (("text", "content", "document"),), "raw text (text)"),
@@ -568,9 +575,9 @@ def detect_format(records: list[dict], task: str | None = None) -> str | None:
 
 # Fields each format reads (anything else in a record is reported as not used).
 FIELDS_READ: dict[str, tuple[str, ...]] = {
-    "alpaca": ("instruction", "input", "output", "response", "system", "history", "instances"),
+    "alpaca": ("instruction", "input", "context", "output", "response", "system", "history", "instances"),
     "chat": ("messages", "conversations", "system", "tools"),
-    "prompt_completion": ("prompt", "question", "completion", "answer", "system", "tools"),
+    "prompt_completion": PROMPT_KEYS + COMPLETION_KEYS + ("system", "tools"),
     "text": ("text", "content", "document"),
     "preference": (
         "prompt",

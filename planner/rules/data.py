@@ -82,6 +82,19 @@ def cut_rows(profile, seq_len: int, task: str) -> tuple[int, int]:
     return longer, untrained
 
 
+def check_trainable(profile, seq_len: int, task: str) -> None:
+    """Refuse a plan in which no row keeps a trained token within ``seq_len`` (every prompt fills it)."""
+    _, untrained = cut_rows(profile, seq_len, task)
+    if untrained and untrained >= profile.valid_rows:
+        from planner.errors import FtplanError
+
+        raise FtplanError(
+            f"{profile.path}: no trainable rows: in all {untrained} valid rows the prompt alone fills "
+            f"training.seq_len {seq_len}, so no answer token would be trained",
+            hint=f"use a model with more positions or shorter prompts (longest row: {profile.tokens_max} tokens)",
+        )
+
+
 def seq_len_rule(profile, max_positions: int, task: str) -> Choice[int]:
     """Sequence length from the data's p99 token length, rounded up and capped by the model."""
     if task == "continued-pretraining":

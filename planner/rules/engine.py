@@ -144,6 +144,8 @@ def _resolve_inputs(request, hardware, profile, spec):
             fixes=TemplateFixes(request.system_turn, request.merge_consecutive),
             model_type=spec.model_type,
             chat_template=(request.overrides or {}).get("data.chat_template"),
+            # rows are counted in the shape they train: a classification head sees the text alone
+            classification_mode=(request.overrides or {}).get("training.classification_mode", "generate"),
         )
     check_profile(profile, request.task)
     general = None
@@ -395,6 +397,7 @@ def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_ch
     rec.add("data.val_split", val_choice)
     train_rows = max(1, profile.valid_rows - profile.duplicates - val_rows)
     seq_len = rec.add("training.seq_len", seq_choice)
+    data.check_trainable(profile, seq_len, task)
     cut = data.truncated_fraction(profile, seq_len, task)
     packing = rec.add("training.packing", data.packing_rule(profile, seq_len, task))
     rec.add("training.completion_only_loss", data.completion_only_rule(task))
@@ -1028,6 +1031,15 @@ def apply_plan_overrides(
         decisions = [d for d in decisions if d.field != k]
         decisions.append(Decision(k, _plain(_get(plan, k)), reason, "--set"))
     warnings += override_warnings(before, plan, result.hardware)
+    if plan.training.seq_len != before.training.seq_len:  # the rows cut or left untrained follow the length
+        data.check_trainable(result.profile, plan.training.seq_len, plan.task)
+        cut, untrained = data.cut_rows(result.profile, plan.training.seq_len, plan.task)
+        plan.data.truncated_rows, plan.data.untrained_rows = cut, untrained
+        if cut or untrained:
+            warnings.append(
+                f"--set training.seq_len={plan.training.seq_len}: {cut} rows will be cut at the end, "
+                f"{untrained} dropped (no trained token left)"
+            )
     setup = setup_from_plan(plan)
     setup = setup.with_(micro_batch=setup.micro_batch * ctx.seqs_per_row)
     tokens, epochs, steps = trained_tokens_and_steps(plan, ctx)
