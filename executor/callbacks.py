@@ -1,4 +1,4 @@
-"""TrainerCallbacks: metrics.jsonl, checkpoint commit, Ctrl-C, NaN guard. Each does one thing."""
+"""TrainerCallbacks: metrics.jsonl, checkpoint commit, SIGINT/SIGTERM stop, NaN guard. Each does one thing."""
 
 from __future__ import annotations
 
@@ -110,40 +110,72 @@ class CommitCheckpointCallback(TrainerCallback):
                 checkpoints.rotate(folder, self.keep, protect=state.best_model_checkpoint)
 
 
-class InterruptCallback(TrainerCallback):
-    """Ctrl-C (SIGINT) asks for a checkpoint at the end of the current step, then a clean stop.
+# Exit status after a signal-requested stop: 128 + the signal number, as shells and schedulers report a
+# process killed by it (Slurm, Kubernetes and spot pre-emption send SIGTERM; Ctrl-C is SIGINT).
+STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-    A second Ctrl-C falls through to Python's default (KeyboardInterrupt) for users who mean it.
+
+class InterruptCallback(TrainerCallback):
+    """SIGINT (Ctrl-C) or SIGTERM ask for a committed checkpoint at the end of the current optimizer step,
+    then a clean stop; the run then exits 130 or 143.
+
+    In a distributed run every rank must stop at the same step (the save is collective), so at each step
+    end the ranks agree on the request with one all-reduce (MAX) of a flag. A second Ctrl-C falls through
+    to Python's default (KeyboardInterrupt) for users who mean it.
     """
 
     def __init__(self):
         self.requested = False
+        self.signum: int | None = None
         self.stopped_at: int | None = None
-        self._previous = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return STOP_SIGNALS.get(self.signum, 130)
+
+    @property
+    def signal_name(self) -> str:
+        return "SIGTERM" if self.signum == signal.SIGTERM else "Ctrl-C"
 
     def _handler(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
-        print(
-            "\nftplan: Ctrl-C received: saving a checkpoint after this step (press again to abort)",
-            flush=True,
-        )
+        self.requested, self.signum = True, self.signum or signum
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        print(f"\nftplan: {name} received: saving a checkpoint after this step, then stopping", flush=True)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def _agreed(self, args) -> bool:
+        """Whether any rank was asked to stop (every rank calls this at the same step end)."""
+        try:
+            import torch
+            import torch.distributed as dist
+        except ImportError:  # pragma: no cover - the executor always has torch
+            return self.requested
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.requested
+        device = args.device if dist.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor([int(self.requested), int(self.signum or 0)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag[0].item() and not self.requested:
+            self.requested, self.signum = True, int(flag[1].item()) or signal.SIGTERM
+        return bool(flag[0].item())
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        if self._agreed(args):
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 class NanGuardCallback(TrainerCallback):

@@ -65,36 +65,47 @@ def headline(summary) -> str:
     return "\n".join(lines)
 
 
-def run_in_process(plan_dir: Path) -> int:
+def run_in_process(plan_dir: Path, allow_data_change: bool = False) -> int:
     from executor.preflight import check_inputs, resolve_relative_paths
     from planner.plan import load_plan
 
     check_inputs(resolve_relative_paths(load_plan(plan_dir), Path(plan_dir).resolve()))  # before torch loads
     from executor.run import run_plan
 
-    summary = run_plan(plan_dir)
+    try:
+        summary = run_plan(plan_dir, allow_data_change=allow_data_change)
+    except FtplanError:
+        sys.stderr.write("\n")  # a progress bar may be mid-line: the one-line error starts a line of its own
+        raise
     if int(os.environ.get("RANK", "0")) == 0:  # one headline per run, not one per process
         click.echo(headline(summary))
         click.echo(f"ftplan: report: {Path(summary.plan_dir) / 'REPORT.md'}")
-    return 130 if summary.status == "interrupted" else 0
+    return summary.exit_code  # 130 after Ctrl-C, 143 after SIGTERM (checkpoint saved), else 0
 
 
 @click.command("run")
 @click.argument("plan_dir", type=click.Path(file_okay=False, path_type=Path))
-def run_command(plan_dir: Path):
+@click.option("--allow-data-change", is_flag=True,
+              help="Train even if the data file changed since planning (its sha256 differs from plan.yaml's).")
+def run_command(plan_dir: Path, allow_data_change: bool):
     """Train the plan in PLAN_DIR; resumes from the last complete checkpoint.
+
+    Ctrl-C or SIGTERM (Slurm, Kubernetes, spot pre-emption) saves a checkpoint at the end of the current
+    step and exits 130 / 143; running the same command again resumes. One run per plan folder at a time.
 
     \b
     Examples:
       ftplan run plans/qwen
-      ftplan run plans/qwen     # again after a crash or Ctrl-C: resumes
+      ftplan run plans/qwen     # again after a crash, Ctrl-C or SIGTERM: resumes
     """
     from planner.plan import load_plan
 
     plan = load_plan(plan_dir)
+    if allow_data_change:
+        os.environ["FTPLAN_ALLOW_DATA_CHANGE"] = "1"  # launched ranks inherit it
     if needs_launcher(plan) and "WORLD_SIZE" not in os.environ:
         _exec_launch(plan_dir)
-    code = run_in_process(plan_dir)
+    code = run_in_process(plan_dir, allow_data_change)
     if code:
         raise click.exceptions.Exit(code)  # planner.cli.main returns it as the exit status
 

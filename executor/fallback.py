@@ -8,7 +8,9 @@ fragmentation, a long outlier batch).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ from typing import TypeVar
 
 from executor.paths import RunPaths
 from planner.errors import FtplanError
-from planner.plan import Decision, Plan, plan_from_dict, plan_to_dict, save_plan
+from planner.plan import Decision, Fallback, Plan, plan_from_dict, plan_to_dict, save_plan
+from planner.render import rerender_configs
 
 # An OOM within this many optimizer steps of the attempt's start is "in the first steps": the peak of
 # a training step is reached in step 1 (weights + grads + optimizer states all live once the first
@@ -59,9 +62,41 @@ def set_dotted(data: dict, path: str, value) -> None:
     node[parts[-1]] = value
 
 
-def apply_next_fallback(plan: Plan, why: str) -> Plan:
-    """A new, validated Plan with ``plan.fallbacks[0]`` applied, removed from the list, and recorded."""
-    fb = plan.fallbacks[0]
+def relative_to(plan: Plan, fb: Fallback) -> Fallback | None:
+    """The fallback restated from the plan's actual values (a --set or a hand edit may have changed them
+    since planning): halving means halving the current micro-batch; a step that would not shrink anything
+    (micro-batch already 1, checkpointing already on) is None."""
+    t, change = plan.training, dict(fb.set)
+    keys = set(change)
+    if keys <= {"training.micro_batch", "training.grad_accum"}:
+        if t.micro_batch <= 1:
+            return None
+        mb = t.micro_batch // 2
+        accum = max(1, round(t.micro_batch * t.grad_accum / mb))
+        return Fallback({"training.micro_batch": mb, "training.grad_accum": accum},
+                        f"halve the micro-batch to {mb}, accumulate {accum} (from {t.micro_batch} x {t.grad_accum})")
+    if keys == {"strategy.gradient_checkpointing"} and plan.strategy.gradient_checkpointing:
+        return None
+    return fb
+
+
+def next_fallback(plan: Plan) -> tuple[Plan, Fallback | None]:
+    """(plan without the fallbacks that no longer shrink it, the next applicable one restated, or None)."""
+    while plan.fallbacks:
+        fb = relative_to(plan, plan.fallbacks[0])
+        if fb is not None:
+            return plan, fb
+        plan = dataclasses.replace(plan, fallbacks=plan.fallbacks[1:])
+    return plan, None
+
+
+def apply_next_fallback(plan: Plan, why: str, fb: Fallback | None = None) -> Plan:
+    """A new, validated Plan with the next applicable fallback applied (restated from the plan's actual
+    values), removed from the list, and the change recorded as a decision."""
+    if fb is None:
+        plan, fb = next_fallback(plan)
+        if fb is None:
+            raise FtplanError("no fallback left in plan.yaml that shrinks this plan")
     data = plan_to_dict(plan)
     for path, value in fb.set.items():
         set_dotted(data, path, value)
@@ -109,15 +144,17 @@ def train_with_fallbacks(
                 "fallbacks apply",
                 hint="lower training.micro_batch in plan.yaml (grad_accum up) and run again; it resumes",
             )
-        if not plan.fallbacks:
+        plan, fb = next_fallback(plan)
+        if fb is None:
             raise FtplanError(
                 f"out of memory after {oom.steps_done} steps and no fallback left in plan.yaml",
                 hint="re-plan with less GPU memory (--gpu-memory) or a smaller method (qlora)",
             )
         why = f"out of memory after {oom.steps_done} steps"
-        fb = plan.fallbacks[0]
-        plan = apply_next_fallback(plan, why)
+        plan = apply_next_fallback(plan, why, fb)
         save_plan(plan, paths.plan_yaml)
+        if int(os.environ.get("RANK", "0")) == 0:
+            rerender_configs(plan, paths.plan_dir)  # DeepSpeed/accelerate files follow the new plan.yaml
         record = FallbackRecord(oom.steps_done, oom.cause, dict(fb.set), fb.reason)
         applied.append(record)
         paths.output.mkdir(parents=True, exist_ok=True)

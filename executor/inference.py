@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from executor.model import is_head_classification, torch_dtype
-from executor.paths import RunPaths
+from executor.paths import FINAL_MARKER, RunPaths
 from planner.errors import FtplanError
 from planner.plan import load_plan
 
@@ -28,6 +28,11 @@ def load_trained(plan_dir: str | os.PathLike):
     final = paths.final
     if not final.is_dir():
         raise FtplanError(f"{final}: no trained model yet", hint=f"run `ftplan run {plan_dir}` first")
+    if not (final / FINAL_MARKER).is_file():
+        raise FtplanError(
+            f"{final}: incomplete (the run stopped while saving the final model)",
+            hint=f"run `ftplan run {plan_dir}` again: it resumes from the last checkpoint and saves it",
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(final))
     dtype = torch_dtype("bf16" if plan.strategy.method == "qlora" else plan.strategy.precision)
     if (final / "adapter_config.json").is_file():

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from executor.paths import RunPaths
+from executor.paths import RunPaths, write_atomic
 from planner.plan import Plan
 
 GIB = 2**30
@@ -62,6 +62,7 @@ class RunSummary:
     artifacts: dict[str, str] = field(default_factory=dict)
     fallbacks: list[dict] = field(default_factory=list)
     message: str = ""
+    exit_code: int = 0  # what `ftplan run` exits with: 0, or 130 / 143 after a SIGINT / SIGTERM stop
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -155,11 +156,7 @@ def _finite(v) -> bool:
 
 
 def write_summary(summary: RunSummary, paths: RunPaths) -> Path:
-    paths.output.mkdir(parents=True, exist_ok=True)
-    tmp = paths.summary.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, paths.summary)
-    return paths.summary
+    return write_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
 
 
 def _fmt(v) -> str:

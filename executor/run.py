@@ -5,11 +5,13 @@ Read it top to bottom: every step is a builder or a library call; nothing here r
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +20,10 @@ from executor.callbacks import InterruptCallback, MetricsCallback, NanGuardCallb
 from executor.data import DataBundle, build_datasets
 from executor.evaluate import adapter_disabled, evaluate_model
 from executor.fallback import OutOfMemoryAtStep, is_oom, train_with_fallbacks
+from executor.guards import check_data_unchanged, check_output, environment_error
+from executor.lock import RunLock
 from executor.model import PEFT_METHODS, build_model, is_head_classification, trainable_parameters
-from executor.paths import RunPaths
+from executor.paths import FINAL_MARKER, RunPaths, write_atomic
 from executor.preflight import check_inputs, resolve_relative_paths
 from executor.report import (
     RunSummary,
@@ -33,8 +37,10 @@ from executor.tokenizer import build_tokenizer
 from executor.trainer import build_trainer, build_training_args, find_callback
 from planner.errors import FtplanError
 from planner.plan import Plan, load_plan
+from planner.render import rerender_configs
 
 Log = Callable[[str], None]
+ALLOW_DATA_CHANGE_ENV = "FTPLAN_ALLOW_DATA_CHANGE"  # --allow-data-change, passed to launched ranks
 
 
 class TrainingDiverged(FtplanError):
@@ -57,27 +63,50 @@ class Trained:
     train_seconds: float
     base: dict = field(default_factory=dict)
     message: str = ""
+    exit_code: int = 0  # 130 / 143 after a SIGINT / SIGTERM stop (executor.callbacks.STOP_SIGNALS)
 
 
-def run_plan(plan_dir: str | os.PathLike, *, log: Log = print) -> RunSummary:
+def run_plan(plan_dir: str | os.PathLike, *, log: Log = print, allow_data_change: bool = False) -> RunSummary:
     """Train the plan in ``plan_dir`` end to end and return what was measured.
 
     Resumes from the newest complete checkpoint under ``<output_dir>/checkpoints``. Raises
-    FtplanError (exit 2) for bad input and TrainingDiverged (exit 3) on NaN/inf loss; a Ctrl-C
-    returns a summary with status "interrupted" after saving a checkpoint.
+    FtplanError (exit 2) for bad input or a failing environment (disk full, read-only folder, another
+    run holding the folder, a data file changed since planning) and TrainingDiverged (exit 3) on NaN/inf
+    loss; SIGINT/SIGTERM return a summary with status "interrupted" (exit code 130/143) after saving a
+    checkpoint. A plan that already completed is not trained again.
     """
     wall0 = time.perf_counter()
     plan = load_plan(plan_dir)  # parse + validate (every problem in one message)
     paths = RunPaths.of(plan_dir, plan.output_dir)
     plan = resolve_relative_paths(plan, paths.plan_dir)
     check_inputs(plan)
-    paths.output.mkdir(parents=True, exist_ok=True)
+    allow_data_change = allow_data_change or os.environ.get(ALLOW_DATA_CHANGE_ENV) == "1"
+    check_data_unchanged(plan, allow_data_change, log)
+    check_output(paths, plan)
+    with RunLock(paths.output, log) if is_main_process() else nullcontext():
+        done = finished_summary(paths)
+        if done is not None:
+            log(f"ftplan: {paths.plan_dir} already completed at step {done.global_step} "
+                f"({paths.final}); nothing to do (delete {paths.output} to train again)")
+            return done
+        try:
+            return _run(plan, paths, wall0, log)
+        except (OSError, RuntimeError) as exc:
+            error = environment_error(exc, paths.output, plan)
+            if error is None:
+                raise
+            raise error from None
 
+
+def _run(plan: Plan, paths: RunPaths, wall0: float, log: Log) -> RunSummary:
+    if is_main_process():
+        rerender_configs(plan, paths.plan_dir)  # launcher configs follow plan.yaml, even after a hand edit
     trained, plan, fallbacks = train_with_fallbacks(
         plan, paths, lambda p: train(p, paths, log), log=log, free_memory=free_memory
     )
 
     summary = summarise(trained, paths, wall0)
+    summary.exit_code = trained.exit_code
     summary.fallbacks = [f.__dict__ for f in fallbacks]
     if trained.status == "completed":
         summary.tuned = evaluate_tuned(trained)
@@ -91,6 +120,20 @@ def run_plan(plan_dir: str | os.PathLike, *, log: Log = print) -> RunSummary:
             hint="lower training.lr or enable clipping; the last good "
             f"checkpoint is kept in {paths.checkpoints}",
         )
+    return summary
+
+
+def finished_summary(paths: RunPaths) -> RunSummary | None:
+    """The summary of a run that completed (run_summary.json says so and final/ is committed), else None."""
+    try:
+        data = json.loads(paths.summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if data.get("status") != "completed" or not (paths.final / FINAL_MARKER).is_file():
+        return None
+    known = {f.name for f in dataclasses.fields(RunSummary)}
+    summary = RunSummary(**{k: v for k, v in data.items() if k in known and k != "comparisons"})
+    summary.message = "already completed: nothing trained"
     return summary
 
 
@@ -137,7 +180,7 @@ def train(plan: Plan, paths: RunPaths, log: Log) -> Trained:
         raise OutOfMemoryAtStep(*oom)
     seconds = time.perf_counter() - t0
 
-    status, message = "completed", ""
+    status, message, exit_code = "completed", "", 0
     nan = find_callback(trainer, NanGuardCallback).bad
     interrupt = find_callback(trainer, InterruptCallback)
     if nan:
@@ -147,11 +190,13 @@ def train(plan: Plan, paths: RunPaths, log: Log) -> Trained:
     elif interrupt.requested:
         status, message = (
             "interrupted",
-            f"stopped by Ctrl-C at step {trainer.state.global_step} (checkpoint saved)",
+            f"stopped by {interrupt.signal_name} at step {trainer.state.global_step} (checkpoint saved; "
+            f"`ftplan run` resumes; exit {interrupt.exit_code})",
         )
+        exit_code = interrupt.exit_code
     metrics_cb = find_callback(trainer, MetricsCallback)
     return Trained(
-        plan, tokenizer, data, trainer, status, start_step, metrics_cb.start_tokens, seconds, base, message
+        plan, tokenizer, data, trainer, status, start_step, metrics_cb.start_tokens, seconds, base, message, exit_code
     )
 
 
@@ -179,11 +224,23 @@ def restore_finished(trainer, ckpt: Path) -> None:
 
 
 def find_resume(paths: RunPaths, log: Log) -> Path | None:
-    """Newest complete checkpoint; only the main process deletes incomplete ones."""
+    """Newest complete, verified checkpoint. Only the main process deletes incomplete ones and sets damaged
+    ones aside; the other ranks wait for it (a barrier) and then take the newest complete one left."""
+    found = checkpoints.resume_checkpoint(paths.checkpoints, log) if is_main_process() else None
+    _barrier()
     if is_main_process():
-        return checkpoints.resume_checkpoint(paths.checkpoints, log)
+        return found
     done = [c for c in checkpoints.list_checkpoints(paths.checkpoints) if checkpoints.is_complete(c)]
     return done[-1] if done else None
+
+
+def _barrier() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def free_memory() -> None:
@@ -217,12 +274,15 @@ def evaluate_base_before(plan: Plan, trainer, tokenizer, data: DataBundle, paths
     if not plan.evaluation.compare_base or plan.strategy.method in PEFT_METHODS:
         return {}
     if paths.base_eval.is_file():
-        return json.loads(paths.base_eval.read_text(encoding="utf-8"))
+        try:
+            return json.loads(paths.base_eval.read_text(encoding="utf-8"))
+        except ValueError:  # written by an older version non-atomically and cut: evaluate again
+            paths.base_eval.unlink(missing_ok=True)
     if trainer.args.deepspeed:  # a DeepSpeed engine is built by train(); evaluating first would build another
         return {}
     base = evaluate_model(plan, trainer, tokenizer, data, generation=_generation_ok(trainer))
     if is_main_process():
-        paths.base_eval.write_text(json.dumps(base, default=str), encoding="utf-8")
+        write_atomic(paths.base_eval, json.dumps(base, default=str))
     return base
 
 
@@ -245,11 +305,13 @@ def evaluate_tuned(t: Trained) -> dict:
 
 def save_artifacts(t: Trained, paths: RunPaths, log: Log) -> dict[str, str]:
     """Adapter (PEFT format) or full model (safetensors) + tokenizer; merged model when planned."""
+    (paths.final / FINAL_MARKER).unlink(missing_ok=True)  # being rewritten: not complete until marked again
     t.trainer.save_model(str(paths.final))  # collective under DeepSpeed: every rank calls it
     out = {"final": str(paths.final)}
     if not is_main_process():
         return out
     t.tokenizer.save_pretrained(str(paths.final))
+    write_atomic(paths.final / FINAL_MARKER, json.dumps({"step": t.trainer.state.global_step}))
     lora = t.plan.lora
     if t.plan.strategy.method in ("lora", "dora", "qlora") and lora is not None and lora.merge_after:
         merge_adapter(t.plan, paths, t.tokenizer, t.data.labels if is_head_classification(t.plan) else None)

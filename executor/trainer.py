@@ -6,6 +6,7 @@ completion-only loss); preference: TRL ``DPOTrainer``; classification with a hea
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -21,6 +22,7 @@ from executor.data import DataBundle
 from executor.model import is_head_classification
 from executor.paths import RunPaths
 from planner.plan import Plan
+from planner.render import render_deepspeed
 
 # plan.strategy.optimizer -> transformers OptimizerNames (transformers/training_args.py).
 # "adamw" is the fused CUDA kernel on GPU (one launch per step for all params, torch.optim.AdamW
@@ -59,8 +61,11 @@ def early_stopping(plan: Plan, has_val: bool) -> bool:
 def _common_args(plan: Plan, paths: RunPaths, has_val: bool) -> dict:
     t, s, ev = plan.training, plan.strategy, plan.evaluation
     best = early_stopping(plan, has_val) and plan.checkpointing.save_steps % ev.eval_steps == 0
+    # The DeepSpeed config is rendered from plan.yaml here, not read from deepspeed.json: after an OOM
+    # fallback or a hand edit of plan.yaml the two cannot disagree (DeepSpeed refuses a micro-batch that
+    # differs from per_device_train_batch_size). The file is re-rendered too (executor.run), for launchers.
     deepspeed = (
-        str(paths.deepspeed_config)
+        json.loads(render_deepspeed(plan))
         if (s.distribution.startswith("zero") and paths.deepspeed_config.is_file())
         else None
     )

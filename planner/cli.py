@@ -84,7 +84,10 @@ def cli():
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI, turning FtplanError into a one-line message and exit code 2."""
     try:
-        cli.main(args=argv, prog_name="ftplan", standalone_mode=False)
+        # standalone_mode=False: click returns (not raises) an Exit's code; commands use it for 130/143.
+        code = cli.main(args=argv, prog_name="ftplan", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except FtplanError as err:
         click.echo(f"ftplan: error: {err}", err=True)
         return err.exit_code

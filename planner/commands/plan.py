@@ -72,6 +72,7 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
     from planner.render import check_out_dir, write_plan_folder
     from planner.request import PlanRequest
     from planner.rules import make_plan
+    from planner.rules.evaluation import disk_warning
 
     for flag, value in (("--max-hours", max_hours), ("--max-cost", max_cost)):
         if value is not None and not value > 0:
@@ -97,7 +98,21 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
         merge_consecutive=merge_consecutive,
     )
     result = make_plan(request)
+    warning = disk_warning(result.plan, _free_bytes(out_dir))
+    if warning:
+        result.plan.warnings.append(warning)
     return result, write_plan_folder(result, out_dir, force=force)
+
+
+def _free_bytes(path) -> int:
+    """Free bytes on the disk that will hold ``path`` (its nearest existing parent)."""
+    import os
+    import shutil
+
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    return shutil.disk_usage(p).free
 
 
 @click.command(name="plan", epilog=EPILOG)

@@ -112,3 +112,39 @@ def seed_rule() -> Choice[int]:
         f"fixed seed {SEED} (data order, validation split, adapter init) for a reproducible run",
         "HF Trainer set_seed / TrainingArguments.seed",
     )
+
+
+# Bytes per saved parameter: weights in the training precision (fp32 master weights with mixed precision);
+# AdamW's two fp32 states per trained parameter are the estimate's optimizer bytes.
+SAVED_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+CHECKPOINT_MARGIN = 1.1  # safetensors/JSON headers, RNG and scheduler states, the trainer state
+
+
+def checkpoint_bytes(plan) -> int:
+    """Disk size of one checkpoint: the trained weights + the optimizer state, over all ranks.
+
+    Full fine-tuning saves every weight; adapters save only the trainable ones, which the estimate's
+    gradient bytes count (one gradient per trainable parameter). Sharded strategies (ZeRO-2/3, FSDP)
+    hold 1/world of the gradients and optimizer state per GPU, so the total is world times that."""
+    e, s = plan.estimate, plan.strategy
+    world = max(1, plan.hardware.count * plan.hardware.nodes) if plan.hardware.gpu else 1
+    shards = world if s.distribution in ("zero2", "zero3", "fsdp") else 1
+    if s.method == "full":
+        weights = plan.model.total_params * (4 if s.mixed_precision else SAVED_BYTES.get(s.precision, 4))
+    else:
+        weights = e.gradients * shards
+    optimizer = e.optimizer * (world if s.distribution in ("zero1", "zero2", "zero3", "fsdp") else 1)
+    return int((weights + optimizer) * CHECKPOINT_MARGIN)
+
+
+def disk_warning(plan, free: int) -> str | None:
+    """A warning when the output disk cannot hold the checkpoints the plan keeps (save_total_limit + 1 while
+    the newest is committed before the oldest is rotated out)."""
+    one = checkpoint_bytes(plan)
+    keep = plan.checkpointing.save_total_limit + 1
+    if not one or free >= one * keep:
+        return None
+    return (
+        f"disk: {free / 2**30:.1f} GiB free where the run writes, {keep} checkpoints of ~{one / 2**30:.2f} GiB "
+        f"need {one * keep / 2**30:.1f} GiB; free space or lower checkpointing.save_total_limit"
+    )
