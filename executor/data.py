@@ -123,10 +123,6 @@ def chat_template(plan: Plan, tokenizer) -> ChatTemplate:
     return template_of_tokenizer(tokenizer, plan.data.chat_template)
 
 
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return template_of_tokenizer(tokenizer).render(messages, add_generation_prompt=add_generation_prompt)
-
-
 def _backend(tokenizer):
     if not getattr(tokenizer, "is_fast", False):
         raise FtplanError("the tokenizer is not a fast (Rust) tokenizer", hint="save the model with tokenizer.json")

@@ -303,20 +303,68 @@ def test_fallbacks_start_from_the_plans_actual_values(tmp_path, model_dir):
 
 
 def _zero_plan_folder(tmp_path, model_dir, stage: int) -> Path:
+    return _dist_plan_folder(tmp_path, model_dir, f"zero{stage}")
+
+
+def _dist_plan_folder(tmp_path, model_dir, distribution: str) -> Path:
     from executor_helpers import arith_rows, write_jsonl
 
     from planner.commands.plan import plan_and_write
 
     data = write_jsonl(tmp_path / "arith.jsonl", arith_rows(64))
+    count = 1 if distribution == "single" else 2
+    gpu = ("hardware.gpu=A100-80GB",) if distribution == "fsdp" else ("hardware.gpu=null",)  # FSDP needs GPUs
     _, folder = plan_and_write(
         model=str(model_dir), data=str(data), task="sft", gpu=None, gpus=None, nodes=1, gpu_memory=None, price=None,
-        goal="balanced", max_hours=None, max_cost=None, general_data=None, out_dir=str(tmp_path / f"zero{stage}"),
-        sets=("hardware.gpu=null", "strategy.precision=fp32", "strategy.method=full",
-              f"strategy.distribution=zero{stage}", "hardware.count=2", "training.micro_batch=8",
+        goal="balanced", max_hours=None, max_cost=None, general_data=None, out_dir=str(tmp_path / distribution),
+        sets=(*gpu, "strategy.precision=fp32", "strategy.method=full",
+              f"strategy.distribution={distribution}", f"hardware.count={count}", "training.micro_batch=8",
               "training.max_steps=4"),
         trust_remote_code=False, force=True,
     )  # fmt: skip
     return Path(folder)
+
+
+def _configs_follow(folder: Path) -> None:
+    """Every launcher file in the folder is what plan.yaml renders now."""
+    from planner.plan import load_plan
+    from planner.render import launch_info, render_accelerate_config, render_deepspeed, render_launch
+
+    plan = load_plan(folder)
+    assert (folder / "launch.sh").read_text() == render_launch(plan)
+    assert (folder / "accelerate_config.yaml").read_text() == render_accelerate_config(plan)
+    if launch_info(plan).deepspeed:
+        assert (folder / "deepspeed.json").read_text() == render_deepspeed(plan)
+
+
+DISTRIBUTIONS = ["single", "ddp", "zero1", "zero2", "zero3", "fsdp"]  # fsdp: planned for 2 GPUs
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_every_launcher_file_follows_plan_yaml_after_a_fallback_and_a_hand_edit(tmp_path, model_dir, distribution):
+    from executor.fallback import OutOfMemoryAtStep, train_with_fallbacks
+    from executor.paths import RunPaths
+    from planner.plan import load_plan, save_plan
+    from planner.render import rerender_configs
+
+    folder = _dist_plan_folder(tmp_path, model_dir, distribution)
+    plan = load_plan(folder)
+    tries = []
+
+    def attempt(p):
+        tries.append(p.training.micro_batch)
+        if len(tries) == 1:
+            raise OutOfMemoryAtStep(0, "out of memory (simulated)")
+        return "trained"
+
+    train_with_fallbacks(plan, RunPaths.of(folder, plan.output_dir), attempt, log=lambda *_: None)
+    assert tries == [8, 4]
+    _configs_follow(folder)
+    edited = load_plan(folder)
+    edited.training.micro_batch, edited.training.grad_accum = 3, 5  # a hand edit, as plan.yaml invites
+    save_plan(edited, folder / "plan.yaml")
+    rerender_configs(load_plan(folder), folder)  # what run_plan does first, on the main process
+    _configs_follow(folder)
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -346,21 +394,6 @@ def test_fallback_on_zero_rerenders_deepspeed_json(tmp_path, model_dir, stage):
     # and what the Trainer receives is rendered from plan.yaml itself, whatever the file says
     args = _common_args(load_plan(folder), paths, has_val=False)
     assert args["deepspeed"]["train_micro_batch_size_per_gpu"] == args["per_device_train_batch_size"] == 4
-
-
-def test_hand_edited_plan_yaml_rerenders_the_launcher_configs(tmp_path, model_dir):
-    from executor.run import _run
-    from planner.plan import load_plan, save_plan
-
-    folder = _zero_plan_folder(tmp_path, model_dir, 2)
-    plan = load_plan(folder)
-    plan.training.micro_batch = 2  # as a user edits plan.yaml, as its header invites
-    save_plan(plan, folder / "plan.yaml")
-    from planner.render import rerender_configs
-
-    rerender_configs(load_plan(folder), folder)  # what run_plan does first on the main process
-    assert json.loads((folder / "deepspeed.json").read_text())["train_micro_batch_size_per_gpu"] == 2
-    assert callable(_run)
 
 
 @pytest.mark.slow
@@ -394,9 +427,11 @@ def _launch_env() -> dict:
 def test_no_orphan_ranks_after_killing_launch_sh(tmp_path, model_dir):
     """kill -9 of launch.sh's whole process group: the ranks (each in its own session) die with it."""
     folder = _zero_plan_folder(tmp_path, model_dir, 2)
-    plan_yaml = folder / "plan.yaml"
-    text = plan_yaml.read_text().replace("max_steps: 4", "max_steps: 400")
-    plan_yaml.write_text(text)
+    from planner.plan import load_plan, save_plan
+
+    plan = load_plan(folder)
+    plan.training.max_steps = 400
+    save_plan(plan, folder / "plan.yaml")
     proc = subprocess.Popen(["bash", str(folder / "launch.sh")], env=_launch_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
@@ -414,3 +449,34 @@ def test_no_orphan_ranks_after_killing_launch_sh(tmp_path, model_dir):
     while ranks() and time.time() < deadline:
         time.sleep(1)
     assert ranks() == [], "training ranks outlived their launcher"
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_two_process_run_checkpoints_on_every_rank_then_resumes(tmp_path, model_dir):
+    """What a scheduler does on pre-emption: SIGTERM to the job's processes. Both ranks stop at the same step
+    with a committed checkpoint; running launch.sh again resumes and finishes."""
+    folder = _zero_plan_folder(tmp_path, model_dir, 2)
+    from planner.plan import load_plan, save_plan
+
+    plan = load_plan(folder)
+    plan.training.max_steps, plan.checkpointing.save_steps, plan.evaluation.compare_base = 60, 1000, False
+    save_plan(plan, folder / "plan.yaml")
+    proc = subprocess.Popen(["bash", str(folder / "launch.sh")], env=_launch_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = folder / "output" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)  # every process of the job, as Slurm and Kubernetes do
+    _, err = proc.communicate(timeout=180)
+    summary = json.loads((folder / "output" / "run_summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["exit_code"] == 143, err[-3000:]
+    step = summary["global_step"]
+    assert 0 < step < 60
+    assert (folder / "output" / "checkpoints" / f"checkpoint-{step}" / "ftplan_complete.json").is_file()
+    again = subprocess.run(["bash", str(folder / "launch.sh")], env=_launch_env(), capture_output=True, text=True,
+                           timeout=900, check=False)  # fmt: skip
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    done = json.loads((folder / "output" / "run_summary.json").read_text())
+    assert done["status"] == "completed" and done["global_step"] == 60 and done["resumed_from_step"] == step

@@ -263,7 +263,7 @@ def test_model_folder_loads_and_runs_a_forward_pass(root, tokenizer, template):
     model = transformers.AutoModelForCausalLM.from_pretrained(folder)
     cfg = model.config
     assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers) == ("llama", 64, 2)
-    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size) == (4, 2, 64)
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size) == (4, 2, 128)
     assert cfg.max_position_embeddings == 1024
     assert cfg.vocab_size == len(tok)
     assert (cfg.eos_token_id, cfg.pad_token_id) == (tok.eos_token_id, tok.pad_token_id)
