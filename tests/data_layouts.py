@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 TOOLS = [
     {
@@ -311,3 +312,9 @@ REFUSED: dict[str, tuple[str, list[dict], str]] = {
     ),
     "unmapped_classification": ("classification", [{"utterance": "hi", "intent": "greet"}] * 3, "--columns"),
 }
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """The rows as a JSONL file."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from data_layouts import LAYOUTS
+from data_layouts import LAYOUTS, write_rows
 from tokenizer_matrix import build_model_folder
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "datasets"
@@ -28,11 +28,6 @@ PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "datasets"
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("datapath")
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _go_args(model: Path, data: Path, task: str, out: Path, *extra: str) -> list[str]:
@@ -78,7 +73,7 @@ GO_CASES = [
 def test_go_trains_every_layout_family(root, layout, template, extra):
     spec = LAYOUTS[layout]
     model = build_model_folder(root, "bytebpe", template)
-    data = _jsonl(root / f"{layout}.jsonl", spec.rows * 4)
+    data = write_rows(root / f"{layout}.jsonl", spec.rows * 4)
     out = root / f"go-{layout}-{template}"
     result = _go(model, data, spec.task, out, *extra)
     assert result.exit_code == 0, result.output
@@ -114,7 +109,7 @@ def test_go_reads_the_files_the_profile_read(root, encoding):
 
 def test_gemma_template_refuses_system_turns_at_plan_time_not_in_training(root, capsys):
     model = build_model_folder(root, "bytebpe", "gemma")
-    data = _jsonl(root / "sys.jsonl", LAYOUTS["openai_chat"].rows)
+    data = write_rows(root / "sys.jsonl", LAYOUTS["openai_chat"].rows)
     out = root / "go-gemma-refused"
     code, output = _go_main(capsys, model, data, "chat", out)
     assert code == 2
@@ -134,7 +129,7 @@ def test_seq_len_override_counts_cut_and_dropped_rows_as_training_does(root):
     model = build_model_folder(root, "char", "chatml")
     long_prompt = [{"messages": [{"role": "user", "content": "word " * (20 + 10 * i)},
                                  {"role": "assistant", "content": f"answer {i}"}]} for i in range(12)]  # fmt: skip
-    data = _jsonl(root / "long.jsonl", long_prompt)
+    data = write_rows(root / "long.jsonl", long_prompt)
     result, folder = plan_and_write(
         model=str(model), data=str(data), task="chat", gpu=None, gpus=None, nodes=1, gpu_memory=None, price=None,
         goal="balanced", max_hours=None, max_cost=None, general_data=None, out_dir=str(root / "cut-plan"),
@@ -155,7 +150,7 @@ def test_no_trainable_row_is_refused_at_plan_time(root):
 
     model = build_model_folder(root, "char", "chatml")
     rows = [{"messages": [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "y"}]}] * 3
-    data = _jsonl(root / "too_long.jsonl", rows)
+    data = write_rows(root / "too_long.jsonl", rows)
     with pytest.raises(FtplanError, match="no trainable rows"):
         plan_and_write(
             model=str(model), data=str(data), task="chat", gpu=None, gpus=None, nodes=1, gpu_memory=None,
@@ -172,7 +167,7 @@ def test_go_grid(root, capsys, layout, template):
     """Every layout x template: `go` finishes, or refuses in one line with exit 2 (a template's rule)."""
     spec = LAYOUTS[layout]
     model = build_model_folder(root, "bytebpe", template)
-    data = _jsonl(root / f"grid-{layout}.jsonl", spec.rows * 3)
+    data = write_rows(root / f"grid-{layout}.jsonl", spec.rows * 3)
     columns = ("--columns", ",".join(f"{k}={v}" for k, v in spec.columns.items())) if spec.columns else ()
     out = root / f"grid-{layout}-{template}"
     code, output = _go_main(capsys, model, data, spec.task, out, *columns)

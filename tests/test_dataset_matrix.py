@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("trl")
 
-from data_layouts import LAYOUTS, REFUSED
+from data_layouts import LAYOUTS, REFUSED, write_rows
 from tokenizer_matrix import build_model_folder
 
 from planner.errors import FtplanError
@@ -32,11 +32,6 @@ CELLS = [("bytebpe", t, name) for t in TEMPLATES for name in LAYOUTS] + [
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("matrix")
-
-
-def _write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _plan(model: Path, data: Path, task: str, out: Path, **kw):
@@ -88,7 +83,7 @@ def _dedup(counter: Counter, profile) -> Counter:
 def test_profile_lengths_are_the_trained_lengths(root, tokenizer, template, layout):
     spec = LAYOUTS[layout]
     model = build_model_folder(root, tokenizer, template)
-    data = _write(root / f"{layout}.jsonl", spec.rows)
+    data = write_rows(root / f"{layout}.jsonl", spec.rows)
     out = root / "plans" / f"{tokenizer}-{template}-{layout}"
     columns = ",".join(f"{k}={v}" for k, v in spec.columns.items()) or None
     try:
@@ -146,7 +141,7 @@ def test_char_tokenizer_finer_than_any_heuristic_still_trains_every_row(root):
     """A character-level tokenizer makes rows ~4x longer than a heuristic thinks; the plan's seq_len comes
     from the exact counts, so nothing is cut or dropped and training sees the planned lengths."""
     model = build_model_folder(root, "char", "chatml")
-    data = _write(root / "long_chat.jsonl", [r for r in LAYOUTS["openai_chat"].rows] * 1)
+    data = write_rows(root / "long_chat.jsonl", [r for r in LAYOUTS["openai_chat"].rows] * 1)
     from planner.commands.plan import plan_and_write
 
     result, folder = plan_and_write(
@@ -165,7 +160,7 @@ def test_char_tokenizer_finer_than_any_heuristic_still_trains_every_row(root):
 def test_refused_layouts_say_why_in_one_line(root, name):
     task, rows, word = REFUSED[name]
     model = build_model_folder(root, "bytebpe", "chatml")
-    data = _write(root / f"refused_{name}.jsonl", rows)
+    data = write_rows(root / f"refused_{name}.jsonl", rows)
     out = root / "plans" / f"refused-{name}"
     with pytest.raises(FtplanError) as info:
         _plan(model, data, task, out)
@@ -176,7 +171,7 @@ def test_refused_layouts_say_why_in_one_line(root, name):
 
 def test_template_refusal_names_line_rule_and_fix(root):
     model = build_model_folder(root, "bytebpe", "gemma")
-    data = _write(root / "sys.jsonl", LAYOUTS["openai_chat"].rows)
+    data = write_rows(root / "sys.jsonl", LAYOUTS["openai_chat"].rows)
     with pytest.raises(FtplanError) as info:
         _plan(model, data, "chat", root / "plans" / "gemma-refused")
     assert "line 1: System role not supported" in str(info.value)
