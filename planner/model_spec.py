@@ -15,6 +15,7 @@ Implementation of the loaders and counters: see the functions at the bottom.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -114,6 +115,8 @@ class ModelSpec:
     # Added (defaults keep the fixed interface):
     mlp_bias: bool = False  # Llama's config.mlp_bias: bias on gate/up/down
     notes: tuple[str, ...] = field(default=(), compare=False)  # caveats worth showing the user
+    # Architectures outside FAMILIES: counts from transformers' meta-device build (executor/meta_count.py)
+    counted: ParamCounts | None = None
 
     # Implemented in this module (see below): param_counts(), linear_layers(), total_params...
 
@@ -128,7 +131,7 @@ class ModelSpec:
 
     def param_counts(self) -> ParamCounts:
         """Parameters by component; ``.total`` equals ``sum(p.numel())`` of the transformers model."""
-        return _param_counts(self)
+        return self.counted if self.counted is not None else _param_counts(self)
 
     @property
     def total_params(self) -> int:
@@ -251,9 +254,9 @@ FAMILIES: dict[str, Family] = {
     "mixtral": Family("moe", "MixtralForCausalLM", qkv_bias="no", o_bias="no", moe_v4_names="mixtral"),
     # modeling_qwen3_moe.py: Qwen3 attention (q_norm/k_norm) + the same fused experts, each of width
     # moe_intermediate_size; all layers sparse when decoder_sparse_step == 1 and mlp_only_layers == [].
-    "qwen3_moe": Family(
-        "moe", "Qwen3MoeForCausalLM", qk_norm=True, head_dim_default=128, moe_v4_names="qwen2_moe"
-    ),
+    # configuration_qwen3_moe.py (5.23): head_dim defaults to hidden_size // num_attention_heads (Qwen3's
+    # dense config defaults to 128; published Qwen3-MoE checkpoints state head_dim explicitly).
+    "qwen3_moe": Family("moe", "Qwen3MoeForCausalLM", qk_norm=True, moe_v4_names="qwen2_moe"),
     # modeling_gpt2.py: Conv1D c_attn/c_proj/c_fc/c_proj with biases, LayerNorm with bias, learned wpe.
     "gpt2": Family(
         "gpt2",
@@ -667,9 +670,11 @@ def spec_from_config(
     if not isinstance(config, dict):
         raise FtplanError(f"{where}: config.json must be a JSON object, got {type(config).__name__}")
     notes: list[str] = []
+    wrapper = None
     if "hidden_size" not in config and isinstance(config.get("text_config"), dict):
-        # Multimodal wrappers (Llava, Gemma 3, Mistral 3...): plan for the language model only.
-        notes.append("multimodal config: counted the text model only (vision tower not included)")
+        # Multimodal wrappers (Llava, Gemma 3, Mistral 3...): the layers are the language model's, but what
+        # AutoModelForCausalLM loads (and trains) includes the vision tower: counted from the whole model.
+        wrapper = config
         config = {**config["text_config"], "architectures": config.get("architectures")}
     quant = config.get("quantization_config")
     if isinstance(quant, dict):
@@ -680,13 +685,19 @@ def spec_from_config(
         model_type = _guess_model_type(config)
         notes.append(f"config.json has no model_type; treated as {model_type}")
     fam = family_for(model_type)
-    if fam.generic:
+    counted = None
+    if wrapper is not None:
+        counted = meta_device_counts(wrapper, str(wrapper.get("model_type")), where)
         notes.append(
-            f"model_type {model_type!r} is not one ftplan knows exactly; parameters counted as a "
-            "Llama-style decoder (q/k/v/o + gated MLP + RMSNorm), so treat the numbers as approximate"
+            "multimodal config: parameter counts include the vision tower (transformers' meta-device build); "
+            "activation memory is the text model's"
         )
-        if config.get("auto_map"):
-            notes.append("this model ships custom code (auto_map): training it needs --trust-remote-code")
+    elif fam.generic:
+        counted = meta_device_counts(config, model_type, where)
+        notes.append(
+            f"model_type {model_type!r} is outside ftplan's family table: parameter counts come from "
+            "transformers' meta-device build (exact); activation memory is estimated as for a Llama-style layer"
+        )
     hidden = _int_field(config, "hidden_size", where)
     layers = _int_field(config, "num_layers", where)
     heads = _int_field(config, "num_attention_heads", where)
@@ -724,7 +735,7 @@ def spec_from_config(
         inter = _int_field({"intermediate_size": config["moe_intermediate_size"]}, "intermediate_size", where)
     if fam.layout == "moe" and (config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1):
         notes.append("some layers are dense (mlp_only_layers/decoder_sparse_step): counted as all sparse")
-    if experts and fam.layout != "moe":
+    if experts and fam.layout != "moe" and counted is None:
         notes.append(f"{model_type} MoE layout not modelled exactly; experts ignored in counts")
         experts, top_k = 0, 0
     if experts and not 0 < top_k <= experts:
@@ -758,7 +769,85 @@ def spec_from_config(
         config=config,
         mlp_bias=_bias(fam.mlp_bias, bool(config.get("mlp_bias", False))),
         notes=tuple(notes),
+        counted=counted,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Architectures outside the table: never guessed. transformers (the training extra) builds the model on the
+# meta device in a subprocess (executor/meta_count.py; the planning process stays free of torch) and the
+# counts are cached per config and transformers version; without transformers the estimate refuses.
+# ---------------------------------------------------------------------------------------------------------
+
+META_COUNT_TIMEOUT_S = 300
+
+
+def _count_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "ftplan" / "param_counts"
+
+
+def meta_device_counts(config: dict, model_type: str, where: str) -> ParamCounts:
+    """Exact counts by component for an architecture outside FAMILIES, or a one-line refusal."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
+        raise FtplanError(
+            f"{where}: model_type {model_type!r} is not in ftplan's architecture table, and counting it "
+            "exactly needs transformers (not installed); its size would be a guess",
+            hint="pip install 'ftplan[train]' (counts it from a meta-device build), or use a catalog model",
+        )
+    version = importlib.metadata.version("transformers")
+    text = json.dumps(config, sort_keys=True, default=str)
+    key = hashlib.sha256(f"{version}\n{text}".encode()).hexdigest()[:32]
+    cached = _count_cache_dir() / f"{key}.json"
+    try:
+        counts = json.loads(cached.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        try:
+            counts = _run_meta_count(text, model_type, where)
+        except FtplanError:
+            if not config.get("auto_map"):
+                raise
+            raise FtplanError(
+                f"{where}: model_type {model_type!r} is custom code (auto_map) that neither ftplan's architecture "
+                "table nor transformers knows; its size would be a guess",
+                hint="use a model transformers supports natively, or one from the catalog (`ftplan models`)",
+            ) from None
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(counts), encoding="utf-8")
+            os.replace(tmp, cached)
+        except OSError:  # a read-only home: count again next time
+            pass
+    return ParamCounts(
+        embeddings=counts["embeddings"], attention=counts["attention"], mlp=counts["mlp"] + counts["experts"],
+        norms=counts["norms"], lm_head=counts["lm_head"], other=counts["other"], experts=counts["experts"],
+    )  # fmt: skip
+
+
+def _run_meta_count(config_text: str, model_type: str, where: str) -> dict:
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "executor.meta_count"], input=config_text, capture_output=True, text=True,
+            timeout=META_COUNT_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        out = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        out = {"error": str(exc)}
+    if "total" not in out:
+        why = out.get("error") or (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        raise FtplanError(
+            f"{where}: model_type {model_type!r} is not in ftplan's architecture table and transformers "
+            f"could not build it to count its parameters ({why})",
+            hint="check config.json, or upgrade transformers if the architecture is newer than it",
+        )
+    return out
 
 
 def _activation(config: dict, fam: Family) -> str:
