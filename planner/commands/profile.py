@@ -70,7 +70,8 @@ def command(data, model, tokenizer, task, max_rows, columns, system_turn, merge_
         _print_profile(prof)
     if prof.valid_rows == 0:
         first = f"; line {prof.invalid[0].line}: {prof.invalid[0].reason}" if prof.invalid else ""
-        raise FtplanError(f"{data}: none of the {prof.rows} rows is a valid {prof.format} example{first}")
+        fix = f"re-run with {prof.suggested_fix}" if prof.suggested_fix else None
+        raise FtplanError(f"{data}: none of the {prof.rows} rows is a valid {prof.format} example{first}", hint=fix)
 
 
 def _model_tokenizer(model: str) -> tuple[str | None, int | None, str | None, list[str]]:
