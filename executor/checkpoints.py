@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from planner.errors import FtplanError
+from planner.files import write_atomic
 
 MARKER = "ftplan_complete.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -57,13 +58,7 @@ def sha256_of(path: Path) -> str:
 def mark_complete(ckpt: Path) -> None:
     """Write the commit marker (temp file + fsync + rename): every file's size and sha256."""
     files = {str(f.relative_to(ckpt)): {"size": f.stat().st_size, "sha256": sha256_of(f)} for f in _files(ckpt)}
-    payload = {"step": step_of(ckpt), "files": files}
-    tmp = ckpt / f".{MARKER}.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, ckpt / MARKER)
+    write_atomic(ckpt / MARKER, json.dumps({"step": step_of(ckpt), "files": files}, indent=1))
 
 
 def is_complete(ckpt: Path) -> bool:

@@ -60,11 +60,17 @@ def fixes_of(plan: Plan) -> TemplateFixes:
     return TemplateFixes(plan.data.system_turn, plan.data.merge_consecutive)
 
 
-def read_rows(path: str, fmt: str, task: str, plan: Plan, what: str = "data.path"):
-    """Shaped rows of a data file (planner.dataset.profile.shaped_rows), one-line errors for the file."""
+def _records(path: str, what: str):
+    """The records of a plan's data file (planner.dataset.readers), or one line naming the plan field."""
     if not Path(path).is_file():
         raise FtplanError(f"{what} '{path}': no such file", hint="fix the path in plan.yaml or re-plan")
-    return shaped_rows(iter_records(path), fmt, task, plan.data.columns, plan.training.classification_mode)
+    return iter_records(path)
+
+
+def read_rows(plan: Plan):
+    """plan.data.path's rows shaped for the plan's task (planner.dataset.profile.shaped_rows: the profile's)."""
+    records = _records(plan.data.path, "data.path")
+    return shaped_rows(records, plan.data.format, plan.task, plan.data.columns, plan.training.classification_mode)
 
 
 def load_rows(plan: Plan) -> tuple[list[dict], dict[str, int]]:
@@ -78,7 +84,7 @@ def load_rows(plan: Plan) -> tuple[list[dict], dict[str, int]]:
         )
     rows, seen, invalid, duplicates, total, first_bad = [], set(), 0, 0, 0, None
     skipped: Counter[str] = Counter()
-    for row in read_rows(path, fmt, task, plan):
+    for row in read_rows(plan):
         total += 1
         if row.example is None:
             invalid += 1
@@ -213,11 +219,9 @@ def _preference_dataset(plan: Plan, tokenizer, rows: list[dict], counts: Counter
 def general_texts(plan: Plan, tokenizer) -> list[str]:
     """The general (replay / forgetting) corpus as plain text: text rows as is, other rows rendered."""
     path = plan.data.general_path
-    if not Path(path).is_file():
-        raise FtplanError(f"data.general_path '{path}': no such file", hint="fix the path in plan.yaml or re-plan")
     template = chat_template(plan, tokenizer)
     out = []
-    for _, rec in iter_records(path):
+    for _, rec in _records(path, "data.general_path"):
         if not isinstance(rec, dict):
             continue
         fmt = format_of(rec)

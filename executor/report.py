@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from executor.paths import RunPaths, write_atomic
+from executor.paths import RunPaths
+from planner.files import write_atomic
 from planner.plan import Plan
 
 GIB = 2**30

@@ -23,7 +23,7 @@ from executor.fallback import OutOfMemoryAtStep, is_oom, train_with_fallbacks
 from executor.guards import check_data_unchanged, check_output, environment_error
 from executor.lock import RunLock
 from executor.model import PEFT_METHODS, build_model, is_head_classification, trainable_parameters
-from executor.paths import FINAL_MARKER, RunPaths, write_atomic
+from executor.paths import FINAL_MARKER, RunPaths
 from executor.preflight import check_inputs, resolve_relative_paths
 from executor.report import (
     RunSummary,
@@ -36,6 +36,7 @@ from executor.report import (
 from executor.tokenizer import build_tokenizer
 from executor.trainer import build_trainer, build_training_args, find_callback
 from planner.errors import FtplanError
+from planner.files import write_atomic
 from planner.plan import Plan, load_plan
 from planner.render import rerender_configs
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from planner.errors import FtplanError, close_matches
+from planner.files import write_atomic
 
 MlpType = Literal["gated", "plain"]  # gated: SwiGLU/GeGLU (gate, up, down); plain: fc -> act -> proj (GPT-2)
 NormType = Literal["rmsnorm", "layernorm"]
@@ -816,10 +817,7 @@ def meta_device_counts(config: dict, model_type: str, where: str) -> ParamCounts
                 hint="use a model transformers supports natively, or one from the catalog (`ftplan models`)",
             ) from None
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(counts), encoding="utf-8")
-            os.replace(tmp, cached)
+            write_atomic(cached, json.dumps(counts))
         except OSError:  # a read-only home: count again next time
             pass
     return ParamCounts(

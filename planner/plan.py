@@ -12,7 +12,6 @@ import functools
 import math
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from planner.errors import FtplanError, close_matches
+from planner.files import write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -617,16 +617,7 @@ def save_plan(plan: Plan, path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
         p = p / PLAN_FILENAME
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".plan-", suffix=".yaml.tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return write_atomic(p, text)
 
 
 def _yaml_load(text: str):

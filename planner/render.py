@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from planner.errors import FtplanError
+from planner.files import write_atomic
 from planner.plan import PLAN_FILENAME, Plan, dump_plan, load_plan
 from planner.rules.common import hours_text, params_text
 
@@ -328,15 +329,7 @@ def rerender_configs(plan: Plan, plan_dir: str | os.PathLike) -> list[str]:
     if launch_info(plan).deepspeed:
         files[DEEPSPEED] = render_deepspeed(plan)
     for name, text in files.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, (0o755 if name == LAUNCH else 0o644) & ~_umask())
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(folder / name, text, mode=0o755 if name == LAUNCH else 0o644)
     stale = folder / DEEPSPEED
     if DEEPSPEED not in files and stale.exists():
         stale.unlink()

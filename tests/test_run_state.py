@@ -337,27 +337,33 @@ def _configs_follow(folder: Path) -> None:
         assert (folder / "deepspeed.json").read_text() == render_deepspeed(plan)
 
 
+def _oom_once(tries: list[int]):
+    """A training attempt that runs out of memory the first time, recording each micro-batch it is given."""
+    from executor.fallback import OutOfMemoryAtStep
+
+    def attempt(p):
+        tries.append(p.training.micro_batch)
+        if len(tries) == 1:
+            raise OutOfMemoryAtStep(0, "CUDA out of memory (simulated)")
+        return "trained"
+
+    return attempt
+
+
 DISTRIBUTIONS = ["single", "ddp", "zero1", "zero2", "zero3", "fsdp"]  # fsdp: planned for 2 GPUs
 
 
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 def test_every_launcher_file_follows_plan_yaml_after_a_fallback_and_a_hand_edit(tmp_path, model_dir, distribution):
-    from executor.fallback import OutOfMemoryAtStep, train_with_fallbacks
+    from executor.fallback import train_with_fallbacks
     from executor.paths import RunPaths
     from planner.plan import load_plan, save_plan
     from planner.render import rerender_configs
 
     folder = _dist_plan_folder(tmp_path, model_dir, distribution)
     plan = load_plan(folder)
-    tries = []
-
-    def attempt(p):
-        tries.append(p.training.micro_batch)
-        if len(tries) == 1:
-            raise OutOfMemoryAtStep(0, "out of memory (simulated)")
-        return "trained"
-
-    train_with_fallbacks(plan, RunPaths.of(folder, plan.output_dir), attempt, log=lambda *_: None)
+    tries: list[int] = []
+    train_with_fallbacks(plan, RunPaths.of(folder, plan.output_dir), _oom_once(tries), log=lambda *_: None)
     assert tries == [8, 4]
     _configs_follow(folder)
     edited = load_plan(folder)
@@ -369,7 +375,7 @@ def test_every_launcher_file_follows_plan_yaml_after_a_fallback_and_a_hand_edit(
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_fallback_on_zero_rerenders_deepspeed_json(tmp_path, model_dir, stage):
-    from executor.fallback import OutOfMemoryAtStep, train_with_fallbacks
+    from executor.fallback import train_with_fallbacks
     from executor.paths import RunPaths
     from executor.trainer import _common_args
     from planner.plan import load_plan
@@ -377,16 +383,9 @@ def test_fallback_on_zero_rerenders_deepspeed_json(tmp_path, model_dir, stage):
     folder = _zero_plan_folder(tmp_path, model_dir, stage)
     plan = load_plan(folder)
     assert json.loads((folder / "deepspeed.json").read_text())["train_micro_batch_size_per_gpu"] == 8
-    calls = []
-
-    def attempt(p):
-        calls.append(p.training.micro_batch)
-        if len(calls) == 1:
-            raise OutOfMemoryAtStep(0, "CUDA out of memory (simulated)")
-        return "trained"
-
+    calls: list[int] = []
     paths = RunPaths.of(folder, plan.output_dir)
-    _, after, applied = train_with_fallbacks(plan, paths, attempt, log=lambda *_: None)
+    _, after, applied = train_with_fallbacks(plan, paths, _oom_once(calls), log=lambda *_: None)
     assert calls == [8, 4] and applied
     ds = json.loads((folder / "deepspeed.json").read_text())
     assert ds["train_micro_batch_size_per_gpu"] == 4 == after.training.micro_batch

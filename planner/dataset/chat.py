@@ -207,20 +207,29 @@ def template_from_folder(folder: str | None, override: str | None = None) -> Cha
         if os.path.isfile(special_path):  # legacy file: merged under tokenizer_config.json's values
             config = {**_read_json(special_path), **config}
     special = {name: tok for name in SPECIAL_TOKEN_NAMES if (tok := _token_text(config.get(name))) is not None}
+    return _choose(text, special, override)
+
+
+def _choose(tokenizer_text: str | None, special: dict[str, str], override: str | None) -> ChatTemplate:
+    """The plan's template (``ftplan`` = the default), else the tokenizer's, else the default."""
     if override == DEFAULT_TEMPLATE_NAME:
         return ChatTemplate(DEFAULT_CHAT_TEMPLATE, special, "default")
     if override:
         return ChatTemplate(override, special, "plan")
-    if text:
-        return ChatTemplate(text, special, "tokenizer")
+    if tokenizer_text:
+        return ChatTemplate(tokenizer_text, special, "tokenizer")
     return ChatTemplate(DEFAULT_CHAT_TEMPLATE, special, "default")
 
 
 def _named_template(value) -> str | None:
+    """A template, or the "default" of named templates (a list in tokenizer_config.json, a dict on a
+    loaded tokenizer), else the first one."""
     if isinstance(value, str):
         return value
+    named = value
     if isinstance(value, list):
         named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+    if isinstance(named, dict) and named:
         return named.get("default") or next(iter(named.values()), None)
     return None
 
@@ -228,14 +237,7 @@ def _named_template(value) -> str | None:
 def template_of_tokenizer(tokenizer, override: str | None = None) -> ChatTemplate:
     """The same ChatTemplate for a loaded transformers tokenizer (the executor's side)."""
     special = {k: str(v) for k, v in tokenizer.special_tokens_map.items() if k in SPECIAL_TOKEN_NAMES}
-    if override == DEFAULT_TEMPLATE_NAME:
-        return ChatTemplate(DEFAULT_CHAT_TEMPLATE, special, "default")
-    if override:
-        return ChatTemplate(override, special, "plan")
-    text = tokenizer.chat_template
-    if isinstance(text, dict):
-        text = text.get("default") or next(iter(text.values()), None)
-    return ChatTemplate(text, special, "tokenizer") if text else ChatTemplate(DEFAULT_CHAT_TEMPLATE, special, "default")
+    return _choose(_named_template(tokenizer.chat_template), special, override)
 
 
 # -------------------------------------------------------------------------------------------- fixes

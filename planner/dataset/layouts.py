@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from planner.dataset.readers import BadRow
+from planner.dataset.readers import BadRow, type_name
 from planner.errors import FtplanError
 
 FORMATS = ("alpaca", "chat", "prompt_completion", "text", "preference", "kto", "classification")
@@ -88,11 +89,6 @@ class Normalised:
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def _type_name(value) -> str:
-    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number",
-            str: "a string", type(None): "null"}.get(type(value), type(value).__name__)  # fmt: skip
-
-
 def _maybe_json(value):
     """Nested values stored as JSON text (CSV cells, LLaMA-Factory's ``tools`` string)."""
     if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
@@ -124,7 +120,7 @@ def _string(record: dict, *keys: str, what: str = "", required: bool = True) -> 
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise BadRow(f"field '{key}' must be a string, got {_type_name(value)}")
+        raise BadRow(f"field '{key}' must be a string, got {type_name(value)}")
     if required and not value.strip():
         raise BadRow(f"empty {what or 'field'}: field '{key}' is blank")
     return value
@@ -140,14 +136,14 @@ def _content(value, where: str, notes: list[str]) -> tuple[str | None, str | Non
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
-        raise BadRow(f"{where} content must be a string or a list of parts, got {_type_name(value)}")
+        raise BadRow(f"{where} content must be a string or a list of parts, got {type_name(value)}")
     texts, reasoning, calls = [], [], []
     for part in value:
         if isinstance(part, str):
             texts.append(part)
             continue
         if not isinstance(part, dict):
-            raise BadRow(f"{where} has a content part that is {_type_name(part)}, not an object")
+            raise BadRow(f"{where} has a content part that is {type_name(part)}, not an object")
         kind = str(part.get("type", "text"))
         body = part.get("text", part.get("value", part.get("content")))
         if kind in TEXT_PART_TYPES and isinstance(body, str):
@@ -171,7 +167,7 @@ def _tool_call(value, where: str) -> dict:
     elif isinstance(value, dict):
         fn = value
     else:
-        raise BadRow(f"{where} tool call must be a JSON object with a name and arguments, got {_type_name(value)}")
+        raise BadRow(f"{where} tool call must be a JSON object with a name and arguments, got {type_name(value)}")
     name = fn.get("name")
     if not isinstance(name, str) or not name.strip():
         raise BadRow(f"{where} tool call has no function name")
@@ -190,12 +186,12 @@ def tools_list(value, where: str = "tools") -> list[dict] | None:
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
-        raise BadRow(f"field '{where}' must be a list of tool schemas, got {_type_name(value)}")
+        raise BadRow(f"field '{where}' must be a list of tool schemas, got {type_name(value)}")
     out = []
     for i, tool in enumerate(value, 1):
         tool = _maybe_json(tool)
         if not isinstance(tool, dict):
-            raise BadRow(f"{where}[{i}] must be an object (a function schema), got {_type_name(tool)}")
+            raise BadRow(f"{where}[{i}] must be an object (a function schema), got {type_name(tool)}")
         out.append(tool if "function" in tool else {"type": "function", "function": tool})
     return out
 
@@ -204,12 +200,12 @@ def messages(value, key: str, notes: list[str]) -> list[dict]:
     """Published messages (OpenAI, ShareGPT, parts) as chat-template messages; BadRow when malformed."""
     value = _maybe_json(value)
     if not isinstance(value, list):
-        raise BadRow(f"field '{key}' must be a list of messages, got {_type_name(value)}")
+        raise BadRow(f"field '{key}' must be a list of messages, got {type_name(value)}")
     out: list[dict] = []
     for i, raw in enumerate(value, 1):
         where = f"{key}[{i}]"
         if not isinstance(raw, dict):
-            raise BadRow(f"{where} must be an object with role and content, got {_type_name(raw)}")
+            raise BadRow(f"{where} must be an object with role and content, got {type_name(raw)}")
         role_raw = raw.get("role", raw.get("from"))
         if not isinstance(role_raw, str):
             raise BadRow(f"{where} has no 'role' (or ShareGPT 'from')")
@@ -294,7 +290,7 @@ def _history(rec: dict) -> list[dict]:
     if is_blank(hist):
         return []
     if not isinstance(hist, list):
-        raise BadRow(f"field 'history' must be a list of [instruction, response] pairs, got {_type_name(hist)}")
+        raise BadRow(f"field 'history' must be a list of [instruction, response] pairs, got {type_name(hist)}")
     out = []
     for i, pair in enumerate(hist, 1):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
@@ -354,7 +350,7 @@ def norm_classification(rec: dict, notes: list[str]) -> dict:
     if label is None or (isinstance(label, str) and not label.strip()):
         raise BadRow(f"missing label: field '{key}' is blank")
     if not isinstance(label, str):
-        raise BadRow(f"field '{key}' must be a string or an integer, got {_type_name(label)}")
+        raise BadRow(f"field '{key}' must be a string or an integer, got {type_name(label)}")
     return {"text": text, "label": label.strip()}
 
 
@@ -429,7 +425,7 @@ def norm_preference(rec: dict, notes: list[str]) -> dict:
         elif prompt_val is None:
             prompt, chosen, rejected = _split_implicit(chosen, rejected)
         else:
-            raise BadRow(f"field 'prompt' must be a string or a list of messages, got {_type_name(prompt_val)}")
+            raise BadRow(f"field 'prompt' must be a string or a list of messages, got {type_name(prompt_val)}")
     if system := rec.get("system"):
         if isinstance(system, str) and (not prompt or prompt[0]["role"] != "system"):
             prompt = [{"role": "system", "content": system}] + prompt
@@ -453,7 +449,7 @@ def norm_kto(rec: dict, notes: list[str]) -> dict:
     if isinstance(label, str) and label.strip().lower() in ("true", "false"):
         label = label.strip().lower() == "true"
     if not isinstance(label, bool):
-        raise BadRow(f"field 'label' must be true or false (desirable or not), got {_type_name(label)}")
+        raise BadRow(f"field 'label' must be true or false (desirable or not), got {type_name(label)}")
     if "messages" in rec or "conversations" in rec:
         conv = norm_chat(rec, notes)
         msgs = conv["messages"]
@@ -497,10 +493,9 @@ class FormatRule:
     name: str
     required: tuple[tuple[str, ...], ...]
     describe: str
-    forbidden: tuple[str, ...] = ()
 
     def matches(self, keys: set[str]) -> bool:
-        return all(any(k in keys for k in group) for group in self.required) and not (keys & set(self.forbidden))
+        return all(any(k in keys for k in group) for group in self.required)
 
 
 # Priority order: the first rule matching most of the sampled records wins. Preference and KTO before
@@ -541,27 +536,23 @@ def _is_kto(record: dict) -> bool:
     return isinstance(label, bool) or (isinstance(label, str) and label.strip().lower() in ("true", "false"))
 
 
+def _formats_of(record: dict) -> list[str]:
+    """Every format whose rule the record fits, in priority order (KTO only with a boolean label)."""
+    keys = set(record)
+    fits = (r.name for r in FORMAT_RULES if r.matches(keys) and (r.name != "kto" or _is_kto(record)))
+    return list(dict.fromkeys(fits))
+
+
 def format_of(record: dict) -> str | None:
     """The format of one record (first matching rule), None when nothing matches."""
-    keys = set(record)
-    for rule in FORMAT_RULES:
-        if rule.matches(keys):
-            if rule.name == "kto" and not _is_kto(record):
-                continue
-            return rule.name
-    return None
+    return next(iter(_formats_of(record)), None)
 
 
 def detect_format(records: list[dict], task: str | None = None) -> str | None:
     """The format most sampled records have (a task's format wins when half the records fit it)."""
     if not records:
         return None
-    counts: dict[str, int] = {}
-    for rec in records:
-        keys = set(rec)
-        for rule in FORMAT_RULES:
-            if rule.matches(keys) and (rule.name != "kto" or _is_kto(rec)):
-                counts[rule.name] = counts.get(rule.name, 0) + 1
+    counts = Counter(name for rec in records for name in _formats_of(rec))
     half = len(records) / 2
     order = list(dict.fromkeys(r.name for r in FORMAT_RULES))
     best = max(order, key=lambda name: (counts.get(name, 0), -order.index(name)))

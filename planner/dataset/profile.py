@@ -29,11 +29,11 @@ from planner.dataset.chat import (
     ChatTemplate,
     TemplateFixes,
     TemplateRefusal,
+    fix_options,
     suggest_fix,
     template_from_folder,
 )
 from planner.dataset.encode import (
-    encode_conversation,
     encode_conversations,
     encode_labelled,
     encode_pair,
@@ -132,11 +132,9 @@ class Measurer:
     def exact(self) -> bool:
         return self.tok is not None
 
-    def measure(self, ex: dict) -> Measured:
-        return self._exact(ex) if self.exact else self._heuristic(ex)
-
     def measure_batch(self, examples: list[dict]) -> list[Measured | TemplateRefusal]:
-        """``measure`` for many examples; conversations share one batched tokenizer call."""
+        """Each example's tokens (a TemplateRefusal in its place when the template refuses it);
+        conversations share one batched tokenizer call, as the executor's ``encode_rows`` does."""
         if not self.exact:
             return [self._heuristic(ex) for ex in examples]
         convs = [ex for ex in examples if "messages" in ex]
@@ -155,10 +153,8 @@ class Measurer:
         return out
 
     def _exact(self, ex: dict) -> Measured:
+        """A non-conversation example: a preference pair, an unpaired completion, labelled or raw text."""
         t, tok = self.template, self.tok
-        if "messages" in ex:
-            enc = encode_conversation(t, tok, ex["messages"], ex.get("tools"), self.fixes)
-            return Measured(len(enc.input_ids), sum(enc.completion_mask), enc.first_trained, enc.lost)
         if "chosen" in ex:
             prompt_len, lengths = encode_pair(
                 t, tok, ex["prompt"], [ex["chosen"], ex["rejected"]], ex.get("tools"), self.fixes
@@ -267,7 +263,6 @@ class Row:
     reason: str = ""
     empty: bool = False
     notes: tuple[str, ...] = ()
-    label: str | None = None
 
 
 def check_file(path: str) -> None:
@@ -321,13 +316,7 @@ def shaped_rows(
             yield Row(line, None, str(bad), bad.empty)
             continue
         ex = layouts.shape_for_task(norm.example, fmt, task, classification_mode)
-        label = ex.get("label")
-        yield Row(
-            line,
-            ex,
-            notes=tuple(norm.notes),
-            label=None if label is None else str(label).lower() if isinstance(label, bool) else str(label),
-        )
+        yield Row(line, ex, notes=tuple(norm.notes))
 
 
 def profile_data(
@@ -401,8 +390,9 @@ def _profile(path, fmt, task, rows: Iterable[Row], measurer: Measurer, max_rows,
             stats.add(row.example, m)
             skipped.update(row.notes)
             skipped.update(f"{kind} not rendered by the chat template" for kind in m.lost)
-            if row.label is not None:
-                labels[row.label] += 1
+            label = row.example.get("label")  # classification label, or KTO's desirable true/false
+            if label is not None:
+                labels[str(label).lower() if isinstance(label, bool) else str(label)] += 1
         pending.clear()
 
     for row in rows:
@@ -455,7 +445,7 @@ def _profile(path, fmt, task, rows: Iterable[Row], measurer: Measurer, max_rows,
         merge_consecutive=measurer.fixes.merge_consecutive,
         template_refusals=refusals,
         template_refusal=first_refusal,
-        suggested_fix=_fix_options(fix),
+        suggested_fix=fix_options(fix) if fix is not None else "",
         skipped=dict(skipped.most_common()),
         length_hist=dict(stats.hist),
         first_trained_hist=dict(stats.first),
@@ -465,12 +455,6 @@ def _profile(path, fmt, task, rows: Iterable[Row], measurer: Measurer, max_rows,
 def _suggest(measurer: Measurer, example: dict) -> TemplateFixes | None:
     msgs = example.get("messages") or (example.get("prompt", []) + example.get("chosen", example.get("completion", [])))
     return suggest_fix(measurer.template, msgs, example.get("tools"), measurer.fixes)
-
-
-def _fix_options(fix: TemplateFixes | None) -> str:
-    from planner.dataset.chat import fix_options
-
-    return fix_options(fix) if fix is not None else ""
 
 
 def _notes(path: str, measurer: Measurer, truncated: bool, max_rows, columns) -> list[str]:

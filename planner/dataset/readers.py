@@ -421,13 +421,15 @@ def _lines(path: str) -> Iterator[tuple[int, str | BadRow]]:
 # ---------------------------------------------------------------------------------- readers
 
 
-def _type_name(value) -> str:
-    names = {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}
+def type_name(value) -> str:
+    """A JSON value's type in the words of an error message ("an object", "a list", "null"...)."""
+    names = {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number",
+             type(None): "null"}  # fmt: skip
     return names.get(type(value), "a string" if isinstance(value, str) else type(value).__name__)
 
 
 def _as_record(value) -> dict | BadRow:
-    return value if isinstance(value, dict) else BadRow(f"expected a JSON object, got {_type_name(value)}")
+    return value if isinstance(value, dict) else BadRow(f"expected a JSON object, got {type_name(value)}")
 
 
 def _read_jsonl(path: str) -> Iterator[Item]:

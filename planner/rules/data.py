@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from planner.errors import FtplanError
 from planner.rules.common import SEED_MATRIX, SEED_STRATEGIES, Choice
 
 # Sequence lengths are rounded up to a multiple of 64 (tensor-core friendly shapes: NVIDIA's
@@ -69,8 +70,7 @@ def truncated_fraction(profile, seq_len: int, task: str = "") -> float:
         return 0.0
     hist = getattr(profile, "length_hist", None)
     if hist:
-        longer, _ = profile.over(seq_len)
-        return longer / max(sum(hist.values()), 1)
+        return cut_rows(profile, seq_len, task)[0] / max(sum(hist.values()), 1)
     return truncated_share(seq_len, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max)
 
 
@@ -78,16 +78,13 @@ def cut_rows(profile, seq_len: int, task: str) -> tuple[int, int]:
     """(rows cut at seq_len, rows left with no trained token and dropped) as the executor will count them."""
     if task == "continued-pretraining" or not getattr(profile, "length_hist", None):
         return 0, 0
-    longer, untrained = profile.over(seq_len)
-    return longer, untrained
+    return profile.over(seq_len)
 
 
 def check_trainable(profile, seq_len: int, task: str) -> None:
     """Refuse a plan in which no row keeps a trained token within ``seq_len`` (every prompt fills it)."""
     _, untrained = cut_rows(profile, seq_len, task)
     if untrained and untrained >= profile.valid_rows:
-        from planner.errors import FtplanError
-
         raise FtplanError(
             f"{profile.path}: no trainable rows: in all {untrained} valid rows the prompt alone fills "
             f"training.seq_len {seq_len}, so no answer token would be trained",

@@ -539,6 +539,7 @@ def _warnings(ctx: _Ctx, chosen: Option, budget_warnings: list[str]) -> list[str
 
 def _data_section(ctx: _Ctx) -> DataSection:
     p, general, request = ctx.profile, ctx.general, ctx.request
+    cut, untrained = data.cut_rows(p, ctx.seq_len, ctx.task)
     return DataSection(
         path=os.path.abspath(p.path),  # launch.sh runs from the plan folder
         sha256=p.sha256,
@@ -558,8 +559,8 @@ def _data_section(ctx: _Ctx) -> DataSection:
         merge_consecutive=getattr(p, "merge_consecutive", False),
         template=getattr(p, "template", ""),
         tokens_counted="heuristic" if str(p.tokenizer).startswith("heuristic") else "exact",
-        truncated_rows=data.cut_rows(p, ctx.seq_len, ctx.task)[0],
-        untrained_rows=data.cut_rows(p, ctx.seq_len, ctx.task)[1],
+        truncated_rows=cut,
+        untrained_rows=untrained,
         skipped=dict(getattr(p, "skipped", {}) or {}),
     )
 
