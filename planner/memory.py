@@ -43,7 +43,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Method = Literal["full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"]
 DType = Literal["bf16", "fp16", "fp32"]
-Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"]
+Optimizer = Literal["adamw", "adamw_foreach", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd",
+                    "adafactor"]
+# Every optimizer a plan can name, in one place (plan schema, CLI, executor map and estimator share it).
+OPTIMIZERS: tuple[str, ...] = ("adamw", "adamw_foreach", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+                               "sgd", "adafactor")
 AttnImpl = Literal["sdpa", "flash_attention_2", "eager"]
 Distribution = Literal["single", "ddp", "zero1", "zero2", "zero3", "fsdp"]
 
@@ -93,6 +97,20 @@ class TrainSetup:
     # in place; elsewhere TRL runs the same fold as torch ops (chunked_logprob.py _forward_tile /
     # _backward_tile) that allocate fp32 copies of the tile. Set by the rules ("cpu" without a GPU).
     device: Literal["cuda", "cpu"] = "cuda"
+    # Added (issue 10): QLoRA's fp32 upcast of every non-quantised parameter (peft
+    # prepare_model_for_kbit_training). TRL skips that call for sharded QLoRA (FSDP/ZeRO-3 load the 4-bit
+    # weights on cpu/meta: trl/models/utils.py prepare_peft_model ``is_sharded_qlora``), so the rules turn it
+    # off there; the executor follows this field.
+    qlora_upcast: bool = True
+    # Added: peft LoraConfig.modules_to_save (e.g. ("embed_tokens", "lm_head") when tokens are added): peft
+    # wraps each in ModulesToSaveWrapper, a trainable copy beside the frozen original.
+    modules_to_save: tuple[str, ...] = ()
+    # Added: tokens added to the tokenizer; the embeddings (and an untied lm_head) are resized by this many
+    # rows (transformers resize_token_embeddings).
+    added_tokens: int = 0
+    # Added: GPU kind (hardware catalog name, e.g. "H100-SXM"): decides the CUDA context and library
+    # workspaces of the device total. "" = a generic recent datacenter GPU.
+    gpu_kind: str = ""
 
     def with_(self, **changes) -> TrainSetup:
         return replace(self, **changes)
@@ -251,7 +269,7 @@ def _dims(spec: ModelSpec, setup: TrainSetup) -> _Dims:
 _CHOICES = {
     "method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
     "dtype": tuple(DTYPE_BYTES),
-    "optimizer": ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"),
+    "optimizer": OPTIMIZERS,
     "attn_impl": ("sdpa", "flash_attention_2", "eager"),
     "distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
     "device": ("cuda", "cpu"),
@@ -275,8 +293,10 @@ def validate_setup(spec: ModelSpec, setup: TrainSetup) -> None:
             f"lora_r={setup.lora_r} is larger than the hidden size {spec.hidden_size} of {spec.name}",
             hint="use a rank well below the hidden size, e.g. 8-64",
         )
-    if setup.distribution in ("zero1", "zero2", "zero3", "fsdp", "ddp") and setup.gpus < 2:
-        raise FtplanError(f"distribution {setup.distribution} needs gpus >= 2 (got {setup.gpus})")
+    if setup.distribution in ("fsdp", "ddp") and setup.gpus < 2:
+        # DeepSpeed ZeRO runs on one GPU (for its CPU offload); FSDP and DDP need a second rank
+        raise FtplanError(f"distribution {setup.distribution} needs gpus >= 2 (got {setup.gpus})",
+                          hint="use --gpus 2 or more, or DeepSpeed --zero with --offload on one GPU")
     offload_ok = ("zero1", "zero2", "zero3", "fsdp") if not setup.offload_params else ("zero3", "fsdp")
     if (setup.offload_optimizer or setup.offload_params) and setup.distribution not in offload_ok:
         raise FtplanError(
@@ -732,53 +752,21 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     d = _dims(spec, setup)
     p = _params(spec, setup)
     full = setup.method == "full"
-    n = setup.gpus if setup.distribution in ("zero1", "zero2", "zero3", "fsdp") else 1
 
     weights = _weight_bytes(spec, setup, p, prec)
     grads = p.trainable * prec.train
     optim = _optimizer_bytes(setup, p, spec, prec)
-    zero = setup.distribution in ("zero1", "zero2", "zero3")
-    if full and zero and setup.dtype != "fp32":
-        # DeepSpeed mixed precision (ZeRO paper, Rajbhandari et al. 2020, sec. 3): 16-bit params (2) and
-        # grads (2) on the GPU, fp32 master weights + Adam m, v (K = 12) in the optimizer partition.
-        weights = p.total * 2
-        grads = p.trainable * 2
-        optim = _optimizer_bytes(setup, p, spec, _Precision(4, 2, 4, True)) + p.trainable * FP32 * (
-            setup.optimizer != "sgd")
-        prec = _Precision(base=2, compute=2, train=2, autocast=False)
-    elif full and setup.distribution == "fsdp" and setup.mixed_precision and setup.dtype != "fp32":
-        # FSDP MixedPrecision(param_dtype=16-bit) (accelerate's FSDP plugin): sharded fp32 params, grads
-        # and states, but the forward runs on all-gathered 16-bit parameters, not autocast copies.
-        prec = _Precision(base=FP32, compute=2, train=FP32, autocast=False)
-    cpu = 0
     # Optimizer step temporaries: fused AdamW (Trainer default "adamw_torch_fused"), SGD and the
     # bitsandbytes 8-bit kernels update in place. transformers' Adafactor.step works per parameter in
     # fp32: grad.float(), p.float() for 16-bit params, grad**2 + eps, the row/col outer product and the
     # update: ~4 fp32 copies of the largest parameter (transformers/optimization.py Adafactor.step).
     step_tmp = 4 * p.largest * FP32 if setup.optimizer == "adafactor" else 0
-    gather = 0
-    stage = setup.zero_stage if zero else (3 if setup.distribution == "fsdp" else 0)
-    if stage >= 1:
-        optim //= n
-    if stage >= 2:
-        grads //= n
-    layer_params = (p.total - spec.vocab_size * spec.hidden_size * (1 if spec.tie_word_embeddings else 2)) // d.L
-    if stage >= 3:
-        weights //= n
-        # all-gathered parameters: the current layer + the prefetched next one, in 16-bit
-        gather = 2 * layer_params * min(prec.base, 2 if setup.dtype != "fp32" else 4)
-    if setup.distribution == "ddp" or (setup.gpus > 1 and stage in (1, 2)):
-        # gradient buckets: DDP copies grads into flat buckets (gradient_as_bucket_view=False);
-        # DeepSpeed ZeRO-1/2 reduce buckets of reduce_bucket_size elements (HF auto: hidden**2).
-        bucket = grads if setup.distribution == "ddp" else 2 * spec.hidden_size**2 * prec.train
-        gather += min(bucket, 2 * DS_BUCKET_ELEMENTS * prec.train)
-    if setup.offload_optimizer:
-        cpu += optim * n + (p.trainable * FP32 if zero else 0)  # fp32 master grads on host (ZeRO-Offload)
-        optim = 0
-        step_tmp = 0
-    if setup.offload_params and stage >= 3:
-        cpu += weights * n
-        weights = 0
+    from planner.sharding import shard_state
+
+    sh = shard_state(spec, setup, p, prec, d.L, weights=weights, grads=grads, optim=optim, step_tmp=step_tmp)
+    weights, grads, optim, step_tmp, gather, cpu, prec = (sh.weights, sh.grads, sh.optim, sh.step_tmp, sh.gather,
+                                                          sh.cpu, sh.prec)
+    stage, n = sh.stage, sh.n
 
     if setup.reference_model and full:
         # frozen reference copy in the policy's dtype (trl dpo_trainer.py: ref_model_init_kwargs
