@@ -138,6 +138,7 @@ class MemoryBreakdown:
     # Added (defaults keep the fixed interface):
     phase: str = ""  # which phase of the step sets the peak: forward, loss-backward, backward, step
     phases: tuple[tuple[str, int], ...] = ()  # every modelled phase's allocated bytes
+    overhead_parts: tuple[tuple[str, int], ...] = ()  # what ``overhead`` is made of (planner.overhead)
 
     def to_dict(self) -> dict:
         return {
@@ -171,19 +172,6 @@ NF4_DQ_BLOCK = 256
 # (``min_8bit_size``) keep fp32 states.
 BNB_OPT_BLOCK = 256
 BNB_MIN_8BIT_SIZE = 4096
-
-# CUDA context of torch 2.x on Hopper/Ampere with lazy module loading (CUDA_MODULE_LOADING=LAZY,
-# default since CUDA 11.7): about 500 MiB (nvidia-smi "used" minus torch.cuda.memory_reserved() after
-# the first kernel; pytorch/pytorch#20532 discussion, PyTorch docs "CUDA semantics: memory management").
-# Not measured in this project's CPU-only sessions.
-CUDA_CONTEXT_BYTES = 512 * 2**20
-# NCCL communicator buffers per GPU for multi-GPU runs (NCCL_BUFFSIZE default 4 MiB per channel and
-# peer, up to 32 channels; of the order of a few hundred MiB on 8-GPU NVLink nodes).
-NCCL_BYTES = 256 * 2**20
-# Caching allocator: reserved exceeds allocated by rounding (2 MiB segments for large tensors) and
-# fragmentation; max_memory_reserved / max_memory_allocated in HF fine-tuning runs is typically
-# 1.05-1.15 (e.g. the LLMem paper, Kim et al. 2024, models it as a separate term). We count 8%.
-ALLOCATOR_FRACTION = 0.08
 
 # TRL fused LM head tile (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE; trl/trainer/utils.py
 # _CHUNKED_LOGPROB_CHUNK_SIZE): one [4096, 32768] compute-dtype buffer reused for every tile.
@@ -822,7 +810,9 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
                      "evicted to CPU only under memory pressure)")
     if setup.dtype == "fp16" and full and not setup.mixed_precision:
         notes.append("pure fp16 training without loss scaling is numerically unstable; prefer bf16")
-    overhead = CUDA_CONTEXT_BYTES + (NCCL_BYTES if setup.gpus > 1 else 0) + int(ALLOCATOR_FRACTION * peak)
+    from planner.overhead import device_overhead
+
+    overhead, overhead_parts = device_overhead(peak, setup)
     return MemoryBreakdown(
         weights=weights,
         gradients=grads,
@@ -836,6 +826,7 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         notes=tuple(notes),
         phase=top.name,
         phases=tuple((ph.name, ph.allocated(resident)) for ph in phases),
+        overhead_parts=overhead_parts,
     )
 
 
