@@ -87,6 +87,17 @@ class ParamCounts:
 
 
 @dataclass(frozen=True)
+class Mla:
+    """DeepSeek-V2/V3 multi-head latent attention (transformers modeling_deepseek_v3.py DeepseekV3Attention)."""
+
+    q_lora_rank: int | None  # None: a plain q_proj instead of q_a_proj -> q_a_layernorm -> q_b_proj
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything the planner needs to know about a model; no weights."""
 
@@ -118,6 +129,12 @@ class ModelSpec:
     notes: tuple[str, ...] = field(default=(), compare=False)  # caveats worth showing the user
     # Architectures outside FAMILIES: counts from transformers' meta-device build (executor/meta_count.py)
     counted: ParamCounts | None = None
+    # MoE models whose layers differ (DeepSeek-V3's first_k_dense_replace, Llama 4's interleave_moe_layer_step,
+    # Qwen3-MoE's mlp_only_layers): the indices of the sparse (expert) layers; None = every layer when MoE.
+    sparse_layers: tuple[int, ...] | None = None
+    dense_intermediate_size: int = 0  # MLP width of the dense layers of such a MoE model
+    shared_expert_intermediate_size: int = 0  # always-active shared expert MLP beside the routed ones (0: none)
+    mla: Mla | None = None  # DeepSeek multi-head latent attention dimensions (None: ordinary q/k/v/o)
 
     # Implemented in this module (see below): param_counts(), linear_layers(), total_params...
 
@@ -126,9 +143,28 @@ class ModelSpec:
         """The architecture layout this spec is counted with (see ``FAMILIES``)."""
         return family_for(self.model_type)
 
-    def linear_layers(self) -> list[LinearShape]:
-        """Linear/Conv1D modules (and MoE parameter matrices) of ONE decoder layer, as peft sees them."""
-        return _linear_layers(self)
+    def linear_layers(self, layer: int = 0) -> list[LinearShape]:
+        """Linear/Conv1D modules (and MoE parameter matrices) of ONE decoder layer (``layer``, default the
+        first), as peft sees them. Every layer is alike except in MoE models with dense layers: see
+        ``layer_groups``."""
+        return _layer_shapes(self, self.is_sparse_layer(layer))
+
+    def is_sparse_layer(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` holds the routed experts (always False for dense models)."""
+        if not self.num_experts:
+            return False
+        return self.sparse_layers is None or layer in self.sparse_layers
+
+    def layer_groups(self) -> list[tuple[list[LinearShape], int]]:
+        """(one layer's modules, how many layers look like it): one group for uniform models, a dense and a
+        sparse group for DeepSeek-V3 / Llama 4 Maverick style models. ``sum(n * sum(s.params for s in shapes))``
+        is every layer's Linear/expert weights (what ``linear_layers() * num_layers`` is for uniform models)."""
+        return _layer_groups(self)
+
+    @property
+    def num_sparse_layers(self) -> int:
+        """Decoder layers with routed experts (0 for dense models)."""
+        return sum(1 for i in range(self.num_layers) if self.is_sparse_layer(i))
 
     def param_counts(self) -> ParamCounts:
         """Parameters by component; ``.total`` equals ``sum(p.numel())`` of the transformers model."""
@@ -217,6 +253,22 @@ class Family:
     embed_name: str = "model.embed_tokens"
     generic: bool = False  # not a known model_type: counted as Llama-like
     moe_v4_names: str = ""  # key of _MOE_V4_TARGETS: how peft maps transformers-4 expert names
+    # Added for the 2025 families (defaults keep the rows above as they were):
+    qk_norm_width: Literal["head", "proj"] = "head"  # OLMo 2: q_norm/k_norm over the whole projection
+    attn_bias_default: bool = False  # config class default of attention_bias (gpt-oss: True)
+    attn_kind: Literal["mha", "mla"] = "mha"  # mla: DeepSeek latent attention (ModelSpec.mla)
+    sinks: bool = False  # gpt-oss: a learned attention-sink logit per head (self_attn.sinks)
+    mlp_parent: str = "mlp"  # Llama 4: "feed_forward"
+    router_name: str = "gate"  # MoE router: mlp.gate (Mixtral, Qwen3-MoE, DeepSeek), mlp.router (gpt-oss, Llama 4)
+    router_kind: Literal["param", "linear"] = "param"  # Llama 4's router is an nn.Linear subclass
+    router_bias: bool = False  # gpt-oss router has a bias
+    expert_bias: bool = False  # gpt-oss experts have gate_up_proj_bias / down_proj_bias
+    shared_expert: str = ""  # always-on shared expert MLP: "shared_experts" (DeepSeek), "shared_expert" (Llama 4)
+    # Which layers are sparse: "all"; "qwen" (mlp_only_layers / decoder_sparse_step); "first_k"
+    # (first_k_dense_replace dense layers first); "llama4" (moe_layers or interleave_moe_layer_step).
+    sparse_rule: Literal["all", "qwen", "first_k", "llama4"] = "all"
+    dense_width_key: str = "intermediate_size"  # config key of the dense layers' MLP width in a MoE model
+    top_k_default: int = 2  # config class default of num_experts_per_tok
 
 
 FAMILIES: dict[str, Family] = {
@@ -257,7 +309,73 @@ FAMILIES: dict[str, Family] = {
     # moe_intermediate_size; all layers sparse when decoder_sparse_step == 1 and mlp_only_layers == [].
     # configuration_qwen3_moe.py (5.23): head_dim defaults to hidden_size // num_attention_heads (Qwen3's
     # dense config defaults to 128; published Qwen3-MoE checkpoints state head_dim explicitly).
-    "qwen3_moe": Family("moe", "Qwen3MoeForCausalLM", qk_norm=True, moe_v4_names="qwen2_moe"),
+    # Dense layers: modeling_qwen3_moe.py Qwen3MoeDecoderLayer uses Qwen3MoeMLP(intermediate_size) for layers in
+    # mlp_only_layers or where (layer_idx + 1) % decoder_sparse_step != 0.
+    "qwen3_moe": Family("moe", "Qwen3MoeForCausalLM", qk_norm=True, moe_v4_names="qwen2_moe", sparse_rule="qwen"),
+    # configuration_gemma3.py Gemma3TextConfig: head_dim 256, tie True, gelu_pytorch_tanh; modeling_gemma3.py:
+    # Gemma 2's four norms per layer plus Qwen3-style q_norm/k_norm over head_dim.
+    "gemma3_text": Family(
+        "llama",
+        "Gemma3ForCausalLM",
+        norms_per_layer=4,
+        qk_norm=True,
+        tie_default=True,
+        head_dim_default=256,
+        act_keys=("hidden_activation", "hidden_act"),
+        act_default="gelu_pytorch_tanh",
+    ),
+    # modeling_olmo2.py: q/k/v/o bias = attention_bias, q_norm RMSNorm(heads * head_dim), k_norm
+    # RMSNorm(kv_heads * head_dim); post_attention and post_feedforward norms (no input norm); untied.
+    "olmo2": Family("llama", "Olmo2ForCausalLM", qk_norm=True, qk_norm_width="proj"),
+    # modeling_smollm3.py: Llama's layer (attention_bias, mlp_bias); configuration_smollm3.py ties embeddings.
+    "smollm3": Family("llama", "SmolLM3ForCausalLM", mlp_bias="config", tie_default=True),
+    # modeling_granite.py: Llama's layer; the *_multiplier config keys scale activations, no parameters.
+    "granite": Family("llama", "GraniteForCausalLM", mlp_bias="config"),
+    # modeling_gpt_oss.py: q/k/v/o bias = attention_bias (config default True), sinks [heads] per layer; router
+    # mlp.router (weight [E, H] + bias [E]); experts gate_up_proj [E, H, 2I] + bias [E, 2I], down_proj [E, I, H]
+    # + bias [E, H]; every layer sparse. configuration_gpt_oss.py: head_dim 64, 4 experts per token.
+    "gpt_oss": Family(
+        "moe",
+        "GptOssForCausalLM",
+        attn_bias_default=True,
+        head_dim_default=64,
+        sinks=True,
+        router_name="router",
+        router_bias=True,
+        expert_bias=True,
+        top_k_default=4,
+    ),
+    # modeling_deepseek_v3.py: MLA attention (q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa,
+    # kv_a_layernorm, kv_b_proj, o_proj); layers < first_k_dense_replace have DeepseekV3MLP(intermediate_size),
+    # the others mlp.gate (weight [E, H]; e_score_correction_bias is a buffer), fused experts of width
+    # moe_intermediate_size and mlp.shared_experts MLP(moe_intermediate_size * n_shared_experts). The MTP
+    # layer (num_nextn_predict_layers) is not built by transformers. peft maps it like qwen2_moe
+    # (transformers/conversion_mapping.py _MODEL_TO_CONVERSION_PATTERN).
+    "deepseek_v3": Family(
+        "moe",
+        "DeepseekV3ForCausalLM",
+        attn_kind="mla",
+        shared_expert="shared_experts",
+        sparse_rule="first_k",
+        top_k_default=8,
+        moe_v4_names="qwen2_moe",
+    ),
+    # modeling_llama4.py (text model): q/k/v/o bias = attention_bias, qk_norm is a parameterless L2 norm; MoE
+    # layers (config.moe_layers) have feed_forward.router (nn.Linear H -> E, no bias), experts gate_up_proj
+    # [E, H, 2I], down_proj [E, I, H] and feed_forward.shared_expert MLP(intermediate_size); the other layers
+    # an MLP of intermediate_size_mlp. configuration_llama4.py: head_dim 128, 1 expert per token.
+    "llama4_text": Family(
+        "moe",
+        "Llama4ForCausalLM",
+        head_dim_default=128,
+        mlp_parent="feed_forward",
+        router_name="router",
+        router_kind="linear",
+        shared_expert="shared_expert",
+        sparse_rule="llama4",
+        dense_width_key="intermediate_size_mlp",
+        top_k_default=1,
+    ),
     # modeling_gpt2.py: Conv1D c_attn/c_proj/c_fc/c_proj with biases, LayerNorm with bias, learned wpe.
     "gpt2": Family(
         "gpt2",
@@ -287,13 +405,53 @@ def _bias(rule: Bias, flag: bool) -> bool:
     return flag if rule == "config" else rule == "yes"
 
 
-def _linear_layers(spec: ModelSpec) -> list[LinearShape]:
+def _attention_shapes(spec: ModelSpec) -> list[LinearShape]:
     fam = spec.family
-    h, hd = spec.hidden_size, spec.head_dim
+    h, hd, att = spec.hidden_size, spec.head_dim, fam.attn_parent
     q_out, kv_out = spec.num_attention_heads * hd, spec.num_kv_heads * hd
     qkv_b, o_b = _bias(fam.qkv_bias, spec.attention_bias), _bias(fam.o_bias, spec.attention_bias)
+    if fam.attn_kind == "mla" and spec.mla is not None:
+        # DeepseekV3Attention: q_a/kv_a/o bias = attention_bias, q_b/kv_b never biased.
+        m, heads, b = spec.mla, spec.num_attention_heads, spec.attention_bias
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        if m.q_lora_rank:
+            q = [
+                LinearShape("q_a_proj", h, m.q_lora_rank, b, parent=att),
+                LinearShape("q_b_proj", m.q_lora_rank, heads * qk, False, parent=att),
+            ]
+        else:
+            q = [LinearShape("q_proj", h, heads * qk, False, parent=att)]
+        return q + [
+            LinearShape("kv_a_proj_with_mqa", h, m.kv_lora_rank + m.qk_rope_head_dim, b, parent=att),
+            LinearShape("kv_b_proj", m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim), False, parent=att),
+            LinearShape("o_proj", heads * m.v_head_dim, h, b, parent=att),
+        ]
+    if fam.layout == "phi3":
+        return [
+            LinearShape("qkv_proj", h, q_out + 2 * kv_out, qkv_b, parent=att),
+            LinearShape("o_proj", q_out, h, o_b, parent=att),
+        ]
+    return [
+        LinearShape("q_proj", h, q_out, qkv_b, parent=att),
+        LinearShape("k_proj", h, kv_out, qkv_b, parent=att),
+        LinearShape("v_proj", h, kv_out, qkv_b, parent=att),
+        LinearShape("o_proj", q_out, h, o_b, parent=att),
+    ]
+
+
+def _gated_mlp(h: int, inter: int, bias: bool, parent: str) -> list[LinearShape]:
+    return [
+        LinearShape("gate_proj", h, inter, bias, role="mlp", parent=parent),
+        LinearShape("up_proj", h, inter, bias, role="mlp", parent=parent),
+        LinearShape("down_proj", inter, h, bias, role="mlp", parent=parent),
+    ]
+
+
+def _layer_shapes(spec: ModelSpec, sparse: bool) -> list[LinearShape]:
+    """One decoder layer's modules: a sparse (routed-expert) layer or a dense one."""
+    fam = spec.family
+    h, inter = spec.hidden_size, spec.intermediate_size
     mlp_b = _bias(fam.mlp_bias, spec.mlp_bias)
-    att, inter = fam.attn_parent, spec.intermediate_size
     if fam.layout == "gpt2":
         return [
             LinearShape("c_attn", h, 3 * h, True, kind="conv1d", parent="attn"),
@@ -301,57 +459,59 @@ def _linear_layers(spec: ModelSpec) -> list[LinearShape]:
             LinearShape("c_fc", h, inter, True, role="mlp", kind="conv1d", parent="mlp"),
             LinearShape("c_proj", inter, h, True, role="mlp", kind="conv1d", parent="mlp"),
         ]
+    attn = _attention_shapes(spec)
     if fam.layout == "phi3":
-        attn = [
-            LinearShape("qkv_proj", h, q_out + 2 * kv_out, qkv_b, parent=att),
-            LinearShape("o_proj", q_out, h, o_b, parent=att),
-        ]
-        mlp = [
+        return attn + [
             LinearShape("gate_up_proj", h, 2 * inter, mlp_b, role="mlp", parent="mlp"),
             LinearShape("down_proj", inter, h, mlp_b, role="mlp", parent="mlp"),
         ]
-        return attn + mlp
-    attn = [
-        LinearShape("q_proj", h, q_out, qkv_b, parent=att),
-        LinearShape("k_proj", h, kv_out, qkv_b, parent=att),
-        LinearShape("v_proj", h, kv_out, qkv_b, parent=att),
-        LinearShape("o_proj", q_out, h, o_b, parent=att),
-    ]
+    mp = fam.mlp_parent
+    if fam.layout == "moe" and not sparse:  # a dense layer of a MoE model
+        return attn + _gated_mlp(h, spec.dense_intermediate_size or inter, mlp_b, mp)
     if fam.layout == "moe":
-        e = spec.num_experts
-        return attn + [
-            LinearShape("gate", h, e, False, role="router", kind="param", parent="mlp"),
-            LinearShape(
-                "gate_up_proj",
-                h,
-                2 * inter,
-                False,
-                count=e,
-                role="expert",
-                kind="param",
-                parent="mlp.experts",
-            ),
-            LinearShape(
-                "down_proj", inter, h, False, count=e, role="expert", kind="param", parent="mlp.experts"
-            ),
+        e, eb = spec.num_experts, fam.expert_bias
+        shapes = attn + [
+            LinearShape(fam.router_name, h, e, fam.router_bias, role="router", kind=fam.router_kind, parent=mp),
+            LinearShape("gate_up_proj", h, 2 * inter, eb, count=e, role="expert", kind="param", parent=f"{mp}.experts"),
+            LinearShape("down_proj", inter, h, eb, count=e, role="expert", kind="param", parent=f"{mp}.experts"),
         ]
-    return attn + [
-        LinearShape("gate_proj", h, inter, mlp_b, role="mlp", parent="mlp"),
-        LinearShape("up_proj", h, inter, mlp_b, role="mlp", parent="mlp"),
-        LinearShape("down_proj", inter, h, mlp_b, role="mlp", parent="mlp"),
-    ]
+        if spec.shared_expert_intermediate_size and fam.shared_expert:
+            shapes += _gated_mlp(h, spec.shared_expert_intermediate_size, False, f"{mp}.{fam.shared_expert}")
+        return shapes
+    return attn + _gated_mlp(h, inter, mlp_b, mp)
+
+
+def _layer_groups(spec: ModelSpec) -> list[tuple[list[LinearShape], int]]:
+    sparse = spec.num_sparse_layers
+    groups = [(_layer_shapes(spec, True), sparse), (_layer_shapes(spec, False), spec.num_layers - sparse)]
+    return [(shapes, n) for shapes, n in groups if n]
+
+
+def _layer_norms(spec: ModelSpec) -> int:
+    """Norm weights of one decoder layer (the same in dense and sparse layers)."""
+    fam, h = spec.family, spec.hidden_size
+    norm_size = 2 * h if spec.norm_type == "layernorm" else h  # LayerNorm: weight + bias; RMSNorm: weight
+    norms = fam.norms_per_layer * norm_size
+    if fam.qk_norm and fam.qk_norm_width == "proj":  # OLMo 2
+        norms += (spec.num_attention_heads + spec.num_kv_heads) * spec.head_dim
+    elif fam.qk_norm:
+        norms += 2 * spec.head_dim
+    if spec.mla is not None:  # q_a_layernorm (with q_lora_rank) and kv_a_layernorm
+        norms += (spec.mla.q_lora_rank or 0) + spec.mla.kv_lora_rank
+    return norms
 
 
 def _param_counts(spec: ModelSpec) -> ParamCounts:
     fam, h, n_layers = spec.family, spec.hidden_size, spec.num_layers
-    layers = _linear_layers(spec)
-    attention = n_layers * sum(s.params for s in layers if s.role == "attn")
-    mlp = n_layers * sum(s.params for s in layers if s.role != "attn")
-    experts = n_layers * sum(s.params for s in layers if s.role == "expert")
-    norm_size = 2 * h if spec.norm_type == "layernorm" else h  # LayerNorm: weight + bias; RMSNorm: weight
-    norms = (n_layers * fam.norms_per_layer + 1) * norm_size  # + the final norm
-    if fam.qk_norm:
-        norms += n_layers * 2 * spec.head_dim
+    attention = mlp = experts = 0
+    for layer, n in _layer_groups(spec):
+        attention += n * sum(s.params for s in layer if s.role == "attn")
+        mlp += n * sum(s.params for s in layer if s.role != "attn")
+        experts += n * sum(s.params for s in layer if s.role == "expert")
+    if fam.sinks:
+        attention += n_layers * spec.num_attention_heads
+    norm_size = 2 * h if spec.norm_type == "layernorm" else h
+    norms = n_layers * _layer_norms(spec) + norm_size  # + the final norm
     embeddings = spec.vocab_size * h
     if fam.layout == "gpt2":
         embeddings += spec.max_position_embeddings * h  # learned absolute positions (wpe)
@@ -404,8 +564,10 @@ def _is_regex(target: str) -> bool:
 
 def _module_candidates(spec: ModelSpec) -> list[tuple[str, LinearShape]]:
     """Every Linear/Conv1D module of the model by full name (decoder layers, then the output layer)."""
-    fam, layer = spec.family, [s for s in _linear_layers(spec) if s.kind != "param"]
-    names = [(f"{fam.layer_prefix}.{i}.{s.path}", s) for i in range(spec.num_layers) for s in layer]
+    fam, kinds = spec.family, _layer_kinds(spec, param=False)
+    names = [
+        (f"{fam.layer_prefix}.{i}.{s.path}", s) for i in range(spec.num_layers) for s in kinds[spec.is_sparse_layer(i)]
+    ]
     lm_head = LinearShape("lm_head", spec.hidden_size, spec.vocab_size, False, role="mlp")
     return names + [("lm_head", lm_head)]
 
@@ -450,9 +612,7 @@ class LoraModule:
         return self.r * self.shape.count * (self.shape.in_features + self.shape.out_features)
 
 
-def _moe_targets(
-    spec: ModelSpec, targets: tuple[str, ...], all_linear: bool
-) -> tuple[set[str], tuple[str, ...]]:
+def _moe_targets(spec: ModelSpec, targets: tuple[str, ...], all_linear: bool) -> tuple[set[str], tuple[str, ...]]:
     """Split targets into MoE parameter names (per the v4->v5 mapping) and the remaining module targets."""
     mapping = _MOE_V4_TARGETS.get(spec.family.moe_v4_names if spec.num_experts else "", {})
     if not mapping:
@@ -521,14 +681,20 @@ def lora_modules(
 
 
 def _param_candidates(spec: ModelSpec) -> list[tuple[str, LinearShape]]:
-    fam = spec.family
-    params = [s for s in _linear_layers(spec) if s.kind == "param"]
-    return [(f"{fam.layer_prefix}.{i}.{s.path}", s) for i in range(spec.num_layers) for s in params]
+    fam, kinds = spec.family, _layer_kinds(spec, param=True)
+    return [
+        (f"{fam.layer_prefix}.{i}.{s.path}", s) for i in range(spec.num_layers) for s in kinds[spec.is_sparse_layer(i)]
+    ]
 
 
-def matched_lora_modules(
-    spec: ModelSpec, targets: tuple[str, ...] | list[str] | str
-) -> list[tuple[str, LinearShape]]:
+def _layer_kinds(spec: ModelSpec, *, param: bool) -> dict[bool, list[LinearShape]]:
+    """Dense (False) and sparse (True) layers' module shapes, parameters only or modules only."""
+    return {
+        sparse: [s for s in _layer_shapes(spec, sparse) if (s.kind == "param") == param] for sparse in (False, True)
+    }
+
+
+def matched_lora_modules(spec: ModelSpec, targets: tuple[str, ...] | list[str] | str) -> list[tuple[str, LinearShape]]:
     """(full name, shape) of what LoRA wraps for ``targets`` (rank-independent view of ``lora_modules``)."""
     return [(m.name, m.shape) for m in lora_modules(spec, targets, 1)]
 
@@ -637,9 +803,7 @@ def _get(config: dict, field_name: str):
     return None, None
 
 
-def _int_field(
-    config: dict, field_name: str, where: str, *, required: bool = True, default=None
-) -> int | None:
+def _int_field(config: dict, field_name: str, where: str, *, required: bool = True, default=None) -> int | None:
     key, value = _get(config, field_name)
     if key is None:
         if required and default is None:
@@ -709,9 +873,7 @@ def spec_from_config(
         raise FtplanError(f"{where}: vocab_size={vocab!r} must be a positive integer")
     kv = _int_field(config, "num_kv_heads", where, default=heads)
     if heads % kv:
-        raise FtplanError(
-            f"{where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv}"
-        )
+        raise FtplanError(f"{where}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv}")
     head_dim = config.get("head_dim")
     if head_dim is None:
         head_dim = fam.head_dim_default or hidden // heads
@@ -724,18 +886,18 @@ def spec_from_config(
         raise FtplanError(f"{where}: head_dim={head_dim!r} must be a positive integer")
     inter_default = 4 * hidden if fam.layout == "gpt2" else None  # modeling_gpt2.py: n_inner or 4 * n_embd
     inter = _int_field(config, "intermediate_size", where, default=inter_default)
-    max_pos = _int_field(
-        config, "max_position_embeddings", where, default=_CONFIG_DEFAULTS["max_position_embeddings"]
-    )
+    max_pos = _int_field(config, "max_position_embeddings", where, default=_CONFIG_DEFAULTS["max_position_embeddings"])
     experts = _int_field(config, "num_experts", where, required=False, default=0) or 0
-    top_k = config.get("num_experts_per_tok") or (2 if experts else 0)
+    top_k = config.get("num_experts_per_tok") or (fam.top_k_default if experts else 0)
     if fam.layout == "moe" and not experts:
         raise FtplanError(f"{where}: {model_type} config without num_local_experts / num_experts")
+    moe = _moe_layout(config, fam, layers, inter, where) if fam.layout == "moe" else {}
     if fam.layout == "moe" and config.get("moe_intermediate_size"):
-        # Every layer's MLP is the expert block, so the per-expert width is the one that counts.
+        # The expert width (intermediate_size is then the dense layers' width, see _moe_layout).
         inter = _int_field({"intermediate_size": config["moe_intermediate_size"]}, "intermediate_size", where)
-    if fam.layout == "moe" and (config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1):
-        notes.append("some layers are dense (mlp_only_layers/decoder_sparse_step): counted as all sparse")
+    mla = _mla(config) if fam.attn_kind == "mla" else None
+    if mla is not None:
+        head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim  # the q/k head width (v: mla.v_head_dim)
     if experts and fam.layout != "moe" and counted is None:
         notes.append(f"{model_type} MoE layout not modelled exactly; experts ignored in counts")
         experts, top_k = 0, 0
@@ -762,7 +924,7 @@ def spec_from_config(
         hidden_act=_activation(config, fam),
         num_experts=experts,
         num_experts_per_tok=top_k if experts else 0,
-        attention_bias=_bias(fam.qkv_bias, bool(config.get("attention_bias", False))),
+        attention_bias=_bias(fam.qkv_bias, bool(config.get("attention_bias", fam.attn_bias_default))),
         torch_dtype=str(config.get("torch_dtype") or config.get("dtype") or "float32"),
         source=source,
         local_path=local_path,
@@ -771,6 +933,53 @@ def spec_from_config(
         mlp_bias=_bias(fam.mlp_bias, bool(config.get("mlp_bias", False))),
         notes=tuple(notes),
         counted=counted,
+        mla=mla,
+        **moe,
+    )
+
+
+def _moe_layout(config: dict, fam: Family, layers: int, inter: int | None, where: str) -> dict:
+    """ModelSpec's sparse_layers / dense_intermediate_size / shared_expert_intermediate_size for a MoE family,
+    with the config classes' defaults (transformers 5 configuration_<type>.py) for keys a config.json omits."""
+    if fam.sparse_rule == "qwen":  # Qwen3MoeDecoderLayer
+        only, step = config.get("mlp_only_layers") or [], config.get("decoder_sparse_step") or 1
+        sparse = [i for i in range(layers) if i not in only and (i + 1) % step == 0]
+    elif fam.sparse_rule == "first_k":  # DeepseekV3DecoderLayer: layer_idx >= first_k_dense_replace
+        first_k = config.get("first_k_dense_replace")
+        sparse = list(range(3 if first_k is None else first_k, layers))  # DeepseekV3Config default 3
+    elif fam.sparse_rule == "llama4":  # Llama4TextConfig.__post_init__
+        step = config.get("interleave_moe_layer_step") or 1
+        sparse = config.get("moe_layers")
+        sparse = list(range(step - 1, layers, step)) if sparse is None else [i for i in sparse if 0 <= i < layers]
+    else:
+        sparse = list(range(layers))
+    out: dict = {"sparse_layers": None if len(sparse) == layers else tuple(sparse)}
+    if len(sparse) < layers:
+        dense = config.get(fam.dense_width_key)
+        if dense is None and fam.dense_width_key == "intermediate_size_mlp":
+            dense = 16384  # Llama4TextConfig default
+        out["dense_intermediate_size"] = _int_field({"intermediate_size": dense}, "intermediate_size", where)
+    if fam.shared_expert == "shared_experts":  # DeepseekV3MoE: MLP(moe_intermediate_size * n_shared_experts)
+        n_shared = config.get("n_shared_experts", 1)
+        width = config.get("moe_intermediate_size") or 2048  # DeepseekV3Config default
+        out["shared_expert_intermediate_size"] = (n_shared or 0) * width
+    elif fam.shared_expert:  # Llama4TextMoe: shared_expert = Llama4TextMLP(config), the expert width
+        out["shared_expert_intermediate_size"] = inter or 0
+    return out
+
+
+def _mla(config: dict) -> Mla:
+    """DeepSeek latent-attention dimensions with DeepseekV3Config's defaults."""
+
+    def get(key: str, default: int | None) -> int | None:
+        return config[key] if key in config else default
+
+    return Mla(
+        q_lora_rank=get("q_lora_rank", 1536),
+        kv_lora_rank=get("kv_lora_rank", 512),
+        qk_nope_head_dim=get("qk_nope_head_dim", 128),
+        qk_rope_head_dim=get("qk_rope_head_dim", 64),
+        v_head_dim=get("v_head_dim", 128),
     )
 
 
@@ -1006,8 +1215,7 @@ def _offline(offline: bool | None) -> bool:
         return offline
     # huggingface_hub/constants.py: HF_HUB_OFFLINE (and transformers' TRANSFORMERS_OFFLINE) truthy values.
     return any(
-        os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+        os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
 
 
