@@ -659,7 +659,11 @@ def lora_modules(
     moe_params, targets = _moe_targets(spec, targets, all_linear)
     candidates = _module_candidates(spec)
     if all_linear:
-        hits = [(n, s) for n, s in candidates if n != "lm_head"]
+        # peft resolves 'all-linear' to leaf names plus the v4 expert names, then moves every name of the v4
+        # mapping to target_parameters (transformers_weight_conversion.py _resolve_string_target_modules): the
+        # dense layers' and shared experts' gate_proj/up_proj/down_proj Linears (DeepSeek-V3) stay unwrapped.
+        remapped = set(_MOE_V4_TARGETS.get(spec.family.moe_v4_names, {})) if spec.num_experts else set()
+        hits = [(n, s) for n, s in candidates if n != "lm_head" and s.name not in remapped]
     else:
         hits = [(n, s) for n, s in candidates if targets and _peft_match(n, targets)]
     out = [LoraModule(n, s, r) for n, s in hits]
