@@ -49,14 +49,22 @@ class Case:
     targets: tuple[str, ...] = ("all-linear",)
     r: int = 16
     lora_dropout: float = 0.0
+    optimizer: str = "adamw"  # adamw (fused) | adamw_foreach (torch multi-tensor)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    modules_to_save: tuple[str, ...] = ()  # peft LoraConfig.modules_to_save
+    added_tokens: int = 0  # rows added to the vocabulary (resize_token_embeddings)
 
     @property
     def label(self) -> str:
         t = "" if self.method == "full" else (f" r{self.r} " + ("all" if self.targets == ("all-linear",) else
                                                               ",".join(self.targets)))
         drop = f" drop{self.lora_dropout:g}" if self.lora_dropout else ""
+        extra = "".join([f" {self.optimizer}" if self.optimizer != "adamw" else "",
+                         f" accum{self.grad_accum}" if self.grad_accum > 1 else "",
+                         f" save={','.join(self.modules_to_save)}" if self.modules_to_save else "",
+                         f" +{self.added_tokens}tok" if self.added_tokens else ""])
         return (f"{self.model.split('/')[-1]} L{self.layers} {self.method}{t}{drop} {self.precision} {self.attn} "
-                f"s{self.seq} b{self.batch}{' ckpt' if self.ckpt else ''}")
+                f"s{self.seq} b{self.batch}{' ckpt' if self.ckpt else ''}{extra}")
 
 
 def cases(quick: bool = False) -> list[Case]:
@@ -153,6 +161,9 @@ def measure(case: Case, raw: dict | None = None) -> int:
     raw = raw or _config_dict(case.model, case.layers)
     model_type = raw["model_type"]
     kwargs = {k: v for k, v in raw.items() if k not in ("model_type", "architectures", "torch_dtype", "dtype")}
+    if case.added_tokens:  # what resize_token_embeddings(vocab + added) leaves: the same shapes
+        key = "vocab_size"
+        kwargs[key] = kwargs[key] + case.added_tokens
     config = AutoConfig.for_model(model_type, **kwargs)
     for key in _DROPOUT_KEYS:  # also the config class defaults (GPT2Config: 0.1 each)
         if hasattr(config, key):
@@ -167,7 +178,8 @@ def measure(case: Case, raw: dict | None = None) -> int:
 
         targets = "all-linear" if case.targets == ("all-linear",) else list(case.targets)
         model = get_peft_model(model, LoraConfig(r=case.r, lora_alpha=2 * case.r, target_modules=targets,
-                                                 lora_dropout=case.lora_dropout))
+                                                 lora_dropout=case.lora_dropout,
+                                                 modules_to_save=list(case.modules_to_save) or None))
     model.train()
     autocast = case.precision == "mixed" or case.method == "lora"
     with FakeTensorMode(allow_non_fake_inputs=True):
@@ -176,16 +188,20 @@ def measure(case: Case, raw: dict | None = None) -> int:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.tie_weights()
         ids = torch.randint(0, config.vocab_size, (case.batch, case.seq))
-        return tracked_peak(model, ids, autocast=autocast)
+        return tracked_peak(model, ids, autocast=autocast, foreach=case.optimizer == "adamw_foreach",
+                            grad_accum=case.grad_accum)
 
 
-def tracked_peak(model, ids, *, autocast: bool, forward_kwargs: dict | None = None) -> int:
+def tracked_peak(model, ids, *, autocast: bool, forward_kwargs: dict | None = None, foreach: bool = False,
+                 grad_accum: int = 1) -> int:
     """Peak bytes MemTracker sees over two training steps (forward with labels, backward, fused AdamW
     step, zero_grad) of ``model`` on ``ids``; call inside the FakeTensorMode the model was built in."""
     import torch
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, foreach=True) if foreach else torch.optim.AdamW(params, lr=1e-4,
+                                                                                                fused=True)
     tracker = MemTracker()
     # MemTracker hooks every parameter's gradient; frozen ones (LoRA base) cannot take hooks: mark
     # them as already hooked with a no-op handle.
@@ -195,11 +211,13 @@ def tracked_peak(model, ids, *, autocast: bool, forward_kwargs: dict | None = No
     tracker.track_external(model, opt)
     with tracker:
         for _ in range(2):
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-            with ctx:
-                loss = model(input_ids=ids, labels=ids, **(forward_kwargs or {})).loss
-            loss.backward()
-            del loss
+            for _ in range(grad_accum):  # micro-batches of one optimizer step (gradients accumulate)
+                ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+                with ctx:
+                    loss = model(input_ids=ids, labels=ids, **(forward_kwargs or {})).loss
+                loss.backward()
+                del loss
+                tracker.reset_mod_stats()  # MemTracker refuses a module's second forward otherwise
             opt.step()
             opt.zero_grad(set_to_none=True)
             tracker.reset_mod_stats()
@@ -217,7 +235,8 @@ def estimated(case: Case, raw: dict | None = None) -> tuple[int, str, int]:
         method=case.method, dtype="fp32" if case.precision == "fp32" else "bf16",
         mixed_precision=case.precision == "mixed", seq_len=case.seq, micro_batch=case.batch,
         grad_ckpt=case.ckpt, attn_impl=case.attn, lora_r=case.r, lora_targets=case.targets,
-        lora_dropout=case.lora_dropout,
+        lora_dropout=case.lora_dropout, optimizer=case.optimizer, grad_accum=case.grad_accum,
+        modules_to_save=case.modules_to_save, added_tokens=case.added_tokens,
     )
     mem = estimate_memory(spec, setup)
     return mem.peak_allocated, mem.phase, accelerate_rule(spec.param_counts().total, case.precision)

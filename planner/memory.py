@@ -189,6 +189,13 @@ FUSED_TORCH_TILE_FP32_COPIES = 7.2
 DS_BUCKET_ELEMENTS = 500_000_000
 
 
+# peft modules_to_save names ftplan models: the token embeddings and the LM head, as transformers names
+# them per family (Llama/Qwen/Mistral/Gemma/Phi-3: embed_tokens + lm_head; GPT-2: wte + lm_head;
+# GPT-NeoX: embed_in + embed_out). Each is a vocab x hidden matrix.
+SAVE_MODULES = {"embed_tokens": "embeddings", "wte": "embeddings", "embed_in": "embeddings",
+                "word_embeddings": "embeddings", "lm_head": "head", "embed_out": "head"}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Precision policy
 # ---------------------------------------------------------------------------------------------------------
@@ -212,8 +219,9 @@ def _precision(setup: TrainSetup) -> _Precision:
         return _Precision(base=c, compute=c, train=c, autocast=False)
     if setup.method == "qlora":
         # bf16 compute (bnb_4bit_compute_dtype), fp32 adapters and fp32 non-quantized weights.
+        # qlora_upcast=False (sharded QLoRA: TRL skips prepare_model_for_kbit_training) keeps them in dtype.
         return _Precision(base=c, compute=2 if c == 2 else 4, train=FP32, autocast=c == 2, quantized=True,
-                          other=FP32)
+                          other=FP32 if setup.qlora_upcast else c)
     # LoRA/DoRA/IA3/prompt/prefix: frozen base in dtype, trainable adapter in fp32.
     return _Precision(base=c, compute=c, train=FP32, autocast=c == 2)
 
@@ -274,6 +282,15 @@ def validate_setup(spec: ModelSpec, setup: TrainSetup) -> None:
         value = getattr(setup, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise FtplanError(f"{name}={value!r} must be a positive integer")
+    if isinstance(setup.added_tokens, bool) or not isinstance(setup.added_tokens, int) or setup.added_tokens < 0:
+        raise FtplanError(f"added_tokens={setup.added_tokens!r} must be a non-negative integer")
+    unknown = [m for m in setup.modules_to_save if m not in SAVE_MODULES]
+    if unknown:
+        raise FtplanError(f"modules_to_save: {', '.join(unknown)} is not modelled",
+                          hint=f"use {', '.join(sorted(SAVE_MODULES))}")
+    if setup.modules_to_save and setup.method not in ("lora", "dora", "qlora"):
+        raise FtplanError(f"modules_to_save applies to LoRA/DoRA/QLoRA, not method={setup.method}",
+                          hint="full fine-tuning already trains every module")
     if not 0.0 <= setup.lora_dropout < 1.0:
         raise FtplanError(f"lora_dropout={setup.lora_dropout!r} must be in [0, 1)")
     if setup.method in ("lora", "dora", "qlora") and setup.lora_r > spec.hidden_size:
@@ -333,6 +350,25 @@ def _trainable(spec: ModelSpec, setup: TrainSetup) -> int:
     raise FtplanError(f"method={setup.method!r} is not supported")
 
 
+def resized(spec: ModelSpec, added_tokens: int) -> ModelSpec:
+    """``spec`` after ``resize_token_embeddings(vocab + added_tokens)``: the embedding (and an untied
+    lm_head) gain one row per added token (transformers PreTrainedModel.resize_token_embeddings)."""
+    if not added_tokens:
+        return spec
+    c = spec.counted
+    if c is not None:
+        rows = added_tokens * spec.hidden_size
+        c = replace(c, embeddings=c.embeddings + rows, lm_head=c.lm_head + (rows if c.lm_head else 0))
+    return replace(spec, vocab_size=spec.vocab_size + added_tokens, counted=c)
+
+
+def _saved_module_params(spec: ModelSpec, setup: TrainSetup) -> int:
+    """Elements of the trainable copies peft makes for ``modules_to_save`` (ModulesToSaveWrapper deep-copies
+    the module beside the frozen original; a tied lm_head/embedding pair becomes two copies)."""
+    kinds = {SAVE_MODULES[m] for m in setup.modules_to_save}
+    return len(kinds) * spec.vocab_size * spec.hidden_size
+
+
 def _params(spec: ModelSpec, setup: TrainSetup) -> _Params:
     counts = spec.param_counts()
     layers = spec.linear_layers()
@@ -371,7 +407,9 @@ def _weight_bytes(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precisi
 def _optimizer_bytes(setup: TrainSetup, p: _Params, spec: ModelSpec, prec: _Precision) -> int:
     n = p.trainable
     opt = setup.optimizer
-    if opt == "adamw":  # exp_avg, exp_avg_sq in the parameter dtype (torch/optim/adamw.py _init_group)
+    if opt in ("adamw", "adamw_foreach", "paged_adamw_32bit"):
+        # exp_avg, exp_avg_sq in the parameter dtype (torch/optim/adam.py _init_group); bitsandbytes'
+        # PagedAdamW32bit keeps the same two fp32 states in paged (unified) memory.
         return 2 * n * prec.train
     if opt in ("adamw_8bit", "paged_adamw_8bit"):
         # two uint8 states + fp32 absmax per 256-element block (bitsandbytes Optimizer2State).
@@ -570,7 +608,12 @@ def _gpt2_layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Preci
         saved += d.b * d.heads * d.s * d.s
     weight_copies = 0
     for s in _targets(spec, setup):
-        saved += c * T * setup.lora_r * s.count + (c * T * s.in_features if prec.autocast else 0)
+        # lora_A saves its input: under autocast the 16-bit cast of peft's fp32 copy; in fp32 the module
+        # input itself: the LayerNorm outputs and the GELU output are new saved tensors, the merged
+        # attention heads (attn.c_proj's input) are already among the attention's saved tensors above.
+        # Measured on fake tensors, GPT-2 12 layers fp32: -11.1% without this term, -0.0% with it.
+        own = prec.autocast or s.path != "attn.c_proj"
+        saved += c * T * setup.lora_r * s.count + (c * T * s.in_features if own else 0)
         saved += T * s.in_features if setup.lora_dropout > 0 else 0
         if prec.autocast:
             weight_copies += 2 * setup.lora_r * (s.in_features + s.out_features)
@@ -621,6 +664,10 @@ class _Parts:
     first_layer_discount: int = 0  # frozen embeddings: layer 0's input norm saves nothing
     ckpt_extra: int = 0  # gradient checkpointing: tensors alive at the loss beyond the layer inputs
     fused: _FusedHead | None = None  # TRL fused LM head instead of full logits
+    # sharded runs (planner.sharding.Sharded): their own backward points (layer, mid-layer?, name, gathered
+    # bytes) and the gathered bytes at the end of backward; empty/None: the single-device points with gather
+    backward: tuple = ()
+    gather_end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -667,14 +714,25 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
     recompute = p.layer_act + p.layer_copies + c * d.T * d.h if ckpt else 0
     transient = _layer_backward_tmp(d, prec) + p.dequant
     out = list(loss_phases)
-    # walking down the layers: layer k's activations (recomputed under checkpointing) + gradients above
-    for k, name in ((L - 1, "backward-top"), (0, "backward-bottom")):
+    # walking down the layers: layer k's activations (recomputed under checkpointing) + gradients above.
+    # Mid-layer points hold layer k's activations and its transient gradients; sharded runs also name
+    # points where layer k is done (its activations freed, only the input gradient passed down).
+    points = p.backward or ((L - 1, True, "backward-top", p.gather), (0, True, "backward-bottom", p.gather))
+    for k, mid, name, g in points:
         # the final norm / lm_head saved tensors are freed before the top layer's backward starts
-        act = (k + 1) * per_layer + recompute
+        act = (k + 1) * per_layer + recompute if mid else k * per_layer
         grads = p.head_grad + (L - 1 - k) * p.layer_grad
-        out.append(_Phase(name, grads, act, transient + p.gather))
-    out.append(_Phase("backward-end", p.grads, 0, p.embed_grad_tmp + p.gather))
+        out.append(_Phase(name, grads, act, (transient if mid else c * d.T * d.h) + g))
+    end = p.gather if p.gather_end is None else p.gather_end
+    out.append(_Phase("backward-end", p.grads, 0, p.embed_grad_tmp + end))
     out.append(_Phase("optimizer-step", p.grads, 0, p.step_tmp))
+    if setup.grad_accum > 1:
+        # Gradient accumulation: from the second micro-batch on, every parameter's .grad is alive through
+        # the whole forward and backward (Trainer zeroes them only after optimizer.step()); each incoming
+        # gradient is a temporary that AccumulateGrad adds in place (torch/csrc/autograd/functions/
+        # accumulate_grad.h): the lm_head's in the loss backward, one layer's while that layer runs backward.
+        fresh = {"lm-head-backward": p.head_grad, "backward-top": p.layer_grad, "backward-bottom": p.layer_grad}
+        out = [replace(ph, grads=p.grads + fresh.get(ph.name, 0)) for ph in out]
     return out
 
 
@@ -688,7 +746,8 @@ def _fused_phases(p: _Parts, stack: int) -> list[_Phase]:
     ]
 
 
-def _fused_head(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision, head_grad: int) -> _FusedHead:
+def _fused_head(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision, head_grad: int,
+                head_bytes: int) -> _FusedHead:
     c = prec.compute
     n = d.b * max(1, d.s - 1)  # next-token positions: hidden_states[:, :-1]
     hidden_bytes = max(c, prec.other or prec.base) if setup.method != "full" else prec.base
@@ -705,7 +764,7 @@ def _fused_head(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision, 
     # then AccumulateGrad makes it .grad (head_grad)
     grad_weight = 0
     if head_grad:
-        grad_weight = FP32 * d.V * d.h + (head_grad if prec.train != FP32 else 0)
+        grad_weight = FP32 * d.V * d.h + (head_grad if head_bytes != FP32 else 0)
     return _FusedHead(saved, tile, grad_hidden, grad_weight)
 
 
@@ -730,6 +789,7 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     planner.estimate.
     """
     validate_setup(spec, setup)
+    spec = resized(spec, setup.added_tokens)
     notes: list[str] = []
     if spec.model_type == "gemma2" and setup.attn_impl == "sdpa":
         # transformers: Gemma2PreTrainedModel._supports_sdpa = False (sdpa cannot softcap the scores)
@@ -744,11 +804,28 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     weights = _weight_bytes(spec, setup, p, prec)
     grads = p.trainable * prec.train
     optim = _optimizer_bytes(setup, p, spec, prec)
+    save = _saved_module_params(spec, setup)
+    if save:
+        # ModulesToSaveWrapper copies keep the original's dtype (peft does not upcast them: they are not
+        # BaseTunerLayers, tuners_utils.py _cast_adapter_dtype); under QLoRA that is the fp32 upcast dtype.
+        # They train like full fine-tuning: weights + gradients + optimizer states in that dtype.
+        b = prec.other or prec.base
+        weights += save * b
+        grads += save * b
+        optim += _optimizer_bytes(setup, replace(p, trainable=save), spec, replace(prec, train=b))
+        p = replace(p, trainable=p.trainable + save, largest=max(p.largest, save // len(setup.modules_to_save)))
+        notes.append(f"modules_to_save {', '.join(setup.modules_to_save)}: trainable copies of "
+                     f"{save / 1e6:.0f}M parameters with their gradients and optimizer states")
     # Optimizer step temporaries: fused AdamW (Trainer default "adamw_torch_fused"), SGD and the
     # bitsandbytes 8-bit kernels update in place. transformers' Adafactor.step works per parameter in
     # fp32: grad.float(), p.float() for 16-bit params, grad**2 + eps, the row/col outer product and the
     # update: ~4 fp32 copies of the largest parameter (transformers/optimization.py Adafactor.step).
     step_tmp = 4 * p.largest * FP32 if setup.optimizer == "adafactor" else 0
+    if setup.optimizer == "adamw_foreach":
+        # torch's multi-tensor AdamW (foreach=True, the torch default on CUDA when fused is not asked for):
+        # ``exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs)`` allocates one state-sized tensor per
+        # parameter of the group before addcdiv (torch/optim/adam.py _multi_tensor_adam).
+        step_tmp = grads
     from planner.sharding import shard_state
 
     sh = shard_state(spec, setup, p, prec, d.L, weights=weights, grads=grads, optim=optim, step_tmp=step_tmp)
@@ -772,6 +849,9 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     else:
         head_act = _norm_saved(d, d.h, 1, prec, full, spec.model_type in ("gemma", "gemma2")) + (
             prec.compute * d.T * d.h if full else 0)
+    saved_head = any(SAVE_MODULES[m] == "head" for m in setup.modules_to_save)
+    if saved_head and spec.norm_type != "layernorm":
+        head_act += prec.compute * d.T * d.h  # a trainable lm_head saves its input for its weight gradient
     if spec.family.layout == "gpt2" and _dropout(spec, "embd_pdrop") > 0:
         head_act += d.T * d.h  # embedding dropout mask
     if spec.config.get("final_logit_softcapping"):
@@ -779,7 +859,8 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     if setup.padding_mask:
         head_act += d.b * d.s * d.s  # the 4D boolean attention mask, shared by every layer's sdpa
     vh = spec.vocab_size * spec.hidden_size
-    head_grad = vh * prec.train if full else 0
+    head_bytes = prec.train if full else (prec.other or prec.base)
+    head_grad = vh * head_bytes if full or saved_head else 0
     if stage >= 2:
         head_grad //= n
     layer_grad = (grads - head_grad) // d.L if full else 0
@@ -794,12 +875,12 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         weights=weights, grads=grads, optim=optim, layer_act=act, layer_copies=copies,
         ckpt_input=_layer_input_bytes(d, prec, setup), head_act=head_act, logits=d.T * d.V,
         head_grad=head_grad, embed_grad_tmp=embed_tmp, layer_grad=layer_grad, step_tmp=step_tmp,
-        gather=gather, head_copies=head_copies,
+        gather=gather, head_copies=head_copies, backward=sh.backward, gather_end=sh.gather_end,
         ckpt_extra=_ckpt_extra(spec, d, prec, full) if setup.grad_ckpt else 0,
         first_layer_discount=0 if (full or setup.method == "prompt" or spec.norm_type != "rmsnorm")
         else _norm_saved(d, d.h, 1, prec, False, False),
         dequant=2 * max(s.in_features * s.out_features for s in spec.linear_layers()) if prec.quantized else 0,
-        fused=_fused_head(spec, setup, d, prec, head_grad) if setup.fused_lm_head else None,
+        fused=_fused_head(spec, setup, d, prec, head_grad, head_bytes) if setup.fused_lm_head else None,
     )
     phases = _phases(parts, d, prec, setup)
     resident = weights + optim
