@@ -99,10 +99,10 @@ def test_without_transformers_an_unknown_architecture_is_refused(tmp_path, monke
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "transformers" else real(n, *a))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "deepseek_v3", "hidden_size": 64,
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "jamba", "hidden_size": 64,
                                                       "num_hidden_layers": 2, "num_attention_heads": 4,
                                                       "vocab_size": 100}))  # fmt: skip
-    with pytest.raises(FtplanError, match="'deepseek_v3' is not in ftplan's architecture table") as info:
+    with pytest.raises(FtplanError, match="'jamba' is not in ftplan's architecture table") as info:
         model_spec.load_model_spec(str(tmp_path))
     assert "would be a guess" in str(info.value) and "ftplan[train]" in info.value.hint
 
