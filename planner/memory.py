@@ -371,9 +371,15 @@ def _saved_module_params(spec: ModelSpec, setup: TrainSetup) -> int:
 
 def _params(spec: ModelSpec, setup: TrainSetup) -> _Params:
     counts = spec.param_counts()
-    layers = spec.linear_layers()
-    linear = sum(s.params - (s.count * s.out_features if s.bias else 0) for s in layers) * spec.num_layers
-    tensors = sum(s.count if s.kind != "param" else 1 for s in layers) * spec.num_layers
+    groups = spec.layer_groups()  # (one layer's modules, how many layers alike): dense and MoE layers differ
+    layers = [s for shapes, _ in groups for s in shapes]
+    # What bitsandbytes quantizes: nn.Linear / Conv1D weights only (transformers integrations/bitsandbytes.py
+    # replace_with_bnb_linear; quantizer_bnb_4bit.param_needs_quantization: ``isinstance(module,
+    # bnb.nn.Linear4bit)``). transformers 5 stores MoE experts as fused 3D nn.Parameters (e.g.
+    # MixtralExperts.gate_up_proj): they stay in the load dtype, checked on a tiny Mixtral on CPU.
+    linear = sum(n * sum(s.in_features * s.out_features * s.count for s in shapes if s.kind != "param")
+                 for shapes, n in groups)
+    tensors = sum(n * sum(s.count for s in shapes if s.kind != "param") for shapes, n in groups)
     trainable = _trainable(spec, setup)
     if setup.method == "full":
         largest = max([spec.vocab_size * spec.hidden_size] + [s.in_features * s.out_features * s.count
@@ -522,7 +528,8 @@ def _moe_extra(spec: ModelSpec, d: _Dims, c: int, full: bool) -> int:
     keeps fp32 softmax probabilities (T x E)."""
     hit = min(spec.num_experts, d.T * spec.num_experts_per_tok)
     # LinearShape.count holds the expert count; in x out is one expert's matrix
-    per_expert = sum(s.in_features * s.out_features for s in spec.linear_layers() if s.role == "expert")
+    sparse = next((i for i in range(spec.num_layers) if spec.is_sparse_layer(i)), 0)
+    per_expert = sum(s.in_features * s.out_features for s in spec.linear_layers(sparse) if s.role == "expert")
     per_expert = per_expert or 3 * d.h * d.i
     tokens = d.T * spec.num_experts_per_tok
     extra = c * hit * per_expert + c * tokens * d.h + FP32 * d.T * spec.num_experts
@@ -664,8 +671,10 @@ class _Parts:
     first_layer_discount: int = 0  # frozen embeddings: layer 0's input norm saves nothing
     ckpt_extra: int = 0  # gradient checkpointing: tensors alive at the loss beyond the layer inputs
     fused: _FusedHead | None = None  # TRL fused LM head instead of full logits
-    # sharded runs (planner.sharding.Sharded): their own backward points (layer, mid-layer?, name, gathered
-    # bytes) and the gathered bytes at the end of backward; empty/None: the single-device points with gather
+    # sharded runs (planner.sharding.Sharded.points): their own points in the layers, each (name, layers of
+    # saved activations, + the recomputed layer?, + the transient layer gradients?, layers of gradients or
+    # -1 for none, gathered bytes), and the gathered bytes at the end of backward; empty/None: the
+    # single-device points with ``gather``
     backward: tuple = ()
     gather_end: int | None = None
 
@@ -714,15 +723,15 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
     recompute = p.layer_act + p.layer_copies + c * d.T * d.h if ckpt else 0
     transient = _layer_backward_tmp(d, prec) + p.dequant
     out = list(loss_phases)
-    # walking down the layers: layer k's activations (recomputed under checkpointing) + gradients above.
-    # Mid-layer points hold layer k's activations and its transient gradients; sharded runs also name
-    # points where layer k is done (its activations freed, only the input gradient passed down).
-    points = p.backward or ((L - 1, True, "backward-top", p.gather), (0, True, "backward-bottom", p.gather))
-    for k, mid, name, g in points:
-        # the final norm / lm_head saved tensors are freed before the top layer's backward starts
-        act = (k + 1) * per_layer + recompute if mid else k * per_layer
-        grads = p.head_grad + (L - 1 - k) * p.layer_grad
-        out.append(_Phase(name, grads, act, (transient if mid else c * d.T * d.h) + g))
+    # walking down the layers: layer k's activations (recomputed under checkpointing) + gradients above;
+    # the final norm / lm_head saved tensors are freed before the top layer's backward starts
+    points = p.backward or (("backward-top", L, True, True, 0, p.gather),
+                            ("backward-bottom", 1, True, True, L - 1, p.gather))
+    for name, layers, rec, tmp, grad_layers, g in points:
+        act = layers * per_layer + (recompute if rec else 0)
+        grads = p.head_grad + grad_layers * p.layer_grad if grad_layers >= 0 else 0
+        # without the transient gradients, one hidden-state tensor passes between layers
+        out.append(_Phase(name, grads, act, (transient if tmp else c * d.T * d.h) + g))
     end = p.gather if p.gather_end is None else p.gather_end
     out.append(_Phase("backward-end", p.grads, 0, p.embed_grad_tmp + end))
     out.append(_Phase("optimizer-step", p.grads, 0, p.step_tmp))
@@ -802,6 +811,14 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     full = setup.method == "full"
 
     weights = _weight_bytes(spec, setup, p, prec)
+    if prec.quantized:
+        fused = sum(n * sum(s.params for s in shapes if s.kind == "param" and s.role == "expert")
+                    for shapes, n in spec.layer_groups())
+        if fused:
+            kept = "fp32 (upcast): turn the upcast off (qlora_upcast: false) to keep them in bf16" \
+                if prec.other == FP32 else "bf16"
+            notes.append(f"QLoRA: transformers stores the {fused / 1e9:.1f}B expert weights as fused tensors that "
+                         f"bitsandbytes does not quantize; they stay {kept}")
     grads = p.trainable * prec.train
     optim = _optimizer_bytes(setup, p, spec, prec)
     save = _saved_module_params(spec, setup)
@@ -879,7 +896,8 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         ckpt_extra=_ckpt_extra(spec, d, prec, full) if setup.grad_ckpt else 0,
         first_layer_discount=0 if (full or setup.method == "prompt" or spec.norm_type != "rmsnorm")
         else _norm_saved(d, d.h, 1, prec, False, False),
-        dequant=2 * max(s.in_features * s.out_features for s in spec.linear_layers()) if prec.quantized else 0,
+        dequant=2 * max([s.in_features * s.out_features for s in spec.linear_layers() if s.kind != "param"],
+                        default=0) if prec.quantized else 0,
         fused=_fused_head(spec, setup, d, prec, head_grad, head_bytes) if setup.fused_lm_head else None,
     )
     phases = _phases(parts, d, prec, setup)
