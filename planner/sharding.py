@@ -1,12 +1,60 @@
-"""Per-rank memory of sharded and data-parallel runs: DDP, DeepSpeed ZeRO-1/2/3 (with offload) and FSDP.
+"""Per-rank memory of sharded and data-parallel runs: DDP, DeepSpeed ZeRO-1/2/3 (with offload) and FSDP2.
 
 ``shard_state`` takes the unsharded resident state of one replica (weights, gradients, optimizer states,
 step temporaries, as ``planner.memory`` counts them for a single device) and returns what one rank holds:
 the partitions it owns, the communication buffers it allocates (gradient buckets, all-gathered
-parameters) and what offload moves to host RAM.
+parameters, per phase of the step) and what offload moves to host RAM.
 
-Sources: ZeRO paper (Rajbhandari et al. 2020, sec. 3); deepspeed/runtime/zero/config.py defaults;
-transformers/integrations/deepspeed.py ("auto" values); accelerate's FSDP plugin (FSDP2 ``fully_shard``).
+DeepSpeed (deepspeed 0.19, ``deepspeed/runtime/zero``): ``deepspeed_zero_values`` is the one place that
+chooses the ``zero_optimization`` values; templates/deepspeed.json.j2 renders them and the estimator reads
+them, so what runs is what is estimated. Terms, per rank, with N data-parallel ranks and P (T) total
+(trainable) parameters, bf16/fp16 engine:
+
+* ZeRO-1/2 (stage_1_and_2.py ``DeepSpeedZeroOptimizer``): the whole model as flat 16-bit groups
+  (``__init__``: ``bit16_groups_flat``), the fp32 master partition (``single_partition_of_fp32_groups``,
+  4T/N) and the optimizer states over it; gradients: stage 2 keeps its partition in ``grads_in_partition``
+  (``copy_grads_in_partition``, 2T/N), stage 1 the full 16-bit grads until the step; the reduce buckets
+  (``setup_buckets``: ``reduce_bucket_size`` elements, two of them with ``overlap_comm`` and
+  ``contiguous_gradients``); the step converts the gradient partition to fp32 (``step``:
+  ``single_grad_partition = flat_grad_partition.to(fp32)``, 4T/N) before the optimizer runs.
+* ZeRO-3 (stage3.py ``DeepSpeedZeroOptimizer_Stage3``, partition_parameters.py ``Init``): 16-bit
+  parameter partitions (2P/N) plus every parameter below ``stage3_param_persistence_threshold`` elements
+  kept whole (parameter_offload.py ``mark_persistent_parameters``: norms, biases); the gradient partition
+  buffer (``grad_partitions_flat_buffer``, 2T/N) and one ``reduce_bucket_size`` ipg buffer per dtype
+  (``__init__``, IPG); fp32 master + states; the step's fp32 copy of one sub-group's gradient
+  (``_prepare_fp32_grad_for_sub_group``, at most ``sub_group_size`` elements). The gathered parameters
+  follow the module trace (partitioned_param_coordinator.py): each module's parameters are fetched before
+  it runs, ``fetch_sub_module`` prefetches the next parameters of the trace up to
+  ``stage3_prefetch_bucket_size`` elements (bounded by ``stage3_max_live_parameters``), and
+  ``__params_to_release`` keeps a parameter gathered when it is used again within
+  ``stage3_max_reuse_distance`` elements of the trace: with the 1e9 defaults the top decoder layers stay
+  gathered from their forward to their backward, the short-sequence term a per-layer gather misses.
+* Offload (``offload_optimizer``: stage_1_and_2.py ``cpu_offload``, stage3.py ``offload_optimizer``): fp32
+  master, states and fp32 gradients live in host RAM (DeepSpeedCPUAdam); the GPU keeps the 16-bit
+  parameters, gradients and buckets (stage 1/2 also a ``temp_grad_buffer_for_gpu_offload`` of the largest
+  parameter). ``offload_param`` (stage 3) moves the 16-bit partitions to the host as well. This works on
+  one GPU (ZeRO-Offload, Ren et al. 2021).
+
+FSDP2 (torch ``fully_shard`` as accelerate's fsdp2_prepare_model applies it from
+templates/accelerate_config.yaml.j2: one unit per decoder layer, an untied input embedding as its own unit,
+the tail [final norm, lm_head (+ tied embedding)] with ``reshard_after_forward=False``, the root):
+
+* sharded parameters, gradients and optimizer states: 1/N of each (torch/distributed/fsdp/_fully_shard/
+  _fsdp_param.py ``FSDPParam._init_sharded_param``, dim-0 chunks);
+* precision (accelerate/utils/fsdp_utils.py ``fsdp2_prepare_model``): with mixed_precision bf16/fp16,
+  every trainable parameter is upcast to fp32 and ``MixedPrecisionPolicy(param_dtype=reduce_dtype=16-bit)``
+  all-gathers 16-bit copies; frozen parameters (the LoRA base) keep their dtype; a model holding
+  ``Params4bit`` is not upcast (QLoRA: ``bnb_4bit_quant_storage`` must be a float dtype so the packed NF4
+  bytes shard and all-gather as they are stored). The compute therefore runs on 16-bit unsharded
+  parameters: activations are those of a pure 16-bit model, whatever the master dtype;
+* unsharded parameters: the tail from the lm_head forward to the end of its backward (with tied
+  embeddings it is gathered at the start of the forward and stays until the embedding's gradient is
+  reduced), one decoder unit in forward (resharded after it), the current and the prefetched unit in
+  backward (``_fsdp_param_group.py`` ``FSDPParamGroup.pre_backward`` / backward prefetch of 1), plus the
+  unit's unsharded gradients while they are reduce-scattered (``_fsdp_collectives.py`` ``foreach_reduce``).
+
+Numbers checked against FSDPMemTracker traces (benchmarks/sharding_accuracy.py); the DeepSpeed terms come
+from the code above (no trace here: DeepSpeed needs a real accelerator).
 """
 
 from __future__ import annotations
@@ -14,11 +62,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from planner.memory import DS_BUCKET_ELEMENTS, FP32, _optimizer_bytes, _Precision
+from planner.memory import FP32, _optimizer_bytes, _Precision, nf4_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from planner.memory import TrainSetup, _Params
     from planner.model_spec import ModelSpec
+
+# DeepSpeed's own defaults (deepspeed/runtime/zero/config.py DeepSpeedZeroConfig) for what ftplan does not
+# tie to the model: live-parameter and reuse-distance limits, the optimizer sub-group size.
+DS_MAX_LIVE_PARAMETERS = 1_000_000_000
+DS_MAX_REUSE_DISTANCE = 1_000_000_000
+DS_SUB_GROUP_SIZE = 1_000_000_000
+
+
+def deepspeed_zero_values(hidden_size: int, stage: int, *, offload_optimizer: bool = False,
+                          offload_params: bool = False) -> dict:
+    """The ``zero_optimization`` values ftplan writes into deepspeed.json (besides stage/offload).
+
+    As transformers' "auto" resolution (transformers/integrations/deepspeed.py
+    ``HfTrainerDeepSpeedConfig.trainer_config_finalize``) would fill them from ``hidden_size``, written out
+    as numbers: reduce_bucket_size = h*h, stage3_prefetch_bucket_size = int(0.9*h*h),
+    stage3_param_persistence_threshold = 10*h. allgather_bucket_size (ZeRO-1/2's chunking of the
+    parameter all-gather after the step, in place into the flat groups) follows reduce_bucket_size; the
+    rest are DeepSpeed's defaults (deepspeed/runtime/zero/config.py), made explicit."""
+    h2 = hidden_size * hidden_size
+    out: dict = {
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": h2,
+    }
+    if stage in (1, 2):
+        out["allgather_bucket_size"] = h2
+    if stage == 3:
+        out.update({
+            "stage3_prefetch_bucket_size": int(0.9 * h2),
+            "stage3_param_persistence_threshold": 10 * hidden_size,
+            "stage3_max_live_parameters": DS_MAX_LIVE_PARAMETERS,
+            "stage3_max_reuse_distance": DS_MAX_REUSE_DISTANCE,
+            "sub_group_size": DS_SUB_GROUP_SIZE,
+        })
+    del offload_optimizer, offload_params  # the values do not depend on offload (kept for the template)
+    return out
 
 
 @dataclass(frozen=True)
@@ -29,53 +113,299 @@ class Sharded:
     grads: int
     optim: int
     step_tmp: int
-    gather: int  # bytes alive during forward/backward for communication (all-gather, buckets)
+    gather: int  # bytes alive for communication in the forward/loss phases (gathered params, buckets)
     cpu: int  # host RAM taken by offload
     prec: _Precision  # the precision policy the sharded recipe actually runs
     stage: int  # 0 (DDP/single), 1-3 (ZeRO stage; FSDP full shard counts as 3)
     n: int  # ranks the state is partitioned over
+    # Added: this recipe's points in the layers (replacing memory.py's backward-top/-bottom), each
+    # (phase name, layers of saved activations, + the layer being recomputed (checkpointing)?, + the
+    # transient gradients of a layer's backward?, layers whose gradients exist or -1 for none (forward),
+    # communication bytes alive there). Empty: memory.py's own two points with ``gather``.
+    backward: tuple = ()
+    # Added: bytes gathered at the end of backward (embedding gradient done, before the step); None: gather.
+    gather_end: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shapes shared by both recipes
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _vocab_params(spec: ModelSpec) -> tuple[int, int]:
+    """(input embedding, untied lm_head) elements."""
+    vh = spec.vocab_size * spec.hidden_size
+    pc = spec.param_counts()
+    return pc.embeddings, (0 if spec.tie_word_embeddings else max(pc.lm_head, vh))
+
+
+def _layer_params(spec: ModelSpec) -> int:
+    embed, head = _vocab_params(spec)
+    return max(0, spec.param_counts().total - embed - head - spec.hidden_size) // spec.num_layers
+
+
+def _layer_modules(spec: ModelSpec) -> list[tuple[int, int]]:
+    """(weight elements, bias elements) of each Linear of one decoder layer, in forward order (the
+    gather units of ZeRO-3 and the NF4-quantised tensors of QLoRA)."""
+    out = []
+    for s in spec.linear_layers():
+        w = s.in_features * s.out_features * s.count
+        out.append((w, s.count * s.out_features if s.bias else 0))
+    return out
+
+
+def _nf4_layer_bytes(spec: ModelSpec, p: _Params) -> int:
+    """Packed NF4 data of one decoder layer's Linear weights (what sharded QLoRA stores and gathers:
+    bnb_4bit_quant_storage packs two 4-bit values per byte whatever its dtype)."""
+    return -(-p.linear // 2) // spec.num_layers
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DeepSpeed ZeRO-3: the parameter coordinator's live set along the module trace
+# ---------------------------------------------------------------------------------------------------------
+
+
+def zero3_live_params(spec: ModelSpec, values: dict, *, quantized: bool = False) -> tuple[int, int, int]:
+    """(loss, backward, persistent) elements of gathered 16-bit parameters on a ZeRO-3 rank.
+
+    Replays deepspeed/runtime/zero/partitioned_param_coordinator.py over the module trace of one step
+    (forward: embedding, each layer's Linears, lm_head; backward in reverse): ``fetch_sub_module``
+    gathers a module's parameters and prefetches the following ones of the trace until
+    ``stage3_prefetch_bucket_size`` elements are in flight (at most ``stage3_max_live_parameters`` live);
+    ``release_sub_module`` frees them unless ``__params_to_release`` sees them again within
+    ``stage3_max_reuse_distance`` elements. Parameters below ``stage3_param_persistence_threshold``
+    (norms, biases) stay gathered on every rank for the whole run (``persistent``). Elements are of the
+    16-bit storage: QLoRA's packed NF4 weights (bnb_4bit_quant_storage bf16) hold four values per element."""
+    thr = values["stage3_param_persistence_threshold"]
+    bucket = values["stage3_prefetch_bucket_size"]
+    max_live = values["stage3_max_live_parameters"]
+    reuse = values["stage3_max_reuse_distance"]
+    embed, head = _vocab_params(spec)
+    mods = _layer_modules(spec)
+    if quantized:
+        mods = [(-(-w // 4), b) for w, b in mods]
+    persistent = spec.hidden_size * (2 * spec.num_layers + 1)  # RMSNorm/LayerNorm weights
+    persistent += sum(b for _, b in mods if b <= thr) * spec.num_layers
+    # trace of (param id, elements) per module; a tied lm_head uses the embedding's parameter
+    fwd: list[tuple[str, int]] = [("embed", embed)]
+    for layer in range(spec.num_layers):
+        for j, (w, b) in enumerate(mods):
+            fwd.append((f"{layer}.{j}", w + (b if b > thr else 0)))
+    fwd.append(("embed" if not head else "head", head or embed))
+    trace = fwd + fwd[::-1]
+    size = dict(trace)
+    live: set[str] = set()
+    peak_loss = peak_bwd = 0
+    n_fwd = len(fwd)
+    for i, (pid, _) in enumerate(trace):
+        live.add(pid)
+        # prefetch along the trace
+        inflight = 0
+        budget = min(bucket, max_live - sum(size[q] for q in live))
+        for qid, qn in trace[i + 1:]:
+            if inflight >= budget:
+                break
+            if qid not in live:
+                live.add(qid)
+                inflight += qn
+        total = sum(size[q] for q in live)
+        if n_fwd - 1 <= i <= n_fwd:  # lm_head forward / backward: the loss phases
+            peak_loss = max(peak_loss, total)
+        elif i > n_fwd:
+            peak_bwd = max(peak_bwd, total)
+        # release the module's parameter unless it is reused within the reuse distance
+        traversed = 0
+        keep = False
+        for qid, qn in trace[i + 1:]:
+            if traversed >= reuse:
+                break
+            if qid == pid:
+                keep = True
+                break
+            traversed += qn
+        if not keep:
+            live.discard(pid)
+    return peak_loss, peak_bwd, persistent
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-rank state
+# ---------------------------------------------------------------------------------------------------------
 
 
 def shard_state(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, layers: int, *,
                 weights: int, grads: int, optim: int, step_tmp: int) -> Sharded:
-    full = setup.method == "full"
-    zero = setup.distribution in ("zero1", "zero2", "zero3")
-    n = setup.gpus if setup.distribution in ("zero1", "zero2", "zero3", "fsdp") else 1
-    if full and zero and setup.dtype != "fp32":
-        # DeepSpeed mixed precision (ZeRO paper, Rajbhandari et al. 2020, sec. 3): 16-bit params (2) and
-        # grads (2) on the GPU, fp32 master weights + Adam m, v (K = 12) in the optimizer partition.
-        weights = p.total * 2
-        grads = p.trainable * 2
-        optim = _optimizer_bytes(setup, p, spec, _Precision(4, 2, 4, True)) + p.trainable * FP32 * (
-            setup.optimizer != "sgd")
-        prec = _Precision(base=2, compute=2, train=2, autocast=False)
-    elif full and setup.distribution == "fsdp" and setup.mixed_precision and setup.dtype != "fp32":
-        # FSDP MixedPrecision(param_dtype=16-bit) (accelerate's FSDP plugin): sharded fp32 params, grads
-        # and states, but the forward runs on all-gathered 16-bit parameters, not autocast copies.
-        prec = _Precision(base=FP32, compute=2, train=FP32, autocast=False)
-    cpu = 0
+    dist = setup.distribution
+    if dist in ("zero1", "zero2", "zero3"):
+        return _deepspeed(spec, setup, p, prec, weights=weights, grads=grads, optim=optim, step_tmp=step_tmp)
+    if dist == "fsdp":
+        return _fsdp(spec, setup, p, prec, weights=weights, grads=grads, optim=optim, step_tmp=step_tmp)
     gather = 0
-    stage = setup.zero_stage if zero else (3 if setup.distribution == "fsdp" else 0)
-    if stage >= 1:
-        optim //= n
-    if stage >= 2:
-        grads //= n
-    layer_params = (p.total - spec.vocab_size * spec.hidden_size * (1 if spec.tie_word_embeddings else 2)) // layers
-    if stage >= 3:
-        weights //= n
-        # all-gathered parameters: the current layer + the prefetched next one, in 16-bit
-        gather = 2 * layer_params * min(prec.base, 2 if setup.dtype != "fp32" else 4)
-    if setup.distribution == "ddp" or (setup.gpus > 1 and stage in (1, 2)):
-        # gradient buckets: DDP copies grads into flat buckets (gradient_as_bucket_view=False);
-        # DeepSpeed ZeRO-1/2 reduce buckets of reduce_bucket_size elements (HF auto: hidden**2).
-        bucket = grads if setup.distribution == "ddp" else 2 * spec.hidden_size**2 * prec.train
-        gather += min(bucket, 2 * DS_BUCKET_ELEMENTS * prec.train)
+    if dist == "ddp":
+        # DDP copies gradients into flat buckets (torch/nn/parallel/distributed.py, gradient_as_bucket_view
+        # False): a second copy of every gradient
+        gather = grads
+    del layers
+    return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step_tmp, gather=gather, cpu=0, prec=prec,
+                   stage=0, n=1)
+
+
+def _deepspeed(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, weights: int, grads: int,
+               optim: int, step_tmp: int) -> Sharded:
+    stage, n = setup.zero_stage, setup.gpus
+    values = deepspeed_zero_values(spec.hidden_size, stage, offload_optimizer=setup.offload_optimizer,
+                                   offload_params=setup.offload_params)
+    t = p.trainable
+    if setup.dtype != "fp32":
+        # DeepSpeed's bf16/fp16 engine runs the module in 16-bit (engine.py _configure_distributed_model:
+        # module.half()/bfloat16(); ZeRO-3 Init converts at construction): 16-bit weights and gradients,
+        # fp32 master copy + states inside the optimizer partition, no autocast. Adapters too.
+        b = 2
+        if prec.quantized:
+            weights = nf4_bytes(p.linear, p.linear_tensors) + (p.total - p.linear) * b + t * b
+        else:
+            weights = p.total * b + (t * b if setup.method != "full" else 0)
+        grads = t * b
+        master = t * FP32
+        optim = _optimizer_bytes(setup, p, spec, _Precision(FP32, 2, FP32, False)) + master
+        prec = _Precision(base=b, compute=b, train=b, autocast=False, quantized=prec.quantized,
+                          other=b if prec.quantized else 0)
+    else:
+        b = FP32
+        master = 0
+    fp32_grad = min(-(-t // n), values.get("sub_group_size", t)) * FP32 if setup.dtype != "fp32" else 0
+    optim //= n
+    cpu = 0
+    bucket = values["reduce_bucket_size"] * b
+    if stage in (1, 2):
+        # weights: the full 16-bit model on every rank (bit16_groups_flat)
+        if stage == 2:
+            grads //= n  # grads_in_partition
+        # ipg buckets: two with overlap_comm (setup_buckets)
+        gather = (2 if values["overlap_comm"] else 1) * bucket if n > 1 or stage == 2 else 0
+        gather_bwd = gather
+        step = step_tmp + fp32_grad
+        if setup.offload_optimizer:
+            # states, master and fp32 gradients on the host (DeepSpeedCPUAdam); the GPU keeps the 16-bit
+            # model, gradients, buckets and temp_grad_buffer_for_gpu_offload (largest parameter, 16-bit)
+            cpu = (optim * n) + -(-t // 1) * FP32
+            optim = 0
+            step = p.largest * b
+            gather_bwd = gather + p.largest * b
+        return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step, gather=gather, cpu=cpu, prec=prec,
+                       stage=stage, n=n, backward=_two_points(spec, gather_bwd))
+    # ZeRO-3
+    # the packed NF4 storage is what is partitioned and gathered under QLoRA (bnb_4bit_quant_storage)
+    loss_el, bwd_el, persistent = zero3_live_params(spec, values, quantized=prec.quantized)
+    weights //= n
+    grads //= n
+    gather = (loss_el + persistent) * b
+    gather_bwd = (bwd_el + persistent) * b + bucket  # + the ipg buffer
+    step = step_tmp + fp32_grad
     if setup.offload_optimizer:
-        cpu += optim * n + (p.trainable * FP32 if zero else 0)  # fp32 master grads on host (ZeRO-Offload)
+        cpu = optim * n + t * FP32
         optim = 0
-        step_tmp = 0
-    if setup.offload_params and stage >= 3:
+        step = 0
+    if setup.offload_params:
+        # the 16-bit partitions on the host; persistent parameters stay gathered on the GPU (in gather)
         cpu += weights * n
         weights = 0
-    return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step_tmp, gather=gather, cpu=cpu,
-                   prec=prec, stage=stage, n=n)
+    return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step, gather=gather, cpu=cpu, prec=prec,
+                   stage=3, n=n, backward=_two_points(spec, gather_bwd), gather_end=gather_bwd)
+
+
+def _two_points(spec: ModelSpec, gather: int) -> tuple:
+    """memory.py's single-device backward points (top and bottom layer, mid-layer) with ``gather``."""
+    L = spec.num_layers
+    return (("backward-top", L, True, True, 0, gather), ("backward-bottom", 1, True, True, L - 1, gather))
+
+
+def fsdp_param_dtype(setup: TrainSetup) -> int:
+    """Bytes of the all-gathered parameters: accelerate's MixedPrecisionPolicy(param_dtype) for a 16-bit
+    mixed precision, else the stored dtype."""
+    return 2 if setup.dtype != "fp32" else FP32
+
+
+def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, weights: int, grads: int,
+          optim: int, step_tmp: int) -> Sharded:
+    n = setup.gpus
+    pd = fsdp_param_dtype(setup)  # all-gather dtype (param_dtype) and reduce-scatter dtype (reduce_dtype)
+    full = setup.method == "full"
+    t = p.trainable
+    L = spec.num_layers
+    grad_bytes = grads // max(1, t)  # sharded gradient dtype (fp32 after accelerate's upcast, LoRA fp32)
+    embed, head = _vocab_params(spec)
+    tied = not head
+    if prec.quantized:
+        # Params4bit with a float bnb_4bit_quant_storage: the packed NF4 data shards like any parameter;
+        # each rank keeps the QuantState (absmax, code: not parameters) whole
+        packed = -(-p.linear // 2)
+        meta = nf4_bytes(p.linear, p.linear_tensors) - packed
+        other = (p.total - p.linear) * (prec.other or prec.base)
+        weights = (packed + other + t * FP32) // n + meta
+        layer_bytes = _nf4_layer_bytes(spec, p) + (_layer_params(spec) - p.linear // L) * pd
+    else:
+        weights //= n
+        layer_bytes = _layer_params(spec) * pd
+    if not full:
+        layer_bytes += t // L * pd  # adapters, all-gathered in the param dtype
+    grads //= n
+    optim //= n
+    # the tail unit [norm, lm_head (+ tied embedding)], reshard_after_forward=False: gathered from the
+    # lm_head forward (tied: from the embedding at the start) until its post-backward
+    tail = (head or embed) * pd + spec.hidden_size * pd
+    # a unit's reduce-scatter input (foreach_reduce: its unsharded gradients copied flat, reduce_dtype);
+    # FSDP2 keeps it (reduce_scatter_state) until the next unit's reduce-scatter
+    layer_rs = (_layer_params(spec) if full else t // L) * pd
+    # The lm_head gradient (full fine-tuning). Untied: the tail's post-backward reduce-scatters it into an
+    # fp32 shard (memory.py counts V*h*pd/N: the difference goes here) and its reduce-scatter buffer stays
+    # until the top layer's. Tied: autograd holds the lm_head contribution in the shared weight's input
+    # buffer (16-bit, V*h) until the embedding's contribution arrives at the very end; the tail itself is
+    # resharded (traced). A frozen tail (LoRA) is resharded once the top layer's backward starts.
+    if full and tied:
+        head_fix, head_rs = embed * pd - embed * pd // n, 0
+    elif full:
+        head_fix, head_rs = head * (grad_bytes - pd) // n, head * pd
+    else:
+        head_fix = head_rs = 0
+    names = {0: "backward-bottom", 1: "backward-low", L - 2: "backward-second", L - 1: "backward-top"}
+    points = []
+    for k in sorted({k for k in (L - 1, L - 2, 1, 0) if k >= 0}, reverse=True):
+        # the unit running backward unsharded, the next one (layer k-1; below layer 0 the untied
+        # embedding, when it trains) prefetched in its all-gather buffer, the reduce-scatter buffer of the
+        # unit above (the tail's for the top layer)
+        prefetch = layer_bytes if k > 0 else (embed * pd if full and not tied else 0)
+        above = head_rs if k == L - 1 else layer_rs
+        g = layer_bytes + prefetch + above + head_fix
+        name = names[k]
+        points.append((name, k + 1, True, True, L - 1 - k, g))
+        # layer k done: its activations freed, its unsharded gradients all there, about to be copied into
+        # its reduce-scatter input
+        points.append((name + "-done", k, False, False, L - 1 - k, g + layer_rs))
+    # forward of the last layer: every layer's activations (the last one's being made), that layer
+    # unsharded and its all-gather buffer (FSDP2 keeps it until the next unshard), the tied tail (gathered
+    # with the embedding at the start)
+    points.insert(0, ("forward-last-layer", L, setup.grad_ckpt, False, -1, 2 * layer_bytes + (tail if tied else 0)))
+    # start of the top layer's backward: its all-gather in flight, a frozen tail still gathered
+    points.insert(1, ("backward-start", L, False, False, 0, layer_bytes + head_rs + head_fix + (0 if full else tail)))
+    # end of backward, before the step: tied (full): the tail still gathered and the embedding gradient's
+    # third 16-bit copy (memory.py counts two), its sharded gradient not yet there; untied (full): the
+    # embedding unit gathered + its unsharded gradient. Plus layer 0's reduce-scatter buffer.
+    if full and tied:
+        gather_end = tail + embed * pd - (embed + spec.hidden_size) * grad_bytes // n + layer_rs
+    elif full:
+        gather_end = 2 * embed * pd - embed * grad_bytes // n + layer_rs
+    else:
+        gather_end = (tail if tied else 0) + layer_rs
+    # compute on 16-bit unsharded parameters, no autocast copies (param_dtype policy)
+    if setup.dtype != "fp32":
+        prec = _Precision(base=pd, compute=pd, train=pd if full else prec.train, autocast=False,
+                          quantized=prec.quantized, other=pd if prec.quantized else 0)
+    cpu = 0
+    if setup.offload_optimizer or setup.offload_params:
+        # FSDP2 CPUOffloadPolicy offloads sharded parameters, gradients and the optimizer step together
+        cpu = (weights + grads + optim) * n
+        weights = grads = optim = 0
+        step_tmp = 0
+    return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step_tmp, gather=tail, cpu=cpu,
+                   prec=prec, stage=3, n=n, backward=tuple(points), gather_end=gather_end)
