@@ -197,13 +197,34 @@ def render_accelerate_config(plan: Plan) -> str:
     )
 
 
-def deepspeed_dict(plan: Plan) -> dict:
+def deepspeed_dict(plan: Plan, hidden_size: int | None = None) -> dict:
     """The DeepSpeed config as data (rendered by deepspeed.json.j2; tests parse it with DeepSpeed)."""
-    return json.loads(render_deepspeed(plan))
+    return json.loads(render_deepspeed(plan, hidden_size))
 
 
-def render_deepspeed(plan: Plan) -> str:
-    return _render("deepspeed.json.j2", plan=plan, launch=launch_info(plan))
+def render_deepspeed(plan: Plan, hidden_size: int | None = None) -> str:
+    """deepspeed.json; its zero_optimization values come from planner.sharding.deepspeed_zero_values, the
+    function the memory estimate reads them from. ``hidden_size``: the model's (default: resolved from
+    plan.model without network, see ``_model_hidden_size``)."""
+    from planner.sharding import deepspeed_zero_values
+
+    launch = launch_info(plan)
+    hidden = hidden_size or _model_hidden_size(plan.model.name_or_path)
+    values = deepspeed_zero_values(hidden, launch.zero_stage)
+    zero_values = [(k, json.dumps(v)) for k, v in values.items()]
+    return _render("deepspeed.json.j2", plan=plan, launch=launch, zero_values=zero_values)
+
+
+@lru_cache(maxsize=32)
+def _model_hidden_size(name: str) -> int | None:
+    """The hidden size of plan.model (local folder, catalog or HF cache; never the network). None when it
+    cannot be read here: deepspeed.json then says "auto" and transformers fills the same numbers."""
+    from planner.model_spec import load_model_spec
+
+    try:
+        return load_model_spec(name, offline=True).hidden_size
+    except FtplanError:
+        return None
 
 
 def render_report(result) -> str:
@@ -315,7 +336,7 @@ def render_files(result) -> dict[str, str]:
         ACCELERATE: render_accelerate_config(plan),
     }
     if launch_info(plan).deepspeed:
-        files[DEEPSPEED] = render_deepspeed(plan)
+        files[DEEPSPEED] = render_deepspeed(plan, getattr(result.spec, "hidden_size", None))
     return files
 
 

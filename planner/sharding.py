@@ -75,33 +75,28 @@ DS_MAX_REUSE_DISTANCE = 1_000_000_000
 DS_SUB_GROUP_SIZE = 1_000_000_000
 
 
-def deepspeed_zero_values(hidden_size: int, stage: int, *, offload_optimizer: bool = False,
-                          offload_params: bool = False) -> dict:
-    """The ``zero_optimization`` values ftplan writes into deepspeed.json (besides stage/offload).
+def deepspeed_zero_values(hidden_size: int | None, stage: int) -> dict:
+    """The ``zero_optimization`` values ftplan writes into deepspeed.json besides stage and offload, and
+    the ones the estimator reads (``_deepspeed``, ``zero3_live_params``).
 
-    As transformers' "auto" resolution (transformers/integrations/deepspeed.py
-    ``HfTrainerDeepSpeedConfig.trainer_config_finalize``) would fill them from ``hidden_size``, written out
-    as numbers: reduce_bucket_size = h*h, stage3_prefetch_bucket_size = int(0.9*h*h),
-    stage3_param_persistence_threshold = 10*h. allgather_bucket_size (ZeRO-1/2's chunking of the
-    parameter all-gather after the step, in place into the flat groups) follows reduce_bucket_size; the
-    rest are DeepSpeed's defaults (deepspeed/runtime/zero/config.py), made explicit."""
-    h2 = hidden_size * hidden_size
-    out: dict = {
-        "overlap_comm": True,
-        "contiguous_gradients": True,
-        "reduce_bucket_size": h2,
-    }
-    if stage in (1, 2):
-        out["allgather_bucket_size"] = h2
+    The hidden-size ones as transformers' "auto" resolution fills them (transformers/integrations/
+    deepspeed.py ``HfTrainerDeepSpeedConfig.trainer_config_finalize``), written out as numbers:
+    reduce_bucket_size = h*h, stage3_prefetch_bucket_size = int(0.9*h*h),
+    stage3_param_persistence_threshold = 10*h. ``hidden_size=None`` (a model whose config cannot be read
+    where the file is rendered) writes "auto" for those three: transformers then fills the same numbers
+    from the model at train time. The rest are DeepSpeed's defaults (deepspeed/runtime/zero/config.py
+    DeepSpeedZeroConfig), made explicit: the live-parameter and reuse-distance limits (1e9 elements), the
+    optimizer sub-group size (1e9), overlap_comm and contiguous_gradients on (the HF example configs)."""
+    h2 = hidden_size * hidden_size if hidden_size else None
+    out: dict = {"overlap_comm": True, "contiguous_gradients": True, "reduce_bucket_size": h2 or "auto"}
     if stage == 3:
         out.update({
-            "stage3_prefetch_bucket_size": int(0.9 * h2),
-            "stage3_param_persistence_threshold": 10 * hidden_size,
+            "stage3_prefetch_bucket_size": int(0.9 * h2) if h2 else "auto",
+            "stage3_param_persistence_threshold": 10 * hidden_size if hidden_size else "auto",
             "stage3_max_live_parameters": DS_MAX_LIVE_PARAMETERS,
             "stage3_max_reuse_distance": DS_MAX_REUSE_DISTANCE,
             "sub_group_size": DS_SUB_GROUP_SIZE,
         })
-    del offload_optimizer, offload_params  # the values do not depend on offload (kept for the template)
     return out
 
 
@@ -253,8 +248,7 @@ def shard_state(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision
 def _deepspeed(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, weights: int, grads: int,
                optim: int, step_tmp: int) -> Sharded:
     stage, n = setup.zero_stage, setup.gpus
-    values = deepspeed_zero_values(spec.hidden_size, stage, offload_optimizer=setup.offload_optimizer,
-                                   offload_params=setup.offload_params)
+    values = deepspeed_zero_values(spec.hidden_size, stage)
     t = p.trainable
     if setup.dtype != "fp32":
         # DeepSpeed's bf16/fp16 engine runs the module in 16-bit (engine.py _configure_distributed_model:
