@@ -90,9 +90,17 @@ def verdict_for(total: int, hardware: Hardware) -> Verdict:
     return "tight" if total <= free else "exceeds"
 
 
+def on_hardware(setup: TrainSetup, hardware: Hardware) -> TrainSetup:
+    """``setup`` with the GPU kind of ``hardware`` (the device total's context and workspaces depend on it)."""
+    if hardware.gpu is None or setup.gpu_kind:
+        return setup
+    return setup.with_(gpu_kind=hardware.gpu.name)
+
+
 def _fits(spec: ModelSpec, setup: TrainSetup, hardware: Hardware) -> bool:
     if hardware.gpu is None:
         return False
+    setup = on_hardware(setup, hardware)
     return estimate_memory(spec, setup).total <= (1.0 - SAFETY_MARGIN) * hardware.free_memory_bytes
 
 
@@ -139,6 +147,7 @@ def estimate(
 
     ``steps``: optimizer steps of the run when the caller knows them (per-step overhead of the time
     model); None derives them from ``tokens`` as packed rows."""
+    setup = on_hardware(setup, hardware)
     mem = estimate_memory(spec, setup)
     verdict = verdict_for(mem.total, hardware)
     tc = time_and_cost(spec, setup, hardware, tokens=tokens, epochs=epochs, steps=steps)
@@ -183,9 +192,30 @@ def standard_strategies(
     spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int = 1, gpus: int | None = None,
     grad_ckpt: bool = False, attn_impl: str = "sdpa", lora_r: int = 16,
     lora_targets: tuple[str, ...] = ("all-linear",), optimizer: str = "adamw", lora_dropout: float = 0.0,
+    **settings,
 ) -> list[tuple[str, TrainSetup]]:
     """Every strategy the planner compares: full fp32 / mixed / pure 16-bit, LoRA, QLoRA, prompt and
-    prefix tuning; with more than one GPU also DDP, ZeRO-1/2/3, ZeRO-3 with CPU offload and FSDP."""
+    prefix tuning; with more than one GPU also DDP, ZeRO-1/2/3, ZeRO-3 with CPU offload and FSDP.
+    ``settings``: more TrainSetup fields for every strategy (grad_accum, fused_lm_head, ...); qlora_upcast
+    reaches QLoRA only, modules_to_save the LoRA-family strategies only."""
+    rows = _standard(spec, hardware, seq_len=seq_len, micro_batch=micro_batch, gpus=gpus, grad_ckpt=grad_ckpt,
+                     attn_impl=attn_impl, lora_r=lora_r, lora_targets=lora_targets, optimizer=optimizer,
+                     lora_dropout=lora_dropout)
+    out = []
+    for name, setup in rows:
+        extra = dict(settings)
+        if setup.method != "qlora":
+            extra.pop("qlora_upcast", None)
+        if setup.method not in ("lora", "dora", "qlora"):
+            extra.pop("modules_to_save", None)
+        out.append((name, setup.with_(**extra)))
+    return out
+
+
+def _standard(
+    spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int, gpus: int | None, grad_ckpt: bool,
+    attn_impl: str, lora_r: int, lora_targets: tuple[str, ...], optimizer: str, lora_dropout: float,
+) -> list[tuple[str, TrainSetup]]:
     n = gpus or (hardware.total_gpus if hardware.gpu else 1)
     half = "bf16" if (hardware.gpu is None or hardware.bf16) else "fp16"
     common = {"seq_len": seq_len, "micro_batch": micro_batch, "grad_ckpt": grad_ckpt, "attn_impl": attn_impl,

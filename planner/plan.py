@@ -21,6 +21,7 @@ from typing import Literal
 
 from planner.errors import FtplanError, close_matches
 from planner.files import write_atomic
+from planner.memory import OPTIMIZERS, SAVE_MODULES
 
 SCHEMA_VERSION = 1
 
@@ -36,6 +37,9 @@ class ModelSection:
     source: str = "catalog"
     revision: str | None = None
     trust_remote_code: bool = False  # off unless the user asks (security)
+    # tokens added to the tokenizer before training (tokenizer.add_tokens, then resize_token_embeddings);
+    # with LoRA the new embedding rows train only through lora.modules_to_save
+    added_tokens: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +88,8 @@ class LoraSection:
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     use_dora: bool = False
     merge_after: bool = False  # also save a merged model
+    # peft modules_to_save: whole modules trained beside the adapters (embed_tokens, lm_head)
+    modules_to_save: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -96,8 +102,10 @@ class StrategySection:
     offload_params: bool = False
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
-    optimizer: str = "adamw"  # adamw | adamw_8bit | paged_adamw_8bit | sgd | adafactor
+    optimizer: str = "adamw"  # planner.memory.OPTIMIZERS
     num_virtual_tokens: int = 20  # prompt / prefix tuning
+    # qlora: peft prepare_model_for_kbit_training's fp32 upcast of every non-quantized parameter
+    qlora_upcast: bool = True
 
 
 @dataclass
@@ -118,6 +126,8 @@ class TrainingSection:
     seed: int = 42
     classification_mode: str = "generate"  # generate (label as text) | head (sequence classification)
     dpo_beta: float = 0.1
+    # the loss through TRL's fused LM head (chunked log-probs, no T x V logits); false: model(**batch).loss
+    fused_loss: bool = True
 
 
 @dataclass
@@ -214,7 +224,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "strategy.distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
     "strategy.precision": ("bf16", "fp16", "fp32"),
     "strategy.attn_implementation": ("sdpa", "flash_attention_2", "eager"),
-    "strategy.optimizer": ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"),
+    "strategy.optimizer": OPTIMIZERS,
     # transformers.SchedulerType names (transformers/trainer_utils.py).
     "training.lr_scheduler": (
         "linear",
@@ -475,6 +485,22 @@ def _check_values(plan: Plan) -> list[str]:
         errors.append(f"lora: required when strategy.method is '{plan.strategy.method}'")
     if plan.lora is not None and not plan.lora.target_modules:
         errors.append("lora.target_modules: must list at least one module (or 'all-linear')")
+    if plan.lora is not None:
+        for i, name in enumerate(plan.lora.modules_to_save):
+            if name not in SAVE_MODULES:
+                errors.append(f"lora.modules_to_save[{i}]: unknown '{name}' (one of: {', '.join(SAVE_MODULES)})")
+    lora_like = plan.strategy.method in LORA_METHODS
+    if plan.lora is not None and plan.lora.modules_to_save and not lora_like:
+        errors.append(f"lora.modules_to_save: applies to lora/dora/qlora, not '{plan.strategy.method}'")
+    saved = set(plan.lora.modules_to_save) if plan.lora is not None else set()
+    if plan.model.added_tokens and plan.strategy.method != "full" and not (
+            lora_like and saved & {m for m, kind in SAVE_MODULES.items() if kind == "embeddings"}):
+        errors.append("model.added_tokens: the new embedding rows would stay untrained: add the embedding "
+                      "(e.g. embed_tokens) and lm_head to lora.modules_to_save, or use strategy.method full")
+    if not plan.strategy.qlora_upcast and plan.strategy.method != "qlora":
+        errors.append(f"strategy.qlora_upcast: applies to qlora only, not '{plan.strategy.method}' (remove it)")
+    if not plan.training.fused_loss and plan.task == "preference":
+        errors.append("training.fused_loss: TRL's DPOTrainer always uses its fused LM head (set it to true)")
     dist = plan.strategy.distribution
     if plan.strategy.offload_params and dist not in ("zero3", "fsdp"):
         errors.append(f"strategy.offload_params: needs distribution zero3 or fsdp, got '{dist}'")

@@ -10,6 +10,7 @@ import json
 import click
 
 from planner.errors import FtplanError
+from planner.memory import OPTIMIZERS
 
 EPILOG = """\b
 Examples:
@@ -41,8 +42,21 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--lora-dropout", type=float, default=0.05, show_default=True, metavar="P",
               help="peft lora_dropout (adds a 1-byte mask per adapter input when > 0).")
 @click.option("--optimizer", default=None, metavar="NAME",
-              help="adamw (fused) | adamw_8bit | paged_adamw_8bit | sgd | adafactor "
-                   "(default adamw; qlora: paged_adamw_8bit).")
+              help="adamw = torch fused AdamW; adamw_foreach = torch multi-tensor AdamW (one state-sized "
+                   "temporary at the step); bitsandbytes 8-bit/paged; sgd; adafactor (default adamw; qlora: "
+                   f"paged_adamw_8bit). One of: {', '.join(OPTIMIZERS)}.")
+@click.option("--grad-accum", type=int, default=1, show_default=True, metavar="N",
+              help="Gradient accumulation steps (gradients stay alive through every micro-batch).")
+@click.option("--fused-loss/--no-fused-loss", default=True, show_default=True,
+              help="TRL's fused LM head (chunked log-probs, what ftplan's SFT/DPO trainers run) or "
+                   "model(**batch).loss with full logits.")
+@click.option("--qlora-upcast/--no-qlora-upcast", default=None,
+              help="QLoRA: upcast non-quantized weights to fp32 (peft prepare_model_for_kbit_training); "
+                   "default: on, off when sharded (FSDP/ZeRO-3) or for fused MoE experts.")
+@click.option("--modules-to-save", default="", metavar="embed_tokens,lm_head",
+              help="LoRA: whole modules trained beside the adapters (peft modules_to_save).")
+@click.option("--added-tokens", type=int, default=0, show_default=True, metavar="N",
+              help="Tokens added to the tokenizer (embeddings resized by N rows).")
 @click.option("--attn", "attn", type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default="sdpa",
               show_default=True)
 @click.option("--num-virtual-tokens", type=int, default=20, show_default=True, help="Prompt/prefix tuning.")
@@ -58,7 +72,8 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with --method).")
 def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, lora_targets,
-            lora_dropout, optimizer, attn, num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price,
+            lora_dropout, optimizer, grad_accum, fused_loss, qlora_upcast, modules_to_save, added_tokens, attn,
+            num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price,
             tokens, data, epochs, as_json):
     """VRAM per GPU (weights, gradients, optimizer, activations, temporaries, overhead), verdict,
     largest micro-batch, time and cost: every strategy side by side, or one with --method."""
@@ -67,7 +82,11 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
     from planner.model_spec import load_model_spec
 
     _check_values(seq_len=seq_len, micro_batch=micro_batch, lora_r=lora_r, epochs=epochs, tokens=tokens,
-                  gpus=gpus, zero=zero, num_virtual_tokens=num_virtual_tokens)
+                  gpus=gpus, zero=zero, num_virtual_tokens=num_virtual_tokens, grad_accum=grad_accum)
+    if added_tokens < 0:
+        raise FtplanError(f"--added-tokens must be 0 or more, got {added_tokens}")
+    settings = dict(grad_accum=grad_accum, fused_lm_head=fused_loss, added_tokens=added_tokens,
+                    modules_to_save=tuple(m.strip() for m in modules_to_save.split(",") if m.strip()))
     spec = load_model_spec(model)
     hardware = resolve_hardware(gpu=gpu, gpus=gpus, gpu_memory_gb=gpu_memory, price_per_hour=price)
     n_tokens, token_note, data_max = _tokens(tokens, data, spec)
@@ -83,7 +102,9 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
             raise FtplanError("--mixed-precision/--zero/--offload/--fsdp need --method", hint="add --method full")
         common = dict(seq_len=seq_len, micro_batch=micro_batch, tokens=n_tokens, epochs=epochs, gpus=gpus,
                       attn_impl=attn, lora_r=lora_r, lora_targets=targets, optimizer=optimizer or "adamw",
-                      lora_dropout=lora_dropout)
+                      lora_dropout=lora_dropout, **settings)
+        if qlora_upcast is not None:
+            common["qlora_upcast"] = qlora_upcast
         rows = estimate_all(spec, hardware, grad_ckpt=grad_ckpt, **common)
         if not grad_ckpt and ctx.get_parameter_source("grad_ckpt") == click.core.ParameterSource.DEFAULT:
             rows = _with_ckpt_rescues(rows, estimate_all(spec, hardware, grad_ckpt=True, **common))
@@ -99,7 +120,16 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
             _print_table(spec, hardware, rows, cheap, fast, n_tokens, epochs, token_note)
         return
     setup = _setup(method, half, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, targets, optimizer,
-                   attn, num_virtual_tokens, gpus or 1, zero, offload, fsdp).with_(lora_dropout=lora_dropout)
+                   attn, num_virtual_tokens, gpus or 1, zero, offload, fsdp).with_(lora_dropout=lora_dropout,
+                                                                                   **settings)
+    if setup.method == "qlora":
+        from planner.rules.engine import _fused_experts
+        from planner.rules.precision import qlora_upcast_rule
+
+        rule = qlora_upcast_rule(setup.distribution, _fused_experts(spec)).value
+        setup = setup.with_(qlora_upcast=rule if qlora_upcast is None else qlora_upcast)
+    elif qlora_upcast is not None:
+        raise FtplanError("--qlora-upcast/--no-qlora-upcast apply to --method qlora")
     est = estimate(spec, setup, hardware, tokens=n_tokens, epochs=epochs)
     if as_json:
         out = est.to_dict()
@@ -111,7 +141,7 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
 
 
 def _check_values(**values) -> None:
-    for name in ("seq_len", "micro_batch", "lora_r", "num_virtual_tokens"):
+    for name in ("seq_len", "micro_batch", "lora_r", "num_virtual_tokens", "grad_accum"):
         if values[name] <= 0:
             raise FtplanError(f"--{name.replace('_', '-')} must be a positive integer, got {values[name]}")
     if values["epochs"] <= 0:
@@ -132,13 +162,14 @@ def _setup(method, dtype, mixed, seq_len, micro_batch, grad_ckpt, lora_r, target
         raise FtplanError("--mixed-precision applies to --method full", hint="drop it for LoRA/QLoRA")
     if zero and fsdp:
         raise FtplanError("--zero and --fsdp are alternatives", hint="pick one")
-    if (zero or fsdp) and gpus < 2:
-        raise FtplanError(f"--zero/--fsdp need --gpus of at least 2 (got {gpus})")
+    if fsdp and gpus < 2:
+        raise FtplanError(f"--fsdp needs --gpus of at least 2 (got {gpus})",
+                          hint="on one GPU, DeepSpeed --zero 2/3 with --offload moves states to the CPU")
     dist = "fsdp" if fsdp else {None: "ddp", 0: "ddp", 1: "zero1", 2: "zero2", 3: "zero3"}[zero]
-    if gpus == 1:
-        dist = "single"
+    if gpus == 1 and not zero:
+        dist = "single"  # DeepSpeed ZeRO runs on one GPU too (ZeRO-Offload)
     if offload and dist not in ("zero1", "zero2", "zero3", "fsdp"):
-        raise FtplanError("--offload needs --zero 1-3 or --fsdp with --gpus > 1")
+        raise FtplanError("--offload needs --zero 1-3 (any GPU count) or --fsdp (--gpus > 1)")
     full_shard = dist in ("zero3", "fsdp")
     if method == "full" and dtype == "fp32":
         mixed = False

@@ -197,7 +197,10 @@ def _size_option(cand: Candidate, ctx: _Ctx, estimator: Estimators) -> Option:
 
     def fits(mb: int, ckpt: bool) -> bool:
         seqs = mb * ctx.seqs_per_row  # DPO: chosen + rejected sequences per row
-        return estimator.fits(ctx.spec, cand.setup.with_(micro_batch=seqs, grad_ckpt=ckpt), ctx.hardware)
+        # the accumulation this micro-batch implies: with it, gradients stay alive through every forward
+        accum = batch.grad_accum_rule(effective.value, mb, world).value
+        setup = cand.setup.with_(micro_batch=seqs, grad_ckpt=ckpt, grad_accum=accum)
+        return estimator.fits(ctx.spec, setup, ctx.hardware)
 
     ckpt = False
     mb = batch.fit_micro_batch(lambda m: fits(m, False), upper)
@@ -440,6 +443,7 @@ def _strategy_phase(
         lora_alpha=lora_rules.alpha,
         gpus=world,
         lora_dropout=lora_rules.dropout,
+        gpu_kind=hardware.gpu.name if gpu else "",
         **trainer_traits(ctx.task, ctx.packing, gpu=gpu),
     )
     examples = max(1, profile.valid_rows - profile.duplicates)  # the dataset's size, as the seeds count it
@@ -447,7 +451,7 @@ def _strategy_phase(
     order = order_choice.value
     options = [
         _size_option(_with_precision(c, prec), ctx, estimator)
-        for c in strategy.candidates(base, world, gpu, allow_offload=True)
+        for c in map(lambda c: _with_upcast(c, ctx.spec), strategy.candidates(base, world, gpu, allow_offload=True))
     ]
     chosen, method_reason = _choose(options, order, ctx.goal, gpu, hardware)
     if chosen is None or (not gpu and chosen.estimate.time_hours > CPU_MAX_HOURS):
@@ -472,6 +476,8 @@ def _strategy_phase(
     )
     rec.add("strategy.mixed_precision", precision.mixed_precision_rule(setup.method, prec))
     rec.add("strategy.optimizer", precision.optimizer_rule(setup.method, hardware))
+    if setup.method == "qlora":
+        rec.add("strategy.qlora_upcast", precision.qlora_upcast_rule(setup.distribution, _fused_experts(ctx.spec)))
     rec.add("strategy.gradient_checkpointing", batch.grad_ckpt_reason(chosen.grad_ckpt, chosen.name))
     upper = max(1, min(batch.MAX_MICRO_BATCH, chosen.effective.value // world))
     reason = batch.micro_batch_reason(chosen.micro_batch, upper, chosen.grad_ckpt)
@@ -565,6 +571,18 @@ def _data_section(ctx: _Ctx) -> DataSection:
     )
 
 
+def _fused_experts(spec) -> bool:
+    """MoE experts stored as fused 3D tensors (transformers 5), which bitsandbytes leaves unquantized."""
+    return any(s.kind == "param" and s.role == "expert" for shapes, _ in spec.layer_groups() for s in shapes)
+
+
+def _with_upcast(cand: Candidate, spec) -> Candidate:
+    if cand.setup.method != "qlora":
+        return cand
+    upcast = precision.qlora_upcast_rule(cand.setup.distribution, _fused_experts(spec)).value
+    return replace(cand, setup=cand.setup.with_(qlora_upcast=upcast))
+
+
 def _strategy_section(chosen: Option, prec: str, attn: str) -> StrategySection:
     s = chosen.candidate.setup
     return StrategySection(
@@ -577,6 +595,7 @@ def _strategy_section(chosen: Option, prec: str, attn: str) -> StrategySection:
         attn_implementation=attn,
         gradient_checkpointing=chosen.grad_ckpt,
         optimizer=s.optimizer,
+        qlora_upcast=s.qlora_upcast,
     )
 
 
@@ -819,6 +838,7 @@ def fallbacks_for(
             "strategy.gradient_checkpointing": True,
             "training.micro_batch": 1,
             "training.grad_accum": batch.grad_accum_rule(nxt.effective.value, 1, s.gpus).value,
+            "strategy.qlora_upcast": s.qlora_upcast if s.method == "qlora" else True,
         }
         if s.method in ("lora", "dora", "qlora") and plan.lora is None:
             change["lora"] = plan_to_dict(lora_rules or LoraSection())  # from full: the rules' LoRA shape
@@ -974,7 +994,12 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
         offload_params=s.offload_params,
         grad_accum=t.grad_accum,
         lora_dropout=lo.dropout if s.method in ("lora", "dora", "qlora") else 0.0,
-        **trainer_traits(plan.task, t.packing, t.classification_mode, gpu=bool(plan.hardware.gpu)),
+        qlora_upcast=s.qlora_upcast,
+        modules_to_save=tuple(lo.modules_to_save) if s.method in ("lora", "dora", "qlora") else (),
+        added_tokens=len(plan.model.added_tokens),
+        gpu_kind=plan.hardware.gpu or "",
+        **{**trainer_traits(plan.task, t.packing, t.classification_mode, gpu=bool(plan.hardware.gpu)),
+           **({"fused_lm_head": False} if not t.fused_loss else {})},
     )
 
 

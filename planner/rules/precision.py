@@ -75,3 +75,25 @@ def optimizer_rule(method: str, hardware) -> Choice[str]:
     if hardware.gpu is None:
         return Choice("adamw", "AdamW (torch)", "")
     return Choice("adamw", "AdamW (torch fused)", "Loshchilov & Hutter 2019, AdamW")
+
+
+def qlora_upcast_rule(distribution: str, fused_experts: bool) -> Choice[bool]:
+    """Whether QLoRA upcasts every non-quantized parameter to fp32 (peft prepare_model_for_kbit_training)."""
+    if distribution in ("fsdp", "zero3"):
+        return Choice(
+            False,
+            "sharded QLoRA keeps the non-quantized weights in bf16 (FSDP/ZeRO-3 need one storage dtype); TRL "
+            "skips the fp32 upcast there too",
+            "trl/models/utils.py prepare_peft_model (is_sharded_qlora); Answer.AI FSDP-QLoRA",
+        )
+    if fused_experts:
+        return Choice(
+            False,
+            "the MoE experts are fused tensors bitsandbytes does not quantize: an fp32 upcast would double them",
+            "transformers integrations/bitsandbytes.py replace_with_bnb_linear (nn.Linear only)",
+        )
+    return Choice(
+        True,
+        "peft's k-bit preparation: norms, embeddings and head in fp32 for stable training",
+        QLORA + "; peft prepare_model_for_kbit_training",
+    )
