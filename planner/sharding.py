@@ -60,9 +60,10 @@ from the code above (no trace here: DeepSpeed needs a real accelerator).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from planner.memory import FP32, _optimizer_bytes, _Precision, nf4_bytes
+from planner.memory import DS_BUCKET_ELEMENTS, FP32, _optimizer_bytes, _Precision, nf4_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from planner.memory import TrainSetup, _Params
@@ -172,20 +173,26 @@ def zero3_live_params(spec: ModelSpec, values: dict, *, quantized: bool = False)
     (norms, biases) stay gathered on every rank for the whole run (``persistent``). Elements are of the
     16-bit storage: QLoRA's packed NF4 weights (bnb_4bit_quant_storage bf16) hold four values per element."""
     thr = values["stage3_param_persistence_threshold"]
-    bucket = values["stage3_prefetch_bucket_size"]
-    max_live = values["stage3_max_live_parameters"]
-    reuse = values["stage3_max_reuse_distance"]
     embed, head = _vocab_params(spec)
     mods = _layer_modules(spec)
     if quantized:
         mods = [(-(-w // 4), b) for w, b in mods]
     persistent = spec.hidden_size * (2 * spec.num_layers + 1)  # RMSNorm/LayerNorm weights
     persistent += sum(b for _, b in mods if b <= thr) * spec.num_layers
-    # trace of (param id, elements) per module; a tied lm_head uses the embedding's parameter
+    # one module per Linear (weight + a bias above the threshold); a tied lm_head uses the embedding's
+    # parameter
+    layer = tuple(w + (b if b > thr else 0) for w, b in mods)
+    loss, bwd = _zero3_replay(layer, spec.num_layers, embed, head, values["stage3_prefetch_bucket_size"],
+                              values["stage3_max_live_parameters"], values["stage3_max_reuse_distance"])
+    return loss, bwd, persistent
+
+
+@lru_cache(maxsize=256)
+def _zero3_replay(layer: tuple[int, ...], layers: int, embed: int, head: int, bucket: int, max_live: int,
+                  reuse: int) -> tuple[int, int]:
     fwd: list[tuple[str, int]] = [("embed", embed)]
-    for layer in range(spec.num_layers):
-        for j, (w, b) in enumerate(mods):
-            fwd.append((f"{layer}.{j}", w + (b if b > thr else 0)))
+    for k in range(layers):
+        fwd += [(f"{k}.{j}", w) for j, w in enumerate(layer)]
     fwd.append(("embed" if not head else "head", head or embed))
     trace = fwd + fwd[::-1]
     size = dict(trace)
@@ -194,7 +201,8 @@ def zero3_live_params(spec: ModelSpec, values: dict, *, quantized: bool = False)
     n_fwd = len(fwd)
     for i, (pid, _) in enumerate(trace):
         live.add(pid)
-        # prefetch along the trace
+        # fetch_sub_module: prefetch the next parameters of the trace, up to the bucket per call and while
+        # fewer than max_live elements are available
         inflight = 0
         budget = min(bucket, max_live - sum(size[q] for q in live))
         for qid, qn in trace[i + 1:]:
@@ -208,7 +216,7 @@ def zero3_live_params(spec: ModelSpec, values: dict, *, quantized: bool = False)
             peak_loss = max(peak_loss, total)
         elif i > n_fwd:
             peak_bwd = max(peak_bwd, total)
-        # release the module's parameter unless it is reused within the reuse distance
+        # release_sub_module: free the module's parameter unless it is used again within the reuse distance
         traversed = 0
         keep = False
         for qid, qn in trace[i + 1:]:
@@ -220,7 +228,7 @@ def zero3_live_params(spec: ModelSpec, values: dict, *, quantized: bool = False)
             traversed += qn
         if not keep:
             live.discard(pid)
-    return peak_loss, peak_bwd, persistent
+    return peak_loss, peak_bwd
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -238,8 +246,8 @@ def shard_state(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision
     gather = 0
     if dist == "ddp":
         # DDP copies gradients into flat buckets (torch/nn/parallel/distributed.py, gradient_as_bucket_view
-        # False): a second copy of every gradient
-        gather = grads
+        # False): a second copy of every gradient (unchanged from planner.memory's former sharding code)
+        gather = min(grads, 2 * DS_BUCKET_ELEMENTS * prec.train)
     del layers
     return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step_tmp, gather=gather, cpu=0, prec=prec,
                    stage=0, n=1)
@@ -250,60 +258,69 @@ def _deepspeed(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision,
     stage, n = setup.zero_stage, setup.gpus
     values = deepspeed_zero_values(spec.hidden_size, stage)
     t = p.trainable
-    if setup.dtype != "fp32":
-        # DeepSpeed's bf16/fp16 engine runs the module in 16-bit (engine.py _configure_distributed_model:
-        # module.half()/bfloat16(); ZeRO-3 Init converts at construction): 16-bit weights and gradients,
-        # fp32 master copy + states inside the optimizer partition, no autocast. Adapters too.
-        b = 2
+    half = setup.dtype != "fp32"
+    b = 2 if half else FP32
+    meta = 0
+    if half:
+        # DeepSpeed's bf16/fp16 engine runs the module in 16-bit (engine.py _configure_distributed_model
+        # casts the module; ZeRO-3's Init at construction), adapters included: 16-bit weights and
+        # gradients, no autocast; the optimizer works on an fp32 master partition
+        # (stage_1_and_2.py single_partition_of_fp32_groups / stage3.py fp32_partitioned_groups_flat)
         if prec.quantized:
-            weights = nf4_bytes(p.linear, p.linear_tensors) + (p.total - p.linear) * b + t * b
+            packed = -(-p.linear // 2)
+            meta = nf4_bytes(p.linear, p.linear_tensors) - packed  # QuantState: not a parameter, per rank
+            weights = packed + (p.total - p.linear) * b + t * b
         else:
             weights = p.total * b + (t * b if setup.method != "full" else 0)
         grads = t * b
-        master = t * FP32
-        optim = _optimizer_bytes(setup, p, spec, _Precision(FP32, 2, FP32, False)) + master
+        optim = _optimizer_bytes(setup, p, spec, _Precision(FP32, 2, FP32, False)) + t * FP32
         prec = _Precision(base=b, compute=b, train=b, autocast=False, quantized=prec.quantized,
                           other=b if prec.quantized else 0)
-    else:
-        b = FP32
-        master = 0
-    fp32_grad = min(-(-t // n), values.get("sub_group_size", t)) * FP32 if setup.dtype != "fp32" else 0
+    part = -(-t // n)  # this rank's share of the trainable elements
+    # step: the gradient partition flattened (16-bit copy) and converted to fp32 before the optimizer runs
+    # (stage_1_and_2.py step: flatten_dense_tensors_aligned(...).to(fp32); stage3.py
+    # _prepare_fp32_grad_for_sub_group, per sub_group_size elements)
+    sub = min(part, values.get("sub_group_size", part))
+    fp32_grad = sub * (b + FP32) if half else 0
     optim //= n
     cpu = 0
     bucket = values["reduce_bucket_size"] * b
     if stage in (1, 2):
-        # weights: the full 16-bit model on every rank (bit16_groups_flat)
+        # the full 16-bit model on every rank (bit16_groups_flat); ZeRO-2 keeps only its gradient
+        # partition (grads_in_partition), ZeRO-1 every 16-bit gradient until the step; the ipg buckets,
+        # two with overlap_comm (setup_buckets), on one GPU too
         if stage == 2:
-            grads //= n  # grads_in_partition
-        # ipg buckets: two with overlap_comm (setup_buckets)
-        gather = (2 if values["overlap_comm"] else 1) * bucket if n > 1 or stage == 2 else 0
-        gather_bwd = gather
+            grads //= n
+        gather = (2 if values["overlap_comm"] else 1) * bucket
         step = step_tmp + fp32_grad
         if setup.offload_optimizer:
-            # states, master and fp32 gradients on the host (DeepSpeedCPUAdam); the GPU keeps the 16-bit
-            # model, gradients, buckets and temp_grad_buffer_for_gpu_offload (largest parameter, 16-bit)
-            cpu = (optim * n) + -(-t // 1) * FP32
+            # ZeRO-Offload: master, states and fp32 gradients in host RAM (DeepSpeedCPUAdam steps there);
+            # the reduced gradients go to the host as they come (async_accumulate_grad_in_cpu_via_gpu:
+            # no grads_in_partition on the GPU), through temp_grad_buffer_for_gpu_offload (largest param)
+            cpu = optim * n + t * FP32
             optim = 0
-            step = p.largest * b
-            gather_bwd = gather + p.largest * b
+            grads = 0 if stage == 2 else grads
+            gather += p.largest * b
+            step = 0
         return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step, gather=gather, cpu=cpu, prec=prec,
-                       stage=stage, n=n, backward=_two_points(spec, gather_bwd))
-    # ZeRO-3
-    # the packed NF4 storage is what is partitioned and gathered under QLoRA (bnb_4bit_quant_storage)
+                       stage=stage, n=n, backward=_two_points(spec, gather))
+    # ZeRO-3: 16-bit partitions (the packed NF4 storage under QLoRA), the gradient partition buffer
+    # (grad_partitions_flat_buffer), one ipg buffer; gathered parameters from the coordinator's replay
     loss_el, bwd_el, persistent = zero3_live_params(spec, values, quantized=prec.quantized)
-    weights //= n
+    weights = weights // n + meta
     grads //= n
     gather = (loss_el + persistent) * b
-    gather_bwd = (bwd_el + persistent) * b + bucket  # + the ipg buffer
+    gather_bwd = (bwd_el + persistent) * b + bucket
     step = step_tmp + fp32_grad
     if setup.offload_optimizer:
-        cpu = optim * n + t * FP32
-        optim = 0
+        # master, states and the gradient partition buffer on the host (stage3.py: self.device = cpu)
+        cpu = optim * n + grads * n + t * FP32
+        optim = grads = 0
         step = 0
     if setup.offload_params:
         # the 16-bit partitions on the host; persistent parameters stay gathered on the GPU (in gather)
-        cpu += weights * n
-        weights = 0
+        cpu += (weights - meta) * n
+        weights = meta
     return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step, gather=gather, cpu=cpu, prec=prec,
                    stage=3, n=n, backward=_two_points(spec, gather_bwd), gather_end=gather_bwd)
 
@@ -330,6 +347,7 @@ def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, w
     grad_bytes = grads // max(1, t)  # sharded gradient dtype (fp32 after accelerate's upcast, LoRA fp32)
     embed, head = _vocab_params(spec)
     tied = not head
+    meta = 0
     if prec.quantized:
         # Params4bit with a float bnb_4bit_quant_storage: the packed NF4 data shards like any parameter;
         # each rank keeps the QuantState (absmax, code: not parameters) whole
@@ -397,9 +415,12 @@ def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, w
                           quantized=prec.quantized, other=pd if prec.quantized else 0)
     cpu = 0
     if setup.offload_optimizer or setup.offload_params:
-        # FSDP2 CPUOffloadPolicy offloads sharded parameters, gradients and the optimizer step together
-        cpu = (weights + grads + optim) * n
-        weights = grads = optim = 0
+        # FSDP2 CPUOffloadPolicy (accelerate fsdp_offload_params, rendered for either offload setting)
+        # offloads sharded parameters, gradients and the optimizer step together; a QLoRA QuantState is not
+        # a parameter and stays on the GPU
+        keep = meta if prec.quantized else 0
+        cpu = (weights - keep + grads + optim) * n
+        weights, grads, optim = keep, 0, 0
         step_tmp = 0
     return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step_tmp, gather=tail, cpu=cpu,
                    prec=prec, stage=3, n=n, backward=tuple(points), gather_end=gather_end)
