@@ -88,6 +88,11 @@ def load_base_model(plan: Plan, tokenizer, labels: list[str] | None = None):
             f"model.name_or_path '{plan.model.name_or_path}': cannot load the model ({_first_line(exc)})",
             hint="point plan.yaml at a local model folder (config.json + safetensors) or a reachable hub id",
         ) from None
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        # model.added_tokens grew the vocabulary: one new embedding (and untied lm_head) row per token,
+        # initialised from the old rows' mean and covariance (transformers resize_token_embeddings)
+        model.resize_token_embeddings(len(tokenizer))
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None:
@@ -114,6 +119,9 @@ def _lora(plan: Plan):
         target_modules=_target_modules(plan),
         use_dora=plan.strategy.method == "dora" or plan.lora.use_dora,  # Liu et al. 2024
         task_type=_task_type(plan),
+        # whole modules trained beside the adapters (e.g. the embeddings of added tokens): peft keeps a
+        # trainable copy of each (ModulesToSaveWrapper), as planner.memory counts it
+        modules_to_save=list(plan.lora.modules_to_save) or None,
     )
 
 
@@ -155,7 +163,7 @@ def peft_config(plan: Plan):
 def build_model(plan: Plan, tokenizer, labels: list[str] | None = None):
     """The model ready for the trainer: base (+ k-bit preparation) (+ PEFT wrapper)."""
     model = load_base_model(plan, tokenizer, labels)
-    if plan.strategy.method == "qlora":
+    if plan.strategy.method == "qlora" and plan.strategy.qlora_upcast:
         from peft import prepare_model_for_kbit_training
 
         # Casts norms to fp32 and enables input grads for checkpointing (peft/utils/other.py).
@@ -164,6 +172,9 @@ def build_model(plan: Plan, tokenizer, labels: list[str] | None = None):
             use_gradient_checkpointing=plan.strategy.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+    # strategy.qlora_upcast: false (sharded QLoRA, fused MoE experts) skips that call, as TRL's
+    # prepare_peft_model does for sharded QLoRA: get_peft_model freezes the base, the Trainer enables
+    # checkpointing (training.gradient_checkpointing) and the input grads are enabled below.
     config = peft_config(plan)
     if config is not None:
         from peft import get_peft_model

@@ -36,6 +36,10 @@ def build_tokenizer(plan: Plan):
         )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if plan.model.added_tokens:
+        # model.added_tokens: new vocabulary entries (tokens already in the vocabulary are skipped by the
+        # tokenizer); executor.model resizes the embeddings to match
+        tok.add_tokens(list(plan.model.added_tokens))
     return tok
 
 

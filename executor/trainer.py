@@ -29,6 +29,10 @@ from planner.render import render_deepspeed
 # fused=True) and the plain torch implementation on CPU.
 OPTIMIZERS_GPU = {
     "adamw": "adamw_torch_fused",
+    # torch.optim.AdamW without fused=: torch picks the multi-tensor (foreach) kernels on CUDA
+    # (torch/optim/optimizer.py _default_to_fused_or_foreach)
+    "adamw_foreach": "adamw_torch",
+    "paged_adamw_32bit": "paged_adamw_32bit",  # bitsandbytes PagedAdamW32bit
     "adamw_8bit": "adamw_bnb_8bit",  # Dettmers et al. 2022, 8-bit optimizer states
     "paged_adamw_8bit": "paged_adamw_8bit",  # QLoRA paper: paged optimizer states
     "sgd": "sgd",
@@ -260,12 +264,29 @@ def build_trainer(plan: Plan, model, tokenizer, data: DataBundle, args, paths: R
 
         from executor.packing import packed_rows_collator
 
-        trainer = SFTTrainer(**common)
+        trainer = (SFTTrainer if plan.training.fused_loss else _unfused_loss(SFTTrainer))(**common)
         rows = packed_rows_collator(plan, tokenizer)  # packs as rows for SDPA/eager (see executor/packing.py)
         if rows is not None:  # set after construction: TRL refuses a custom collator with padding-free
             trainer.data_collator = rows
     trainer.callback_handler.callbacks.insert(0, MetricsCallback(paths.metrics))
     return trainer
+
+
+def _unfused_loss(sft_trainer_cls):
+    """``training.fused_loss: false``: TRL's SFTTrainer always scores through its fused LM head
+    (trl/trainer/sft_trainer.py compute_loss: ``model(**inputs, fused_lm_head=True)``); this subclass takes
+    the loss from the model's own forward instead (transformers Trainer.compute_loss: ``model(**inputs)``,
+    ForCausalLMLoss over the full logits), which is what the estimate models with fused_lm_head False.
+    The collator already folded the completion mask into ``labels`` (-100), so the trained tokens match.
+    SFTTrainer's token accuracy/entropy metrics are not logged on this path."""
+    from transformers import Trainer
+
+    class UnfusedLossSFTTrainer(sft_trainer_cls):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return UnfusedLossSFTTrainer
 
 
 def find_callback(trainer, cls):
