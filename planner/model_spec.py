@@ -98,6 +98,39 @@ class Mla:
 
 
 @dataclass(frozen=True)
+class LinearAttn:
+    """Gated DeltaNet linear attention (transformers modeling_qwen3_next.py Qwen3NextGatedDeltaNet): the token
+    mixer of the ``linear_attention`` layers of a hybrid model; no KV cache, a fixed-size recurrent state."""
+
+    num_k_heads: int  # linear_num_key_heads
+    num_v_heads: int  # linear_num_value_heads
+    head_k_dim: int  # linear_key_head_dim
+    head_v_dim: int  # linear_value_head_dim
+    conv_kernel: int  # linear_conv_kernel_dim: depthwise causal Conv1d over q, k and v
+
+    @property
+    def key_dim(self) -> int:
+        return self.num_k_heads * self.head_k_dim
+
+    @property
+    def value_dim(self) -> int:
+        return self.num_v_heads * self.head_v_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the depthwise Conv1d (q, k and v concatenated)."""
+        return 2 * self.key_dim + self.value_dim
+
+    @property
+    def state_elements(self) -> int:
+        """Recurrent state of one sequence in one layer: [v_heads, head_k_dim, head_v_dim] (+ the conv window)."""
+        return self.num_v_heads * self.head_k_dim * self.head_v_dim + self.conv_dim * (self.conv_kernel - 1)
+
+
+Mixer = Literal["attention", "linear_attention"]  # a decoder layer's token mixer
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything the planner needs to know about a model; no weights."""
 
@@ -135,6 +168,10 @@ class ModelSpec:
     dense_intermediate_size: int = 0  # MLP width of the dense layers of such a MoE model
     shared_expert_intermediate_size: int = 0  # always-active shared expert MLP beside the routed ones (0: none)
     mla: Mla | None = None  # DeepSeek multi-head latent attention dimensions (None: ordinary q/k/v/o)
+    # Hybrid models (Qwen3-Next): each layer's token mixer, from config.layer_types; None = softmax attention in
+    # every layer. ``linear_attn`` holds the dimensions of the linear-attention layers.
+    layer_mixers: tuple[Mixer, ...] | None = None
+    linear_attn: LinearAttn | None = None
 
     # Implemented in this module (see below): param_counts(), linear_layers(), total_params...
 
@@ -145,9 +182,21 @@ class ModelSpec:
 
     def linear_layers(self, layer: int = 0) -> list[LinearShape]:
         """Linear/Conv1D modules (and MoE parameter matrices) of ONE decoder layer (``layer``, default the
-        first), as peft sees them. Every layer is alike except in MoE models with dense layers: see
-        ``layer_groups``."""
-        return _layer_shapes(self, self.is_sparse_layer(layer))
+        first), as peft sees them. Every layer is alike except in MoE models with dense layers and in hybrid
+        models (linear-attention and full-attention layers): see ``layer_groups``."""
+        return _layer_shapes(self, self.is_sparse_layer(layer), self.layer_mixer(layer))
+
+    def layer_mixer(self, layer: int) -> Mixer:
+        """Decoder layer ``layer``'s token mixer: "attention" (softmax attention with a KV cache) or
+        "linear_attention" (Qwen3-Next's gated DeltaNet: no KV cache, see ``linear_attn``)."""
+        return "attention" if self.layer_mixers is None else self.layer_mixers[layer]
+
+    @property
+    def num_attention_layers(self) -> int:
+        """Layers with softmax attention (KV cache, seq x seq scores): all of them except in hybrid models."""
+        if self.layer_mixers is None:
+            return self.num_layers
+        return sum(1 for m in self.layer_mixers if m == "attention")
 
     def is_sparse_layer(self, layer: int) -> bool:
         """Whether decoder layer ``layer`` holds the routed experts (always False for dense models)."""
@@ -157,7 +206,8 @@ class ModelSpec:
 
     def layer_groups(self) -> list[tuple[list[LinearShape], int]]:
         """(one layer's modules, how many layers look like it): one group for uniform models, a dense and a
-        sparse group for DeepSeek-V3 / Llama 4 Maverick style models. ``sum(n * sum(s.params for s in shapes))``
+        sparse group for DeepSeek-V3 / Llama 4 Maverick style models, a linear-attention and a full-attention
+        group (each dense / sparse) for hybrid models such as Qwen3-Next. ``sum(n * sum(s.params for s in shapes))``
         is every layer's Linear/expert weights (what ``linear_layers() * num_layers`` is for uniform models)."""
         return _layer_groups(self)
 
@@ -269,6 +319,11 @@ class Family:
     sparse_rule: Literal["all", "qwen", "first_k", "llama4"] = "all"
     dense_width_key: str = "intermediate_size"  # config key of the dense layers' MLP width in a MoE model
     top_k_default: int = 2  # config class default of num_experts_per_tok
+    # Hybrid models (Qwen3-Next): config.layer_types picks each layer's token mixer (see ModelSpec.layer_mixers).
+    hybrid: bool = False
+    attn_output_gate: bool = False  # Qwen3-Next: q_proj also emits a sigmoid output gate (2 x heads x head_dim)
+    shared_width_key: str = ""  # config key of the shared expert's width (Qwen3-Next: shared_expert_intermediate_size)
+    shared_expert_gate: bool = False  # Qwen3-Next: mlp.shared_expert_gate, nn.Linear(hidden, 1) scales the shared one
 
 
 FAMILIES: dict[str, Family] = {
@@ -376,6 +431,28 @@ FAMILIES: dict[str, Family] = {
         dense_width_key="intermediate_size_mlp",
         top_k_default=1,
     ),
+    # modeling_qwen3_next.py: config.layer_types (default: every full_attention_interval-th layer full attention)
+    # picks each layer's mixer. linear_attention layers: linear_attn (Qwen3NextGatedDeltaNet) in_proj_qkvz
+    # [H -> 2*key_dim + 2*value_dim], in_proj_ba [H -> 2*v_heads], out_proj [value_dim -> H], all bias-free Linears,
+    # plus a depthwise conv1d [conv_dim, 1, kernel], dt_bias [v_heads], A_log [v_heads] and a gated RMSNorm
+    # (head_v_dim). full_attention layers: Qwen3's attention with q_proj doubled (output gate), q_norm/k_norm.
+    # MLP as Qwen3-MoE (mlp.gate router parameter, fused experts of moe_intermediate_size, mlp_only_layers /
+    # decoder_sparse_step) plus mlp.shared_expert MLP(shared_expert_intermediate_size) and mlp.shared_expert_gate
+    # nn.Linear(H, 1). configuration_qwen3_next.py: head_dim 256, 10 of 512 experts; peft maps it like qwen2_moe.
+    "qwen3_next": Family(
+        "moe",
+        "Qwen3NextForCausalLM",
+        qk_norm=True,
+        head_dim_default=256,
+        moe_v4_names="qwen2_moe",
+        sparse_rule="qwen",
+        shared_expert="shared_expert",
+        shared_width_key="shared_expert_intermediate_size",
+        shared_expert_gate=True,
+        attn_output_gate=True,
+        hybrid=True,
+        top_k_default=10,
+    ),
     # modeling_gpt2.py: Conv1D c_attn/c_proj/c_fc/c_proj with biases, LayerNorm with bias, learned wpe.
     "gpt2": Family(
         "gpt2",
@@ -409,6 +486,7 @@ def _attention_shapes(spec: ModelSpec) -> list[LinearShape]:
     fam = spec.family
     h, hd, att = spec.hidden_size, spec.head_dim, fam.attn_parent
     q_out, kv_out = spec.num_attention_heads * hd, spec.num_kv_heads * hd
+    gate = 2 if fam.attn_output_gate else 1  # Qwen3-Next: q_proj emits the query and its output gate
     qkv_b, o_b = _bias(fam.qkv_bias, spec.attention_bias), _bias(fam.o_bias, spec.attention_bias)
     if fam.attn_kind == "mla" and spec.mla is not None:
         # DeepseekV3Attention: q_a/kv_a/o bias = attention_bias, q_b/kv_b never biased.
@@ -432,7 +510,7 @@ def _attention_shapes(spec: ModelSpec) -> list[LinearShape]:
             LinearShape("o_proj", q_out, h, o_b, parent=att),
         ]
     return [
-        LinearShape("q_proj", h, q_out, qkv_b, parent=att),
+        LinearShape("q_proj", h, gate * q_out, qkv_b, parent=att),
         LinearShape("k_proj", h, kv_out, qkv_b, parent=att),
         LinearShape("v_proj", h, kv_out, qkv_b, parent=att),
         LinearShape("o_proj", q_out, h, o_b, parent=att),
@@ -447,8 +525,28 @@ def _gated_mlp(h: int, inter: int, bias: bool, parent: str) -> list[LinearShape]
     ]
 
 
-def _layer_shapes(spec: ModelSpec, sparse: bool) -> list[LinearShape]:
-    """One decoder layer's modules: a sparse (routed-expert) layer or a dense one."""
+def _linear_attention_shapes(spec: ModelSpec) -> list[LinearShape]:
+    """Qwen3NextGatedDeltaNet's Linears (the conv1d, dt_bias, A_log and norm are counted in ``_mixer_extras``)."""
+    la, h = spec.linear_attn, spec.hidden_size
+    assert la is not None
+    return [
+        LinearShape("in_proj_qkvz", h, 2 * la.key_dim + 2 * la.value_dim, False, parent="linear_attn"),
+        LinearShape("in_proj_ba", h, 2 * la.num_v_heads, False, parent="linear_attn"),
+        LinearShape("out_proj", la.value_dim, h, False, parent="linear_attn"),
+    ]
+
+
+def _mixer_extras(spec: ModelSpec, mixer: Mixer) -> int:
+    """Token-mixer parameters that are no Linear (ParamCounts.attention, as executor/meta_count.py files them):
+    Qwen3-Next's depthwise conv1d weight [conv_dim, 1, kernel] (no bias), dt_bias and A_log [v_heads]."""
+    if mixer != "linear_attention" or spec.linear_attn is None:
+        return 0
+    la = spec.linear_attn
+    return la.conv_dim * la.conv_kernel + 2 * la.num_v_heads
+
+
+def _layer_shapes(spec: ModelSpec, sparse: bool, mixer: Mixer = "attention") -> list[LinearShape]:
+    """One decoder layer's modules: a sparse (routed-expert) layer or a dense one, with its token mixer."""
     fam = spec.family
     h, inter = spec.hidden_size, spec.intermediate_size
     mlp_b = _bias(fam.mlp_bias, spec.mlp_bias)
@@ -459,7 +557,7 @@ def _layer_shapes(spec: ModelSpec, sparse: bool) -> list[LinearShape]:
             LinearShape("c_fc", h, inter, True, role="mlp", kind="conv1d", parent="mlp"),
             LinearShape("c_proj", inter, h, True, role="mlp", kind="conv1d", parent="mlp"),
         ]
-    attn = _attention_shapes(spec)
+    attn = _linear_attention_shapes(spec) if mixer == "linear_attention" else _attention_shapes(spec)
     if fam.layout == "phi3":
         return attn + [
             LinearShape("gate_up_proj", h, 2 * inter, mlp_b, role="mlp", parent="mlp"),
@@ -477,21 +575,32 @@ def _layer_shapes(spec: ModelSpec, sparse: bool) -> list[LinearShape]:
         ]
         if spec.shared_expert_intermediate_size and fam.shared_expert:
             shapes += _gated_mlp(h, spec.shared_expert_intermediate_size, False, f"{mp}.{fam.shared_expert}")
+        if fam.shared_expert_gate:
+            shapes.append(LinearShape("shared_expert_gate", h, 1, False, role="mlp", parent=mp))
         return shapes
     return attn + _gated_mlp(h, inter, mlp_b, mp)
 
 
+def _layer_kind_counts(spec: ModelSpec) -> dict[tuple[bool, Mixer], int]:
+    """(sparse, mixer) -> how many decoder layers are of that kind, sparse kinds first, then in layer order."""
+    kinds: dict[tuple[bool, Mixer], int] = {}
+    for i in range(spec.num_layers):
+        key = (spec.is_sparse_layer(i), spec.layer_mixer(i))
+        kinds[key] = kinds.get(key, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: not kv[0][0]))
+
+
 def _layer_groups(spec: ModelSpec) -> list[tuple[list[LinearShape], int]]:
-    sparse = spec.num_sparse_layers
-    groups = [(_layer_shapes(spec, True), sparse), (_layer_shapes(spec, False), spec.num_layers - sparse)]
-    return [(shapes, n) for shapes, n in groups if n]
+    return [(_layer_shapes(spec, sparse, mixer), n) for (sparse, mixer), n in _layer_kind_counts(spec).items()]
 
 
-def _layer_norms(spec: ModelSpec) -> int:
-    """Norm weights of one decoder layer (the same in dense and sparse layers)."""
+def _layer_norms(spec: ModelSpec, mixer: Mixer = "attention") -> int:
+    """Norm weights of one decoder layer (the same in dense and sparse layers; hybrid models' differ by mixer)."""
     fam, h = spec.family, spec.hidden_size
     norm_size = 2 * h if spec.norm_type == "layernorm" else h  # LayerNorm: weight + bias; RMSNorm: weight
     norms = fam.norms_per_layer * norm_size
+    if mixer == "linear_attention" and spec.linear_attn is not None:
+        return norms + spec.linear_attn.head_v_dim  # Qwen3NextRMSNormGated(head_v_dim), no q/k norms
     if fam.qk_norm and fam.qk_norm_width == "proj":  # OLMo 2
         norms += (spec.num_attention_heads + spec.num_kv_heads) * spec.head_dim
     elif fam.qk_norm:
@@ -504,14 +613,16 @@ def _layer_norms(spec: ModelSpec) -> int:
 def _param_counts(spec: ModelSpec) -> ParamCounts:
     fam, h, n_layers = spec.family, spec.hidden_size, spec.num_layers
     attention = mlp = experts = 0
-    for layer, n in _layer_groups(spec):
-        attention += n * sum(s.params for s in layer if s.role == "attn")
+    norm_size = 2 * h if spec.norm_type == "layernorm" else h
+    norms = norm_size  # the final norm
+    for (sparse, mixer), n in _layer_kind_counts(spec).items():
+        layer = _layer_shapes(spec, sparse, mixer)
+        attention += n * (sum(s.params for s in layer if s.role == "attn") + _mixer_extras(spec, mixer))
         mlp += n * sum(s.params for s in layer if s.role != "attn")
         experts += n * sum(s.params for s in layer if s.role == "expert")
+        norms += n * _layer_norms(spec, mixer)
     if fam.sinks:
         attention += n_layers * spec.num_attention_heads
-    norm_size = 2 * h if spec.norm_type == "layernorm" else h
-    norms = n_layers * _layer_norms(spec) + norm_size  # + the final norm
     embeddings = spec.vocab_size * h
     if fam.layout == "gpt2":
         embeddings += spec.max_position_embeddings * h  # learned absolute positions (wpe)
@@ -565,9 +676,7 @@ def _is_regex(target: str) -> bool:
 def _module_candidates(spec: ModelSpec) -> list[tuple[str, LinearShape]]:
     """Every Linear/Conv1D module of the model by full name (decoder layers, then the output layer)."""
     fam, kinds = spec.family, _layer_kinds(spec, param=False)
-    names = [
-        (f"{fam.layer_prefix}.{i}.{s.path}", s) for i in range(spec.num_layers) for s in kinds[spec.is_sparse_layer(i)]
-    ]
+    names = [(f"{fam.layer_prefix}.{i}.{s.path}", s) for i in range(spec.num_layers) for s in kinds[_kind(spec, i)]]
     lm_head = LinearShape("lm_head", spec.hidden_size, spec.vocab_size, False, role="mlp")
     return names + [("lm_head", lm_head)]
 
@@ -686,15 +795,17 @@ def lora_modules(
 
 def _param_candidates(spec: ModelSpec) -> list[tuple[str, LinearShape]]:
     fam, kinds = spec.family, _layer_kinds(spec, param=True)
-    return [
-        (f"{fam.layer_prefix}.{i}.{s.path}", s) for i in range(spec.num_layers) for s in kinds[spec.is_sparse_layer(i)]
-    ]
+    return [(f"{fam.layer_prefix}.{i}.{s.path}", s) for i in range(spec.num_layers) for s in kinds[_kind(spec, i)]]
 
 
-def _layer_kinds(spec: ModelSpec, *, param: bool) -> dict[bool, list[LinearShape]]:
-    """Dense (False) and sparse (True) layers' module shapes, parameters only or modules only."""
+def _kind(spec: ModelSpec, layer: int) -> tuple[bool, Mixer]:
+    return spec.is_sparse_layer(layer), spec.layer_mixer(layer)
+
+
+def _layer_kinds(spec: ModelSpec, *, param: bool) -> dict[tuple[bool, Mixer], list[LinearShape]]:
+    """Each layer kind's (sparse?, mixer) module shapes, parameters only or modules only."""
     return {
-        sparse: [s for s in _layer_shapes(spec, sparse) if (s.kind == "param") == param] for sparse in (False, True)
+        key: [s for s in _layer_shapes(spec, *key) if (s.kind == "param") == param] for key in _layer_kind_counts(spec)
     }
 
 
@@ -900,6 +1011,7 @@ def spec_from_config(
         # The expert width (intermediate_size is then the dense layers' width, see _moe_layout).
         inter = _int_field({"intermediate_size": config["moe_intermediate_size"]}, "intermediate_size", where)
     mla = _mla(config) if fam.attn_kind == "mla" else None
+    mixers, linear_attn = _hybrid_layout(config, layers, where) if fam.hybrid else (None, None)
     if mla is not None:
         head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim  # the q/k head width (v: mla.v_head_dim)
     if experts and fam.layout != "moe" and counted is None:
@@ -938,8 +1050,41 @@ def spec_from_config(
         notes=tuple(notes),
         counted=counted,
         mla=mla,
+        layer_mixers=mixers,
+        linear_attn=linear_attn,
         **moe,
     )
+
+
+def _hybrid_layout(config: dict, layers: int, where: str) -> tuple[tuple[Mixer, ...] | None, LinearAttn]:
+    """Qwen3-Next's per-layer mixers (config.layer_types, else every full_attention_interval-th layer full
+    attention: Qwen3NextConfig.__post_init__) and its gated-DeltaNet dimensions, with the config class defaults."""
+    types = config.get("layer_types")
+    if types is None:
+        interval = config.get("full_attention_interval") or 4
+        types = ["linear_attention" if (i + 1) % interval else "full_attention" for i in range(layers)]
+    if not isinstance(types, list) or len(types) != layers:
+        raise FtplanError(f"{where}: layer_types must list one entry per layer ({layers})")
+    unknown = sorted({t for t in types if t not in ("linear_attention", "full_attention")}, key=str)
+    if unknown:
+        raise FtplanError(f"{where}: layer_types {unknown} are neither linear_attention nor full_attention")
+    mixers: tuple[Mixer, ...] = tuple("linear_attention" if t == "linear_attention" else "attention" for t in types)
+
+    def dim(key: str, default: int) -> int:
+        value = config.get(key)
+        value = default if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise FtplanError(f"{where}: {key}={value!r} must be a positive integer")
+        return value
+
+    linear = LinearAttn(
+        num_k_heads=dim("linear_num_key_heads", 16),
+        num_v_heads=dim("linear_num_value_heads", 32),
+        head_k_dim=dim("linear_key_head_dim", 128),
+        head_v_dim=dim("linear_value_head_dim", 128),
+        conv_kernel=dim("linear_conv_kernel_dim", 4),
+    )
+    return mixers, linear
 
 
 def _moe_layout(config: dict, fam: Family, layers: int, inter: int | None, where: str) -> dict:
@@ -967,6 +1112,9 @@ def _moe_layout(config: dict, fam: Family, layers: int, inter: int | None, where
         n_shared = config.get("n_shared_experts", 1)
         width = config.get("moe_intermediate_size") or 2048  # DeepseekV3Config default
         out["shared_expert_intermediate_size"] = (n_shared or 0) * width
+    elif fam.shared_width_key:  # Qwen3NextSparseMoeBlock: MLP(shared_expert_intermediate_size); 0 = none built
+        width = config.get(fam.shared_width_key)
+        out["shared_expert_intermediate_size"] = 512 if width is None else width  # Qwen3NextConfig default
     elif fam.shared_expert:  # Llama4TextMoe: shared_expert = Llama4TextMLP(config), the expert width
         out["shared_expert_intermediate_size"] = inter or 0
     return out

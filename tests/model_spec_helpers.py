@@ -39,6 +39,20 @@ TINY_CONFIGS: dict[str, dict] = {
         moe_intermediate_size=48,
         **_BASE,
     ),
+    # Hybrid: layers 0-2 gated DeltaNet (linear_attn), layer 3 full attention; MoE with a shared expert.
+    "qwen3_next": dict(
+        model_type="qwen3_next",
+        **dict(_BASE, num_hidden_layers=4),
+        head_dim=16,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=48,
+        shared_expert_intermediate_size=40,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+    ),
     "gpt2": {
         "model_type": "gpt2",
         "n_embd": 64,
@@ -114,8 +128,9 @@ def component_of(param_name: str) -> str:
         return "norms"
     if ".experts." in param_name:
         return "experts"
-    if ".mlp." in param_name:
+    if ".mlp." in param_name or ".feed_forward." in param_name:  # Llama 4 names its MLP / MoE block feed_forward
         return "mlp"
-    if ".self_attn." in param_name or ".attn." in param_name:
+    # Qwen3-Next's gated-DeltaNet layers (linear_attn: projections, conv1d, A_log, dt_bias) are attention too.
+    if any(k in param_name for k in (".self_attn.", ".attn.", ".linear_attn.")):
         return "attention"
     return f"unknown:{leaf}"

@@ -17,7 +17,7 @@ import functools
 
 import pytest
 
-# ~25 s: one meta-device build per catalog entry (66) plus peft models.
+# ~25 s: one meta-device build per catalog entry (69) plus peft models.
 pytestmark = pytest.mark.slow
 
 transformers = pytest.importorskip("transformers")
@@ -84,8 +84,8 @@ def _assert_counts_match(spec, model) -> None:
 
 def _assert_layers_match(spec, model) -> None:
     """linear_layers(i) lists layer i's nn.Linear modules (subclasses included, as peft sees them) and its MoE
-    parameter matrices, for the first layer of every kind (dense / sparse)."""
-    firsts = {spec.is_sparse_layer(i): i for i in reversed(range(spec.num_layers))}
+    parameter matrices, for the first layer of every kind (dense / sparse, attention / linear attention)."""
+    firsts = {(spec.is_sparse_layer(i), spec.layer_mixer(i)): i for i in reversed(range(spec.num_layers))}
     assert sum(n for _, n in spec.layer_groups()) == spec.num_layers
     for i in firsts.values():
         prefix = f"{spec.family.layer_prefix}.{i}"
@@ -151,6 +151,14 @@ def test_published_totals_of_the_new_models():
     assert round(billions("mistral-small-24b"), 1) == 23.6
     assert round(billions("phi-4"), 1) == 14.7
     assert round(billions("olmo-2-7b"), 1) == 7.3
+    # Llama 4 entries are the text models: the cards' totals include the vision encoder (0.87B).
+    assert abs(109 - billions("llama-4-scout")) < 1.5 and round(billions("llama-4-scout", active=True)) == 17
+    assert abs(400 - billions("llama-4-maverick")) < 1.5 and round(billions("llama-4-maverick", active=True)) == 17
+    # "80B total parameters and only 3B activated" (the card's active count leaves out embeddings and lm_head).
+    nxt = load_model_spec("qwen3-next")
+    assert round(billions("qwen3-next")) == 80
+    assert round((nxt.active_params - nxt.param_counts().embeddings - nxt.param_counts().lm_head) / 1e9) == 3
+    assert nxt.num_attention_layers == 12 and nxt.layer_mixer(0) == "linear_attention"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,6 +177,10 @@ _GPT_OSS = dict(_TINY, model_type="gpt_oss", head_dim=16, intermediate_size=32, 
                 num_experts_per_tok=2)  # fmt: skip
 _QWEN3_MOE = dict(_TINY, model_type="qwen3_moe", head_dim=16, intermediate_size=96, moe_intermediate_size=32,
                   num_experts=4, num_experts_per_tok=2)  # fmt: skip
+_QWEN3_NEXT = dict(_TINY, model_type="qwen3_next", head_dim=16, intermediate_size=96, moe_intermediate_size=32,
+                   shared_expert_intermediate_size=24, num_experts=4, num_experts_per_tok=2, linear_num_key_heads=2,
+                   linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=12,
+                   linear_conv_kernel_dim=3)  # fmt: skip
 TINY_VARIANTS = {
     "deepseek_v3": _DEEPSEEK,
     "deepseek_v3-no-q-lora-2-shared": dict(_DEEPSEEK, q_lora_rank=None, n_shared_experts=2, attention_bias=True),
@@ -180,6 +192,14 @@ TINY_VARIANTS = {
     "gpt_oss-no-bias": dict(_GPT_OSS, attention_bias=False),
     "qwen3_moe-mlp-only-layers": dict(_QWEN3_MOE, mlp_only_layers=[0, 2]),
     "qwen3_moe-sparse-step-2": dict(_QWEN3_MOE, decoder_sparse_step=2),
+    "qwen3_next": _QWEN3_NEXT,
+    "qwen3_next-layer-types-dense-layers": dict(
+        _QWEN3_NEXT,
+        layer_types=["full_attention", "linear_attention", "full_attention", "linear_attention"],
+        mlp_only_layers=[0, 1],
+        attention_bias=True,
+    ),
+    "qwen3_next-interval-2-sparse-step-2": dict(_QWEN3_NEXT, full_attention_interval=2, decoder_sparse_step=2),
     "gemma3_text": dict(_TINY, model_type="gemma3_text", head_dim=16, intermediate_size=96),
     "olmo2": dict(_TINY, model_type="olmo2", intermediate_size=96),
     "smollm3-untied": dict(
@@ -199,9 +219,8 @@ def test_layout_variants_count_like_transformers(variant):
     _assert_layers_match(spec, model)
 
 
-# Llama 4 is not in the catalog yet (tests/model_spec_helpers.py's name classifier does not know its
-# "feed_forward" modules); its published text configs (meta-llama/Llama-4-Scout-17B-16E and
-# Llama-4-Maverick-17B-128E, text_config) are counted by the family table all the same.
+# Llama 4's published text configs (the catalog's meta-llama/Llama-4-Scout-17B-16E and Llama-4-Maverick-17B-128E
+# entries), reduced to the keys that shape parameters, as a check independent of the catalog's copy.
 _LLAMA4_TEXT = {"model_type": "llama4_text", "hidden_size": 5120, "intermediate_size": 8192,
                 "intermediate_size_mlp": 16384, "num_hidden_layers": 48, "num_attention_heads": 40,
                 "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 202048, "num_experts_per_tok": 1,
@@ -231,7 +250,11 @@ def test_llama4_text_models_count_like_transformers(config, total_b):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["deepseek_v3", "llama4_text-interleaved", "gpt_oss", "gemma3_text", "olmo2"])
+@pytest.mark.parametrize(
+    "variant",
+    ["deepseek_v3", "llama4_text-interleaved", "gpt_oss", "gemma3_text", "olmo2", "qwen3_next",
+     "qwen3_next-layer-types-dense-layers"],
+)  # fmt: skip
 @pytest.mark.parametrize("targets", ["all-linear", ("q_proj", "v_proj", "o_proj")], ids=["all-linear", "qvo"])
 def test_lora_counts_on_new_layouts_match_peft(variant, targets):
     peft = pytest.importorskip("peft")
