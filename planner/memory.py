@@ -340,13 +340,14 @@ def _trainable(spec: ModelSpec, setup: TrainSetup) -> int:
     if setup.method == "ia3":
         # peft IA3 defaults (utils/constants.py): scaling vectors on k_proj, v_proj outputs and on the
         # down_proj input (feed-forward); GPT-2: c_attn output and mlp.c_proj input.
-        per_layer = 0
-        for s in spec.linear_layers():
-            if s.name in ("k_proj", "v_proj", "qkv_proj") or s.path == "attn.c_attn":
-                per_layer += s.out_features * s.count
-            elif s.name == "down_proj" or s.path == "mlp.c_proj":
-                per_layer += s.in_features * s.count
-        return per_layer * spec.num_layers
+        total = 0
+        for shapes, layers in spec.layer_groups():
+            for s in shapes:
+                if s.name in ("k_proj", "v_proj", "qkv_proj") or s.path == "attn.c_attn":
+                    total += s.out_features * s.count * layers
+                elif s.name == "down_proj" or s.path == "mlp.c_proj":
+                    total += s.in_features * s.count * layers
+        return total
     raise FtplanError(f"method={setup.method!r} is not supported")
 
 
@@ -427,11 +428,12 @@ def _optimizer_bytes(setup: TrainSetup, p: _Params, spec: ModelSpec, prec: _Prec
         # matrix, full state for vectors; no first moment (beta1=None). States are fp32.
         if setup.method != "full":
             return n * FP32
-        rows_cols = sum((s.in_features + s.out_features) * s.count for s in spec.linear_layers()) * spec.num_layers
+        rows_cols = sum(n * sum((s.in_features + s.out_features) * s.count for s in shapes)
+                        for shapes, n in spec.layer_groups())
         matrices = spec.vocab_size + spec.hidden_size  # embeddings (and untied lm_head)
         if not spec.tie_word_embeddings:
             matrices *= 2
-        vectors = p.total - sum(s.params for s in spec.linear_layers()) * spec.num_layers \
+        vectors = p.total - sum(n * sum(s.params for s in shapes) for shapes, n in spec.layer_groups()) \
             - spec.vocab_size * spec.hidden_size * (1 if spec.tie_word_embeddings else 2)
         return (rows_cols + matrices + max(0, vectors)) * FP32
     raise FtplanError(f"optimizer={opt!r} is not supported",
@@ -800,6 +802,9 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     validate_setup(spec, setup)
     spec = resized(spec, setup.added_tokens)
     notes: list[str] = []
+    if getattr(spec, "linear_attn", None) is not None:
+        notes.append(f"hybrid model: the activations of its {spec.num_layers - spec.num_attention_layers} "
+                     "linear-attention layers are estimated like attention layers (not traced)")
     if spec.model_type == "gemma2" and setup.attn_impl == "sdpa":
         # transformers: Gemma2PreTrainedModel._supports_sdpa = False (sdpa cannot softcap the scores)
         setup = setup.with_(attn_impl="eager")
