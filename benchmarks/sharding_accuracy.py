@@ -12,9 +12,11 @@ and unsharded parameters, gradients, all-gather and reduce-scatter buffers, acti
 
 Precision policies, as accelerate sets them (accelerate/utils/dataclasses.py FullyShardedDataParallelPlugin
 set_mixed_precision: MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16, output_dtype=bf16);
-fsdp2_prepare_model upcasts every trainable parameter to fp32):
-  mixed  full fine-tuning, fp32 sharded parameters, bf16 all-gathers and reduce-scatters (ftplan's plans);
-  bf16   full fine-tuning, bf16 parameters, no policy ("pure"; plans with mixed_precision false);
+fsdp2_prepare_model upcasts every trainable parameter to fp32 since the Trainer's bf16=True makes
+accelerate's mixed_precision bf16):
+  mixed  full fine-tuning, model loaded in fp32 (plans with mixed_precision true);
+  bf16   full fine-tuning, model loaded in bf16 (plans with mixed_precision false): accelerate's upcast
+         makes the sharded state fp32 all the same, so a "pure bf16" FSDP2 run never happens in ftplan;
   lora   peft LoRA r16 all-linear: bf16 frozen base, fp32 adapters, the bf16 policy.
 The optimizer step runs torch's fused AdamW on each parameter's local shard (what the DTensor dispatch
 of ``_fused_adamw_`` does on CUDA). Stepping the DTensors themselves under FakeTensorMode makes the
@@ -163,8 +165,7 @@ def measure(case: Case, raw: dict | None = None, *, layers_attr: str = "num_hidd
     config = AutoConfig.for_model(raw["model_type"], **kwargs)
     mesh = _mesh(case.n)
     bf16 = torch.bfloat16
-    policy = MixedPrecisionPolicy() if case.policy == "bf16" else MixedPrecisionPolicy(
-        param_dtype=bf16, reduce_dtype=bf16, output_dtype=bf16)
+    policy = MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16, output_dtype=bf16)
     dtype = torch.float32 if case.policy == "mixed" else bf16
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
@@ -179,9 +180,12 @@ def measure(case: Case, raw: dict | None = None, *, layers_attr: str = "num_hidd
         model = model.to_empty(device="cpu")
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.tie_weights()  # to_empty unties lm_head from the embeddings
+        for param in model.parameters():  # fsdp2_prepare_model: trainable parameters to fp32
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.to(torch.float32)
         shard_like_accelerate(model, mesh, policy)
         ids = torch.randint(0, config.vocab_size, (case.batch, case.seq))
-        return traced_peak(model, ids, autocast=case.policy != "bf16")
+        return traced_peak(model, ids, autocast=True)  # accelerate's autocast around forward (native_amp)
 
 
 def traced_peak(model, ids, *, autocast: bool) -> int:
@@ -267,10 +271,12 @@ def markdown(rows: list[dict], s: dict, command: str) -> str:
          "FSDP2 `fully_shard` as accelerate's `fsdp2_prepare_model` does for ftplan's accelerate_config.yaml "
          "(one unit per decoder layer, tail [norm, lm_head] kept unsharded after forward, root), two "
          "training steps traced by `torch.distributed._tools.fsdp2_mem_tracker.FSDPMemTracker`. Policies: "
-         "`mixed` = fp32 sharded parameters with MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16) "
-         "(accelerate's policy and upcast; ftplan's full fine-tuning plans), `bf16` = pure bf16 parameters, "
-         "`lora` = peft LoRA r16 all-linear (bf16 base, fp32 adapters) under the bf16 policy. AdamW fused "
-         "on the local shards. Not seen: the CUDA caching allocator, NCCL buffers and the CUDA context."),
+         "`mixed` = full fine-tuning of a model loaded in fp32, `bf16` = loaded in bf16 (a plan with "
+         "mixed_precision false), both upcast to fp32 by accelerate (trainable parameters) and all-gathered "
+         "under MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16): a pure-bf16 FSDP2 run never "
+         "happens under accelerate with bf16 on; `lora` = peft LoRA r16 all-linear (bf16 base, fp32 "
+         "adapters) under the same policy. Forward under bf16 autocast (accelerate). AdamW fused on the "
+         "local shards. Not seen: the CUDA caching allocator, NCCL buffers and the CUDA context."),
         "",
         (f"Development model (the FSDP terms were checked against its traces): {', '.join(sorted(DEV_MODELS))}; "
          "Qwen2.5-0.5B and Mistral-7B are held out (split by model, fixed before any error was looked at). "

@@ -344,6 +344,12 @@ def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, w
     full = setup.method == "full"
     t = p.trainable
     L = spec.num_layers
+    if full and setup.dtype != "fp32" and not setup.mixed_precision:
+        # A 16-bit model still trains fp32 state under FSDP2: the executor's TrainingArguments(bf16/fp16)
+        # make accelerate's mixed_precision 16-bit, and fsdp2_prepare_model then upcasts every trainable
+        # parameter to fp32 (MixedPrecisionPolicy gathers 16-bit copies). "Pure" 16-bit FSDP never runs.
+        weights, grads = p.total * FP32, t * FP32
+        optim = _optimizer_bytes(setup, p, spec, _Precision(FP32, 2, FP32, False))
     grad_bytes = grads // max(1, t)  # sharded gradient dtype (fp32 after accelerate's upcast, LoRA fp32)
     embed, head = _vocab_params(spec)
     tied = not head

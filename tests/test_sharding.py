@@ -201,6 +201,15 @@ def test_fsdp_full_mixed_shards_fp32_state_and_computes_in_bf16():
     assert sh.prec.base == sh.prec.compute == 2 and not sh.prec.autocast
 
 
+def test_fsdp_full_without_mixed_precision_still_trains_fp32_state():
+    """TrainingArguments(bf16=True) makes accelerate's mixed_precision bf16, and fsdp2_prepare_model then
+    upcasts every trainable parameter: a bf16-loaded model has the fp32 state of a mixed one."""
+    s = spec()
+    pure = estimate_memory(s, TrainSetup(gpus=4, distribution="fsdp", method="full", dtype="bf16", seq_len=1024))
+    mixed = estimate_memory(s, TrainSetup(gpus=4, distribution="fsdp", **FULL))
+    assert (pure.weights, pure.gradients, pure.optimizer) == (mixed.weights, mixed.gradients, mixed.optimizer)
+
+
 def test_fsdp_gathers_two_layers_in_backward_and_the_tail_at_the_loss():
     s = spec()  # untied: the tail is [norm, lm_head]
     sh, _ = sharded(TrainSetup(gpus=8, distribution="fsdp", **FULL))
