@@ -15,25 +15,30 @@ them, so what runs is what is estimated. Terms, per rank, with N data-parallel r
   4T/N) and the optimizer states over it; gradients: stage 2 keeps its partition in ``grads_in_partition``
   (``copy_grads_in_partition``, 2T/N), stage 1 the full 16-bit grads until the step; the reduce buckets
   (``setup_buckets``: ``reduce_bucket_size`` elements, two of them with ``overlap_comm`` and
-  ``contiguous_gradients``); the step converts the gradient partition to fp32 (``step``:
-  ``single_grad_partition = flat_grad_partition.to(fp32)``, 4T/N) before the optimizer runs.
+  ``contiguous_gradients``); the step flattens the gradient partition and converts it to fp32 (``step``:
+  ``flatten_dense_tensors_aligned(...)``, then ``.to(fp32)``: 2T/N + 4T/N) before the optimizer runs.
 * ZeRO-3 (stage3.py ``DeepSpeedZeroOptimizer_Stage3``, partition_parameters.py ``Init``): 16-bit
   parameter partitions (2P/N) plus every parameter below ``stage3_param_persistence_threshold`` elements
   kept whole (parameter_offload.py ``mark_persistent_parameters``: norms, biases); the gradient partition
   buffer (``grad_partitions_flat_buffer``, 2T/N) and one ``reduce_bucket_size`` ipg buffer per dtype
   (``__init__``, IPG); fp32 master + states; the step's fp32 copy of one sub-group's gradient
   (``_prepare_fp32_grad_for_sub_group``, at most ``sub_group_size`` elements). The gathered parameters
-  follow the module trace (partitioned_param_coordinator.py): each module's parameters are fetched before
-  it runs, ``fetch_sub_module`` prefetches the next parameters of the trace up to
-  ``stage3_prefetch_bucket_size`` elements (bounded by ``stage3_max_live_parameters``), and
-  ``__params_to_release`` keeps a parameter gathered when it is used again within
-  ``stage3_max_reuse_distance`` elements of the trace: with the 1e9 defaults the top decoder layers stay
-  gathered from their forward to their backward, the short-sequence term a per-layer gather misses.
+  follow the module trace (partitioned_param_coordinator.py), replayed by ``zero3_live_params``: each
+  module's parameters are fetched before it runs; every ``fetch_sub_module`` call prefetches up to
+  ``stage3_prefetch_bucket_size`` more elements of the trace while fewer than
+  ``stage3_max_live_parameters`` are available, so the prefetch runs ahead (small modules such as k/v
+  projections are consumed faster than they are fetched) until about that limit is gathered: ~1e9
+  elements, 2 GB in bf16, with the defaults; ``__params_to_release`` also keeps a parameter that is used
+  again within ``stage3_max_reuse_distance`` elements (the top layers and the lm_head between forward and
+  backward). ``step`` releases everything (``_partition_all_parameters``). This is the short-sequence
+  term a two-layer gather misses.
 * Offload (``offload_optimizer``: stage_1_and_2.py ``cpu_offload``, stage3.py ``offload_optimizer``): fp32
-  master, states and fp32 gradients live in host RAM (DeepSpeedCPUAdam); the GPU keeps the 16-bit
-  parameters, gradients and buckets (stage 1/2 also a ``temp_grad_buffer_for_gpu_offload`` of the largest
-  parameter). ``offload_param`` (stage 3) moves the 16-bit partitions to the host as well. This works on
-  one GPU (ZeRO-Offload, Ren et al. 2021).
+  master, states and fp32 gradients live in host RAM (DeepSpeedCPUAdam); ZeRO-2 sends each reduced
+  gradient to the host (``async_accumulate_grad_in_cpu_via_gpu``, through a
+  ``temp_grad_buffer_for_gpu_offload`` of the largest parameter), ZeRO-3 keeps its gradient partition buffer
+  there; the GPU keeps the 16-bit parameters and the buckets. ``offload_param`` (stage 3) moves the 16-bit
+  partitions to the host as well; persistent parameters stay gathered. This works on one GPU
+  (ZeRO-Offload, Ren et al. 2021).
 
 FSDP2 (torch ``fully_shard`` as accelerate's fsdp2_prepare_model applies it from
 templates/accelerate_config.yaml.j2: one unit per decoder layer, an untied input embedding as its own unit,
@@ -47,11 +52,15 @@ the tail [final norm, lm_head (+ tied embedding)] with ``reshard_after_forward=F
   ``Params4bit`` is not upcast (QLoRA: ``bnb_4bit_quant_storage`` must be a float dtype so the packed NF4
   bytes shard and all-gather as they are stored). The compute therefore runs on 16-bit unsharded
   parameters: activations are those of a pure 16-bit model, whatever the master dtype;
-* unsharded parameters: the tail from the lm_head forward to the end of its backward (with tied
-  embeddings it is gathered at the start of the forward and stays until the embedding's gradient is
-  reduced), one decoder unit in forward (resharded after it), the current and the prefetched unit in
-  backward (``_fsdp_param_group.py`` ``FSDPParamGroup.pre_backward`` / backward prefetch of 1), plus the
-  unit's unsharded gradients while they are reduce-scattered (``_fsdp_collectives.py`` ``foreach_reduce``).
+* unsharded parameters and buffers, as the traces show them (``_fsdp`` returns them per point of the step,
+  ``Sharded.backward``): the tail from the lm_head forward until the lm_head backward (tied: from the
+  embedding at the start of the forward; with full fine-tuning the tied embedding re-gathers it at the
+  end of backward); in forward the running unit plus its all-gather buffer, which FSDP2 keeps until the
+  next unshard; in backward the running unit, the next one prefetched into its all-gather buffer
+  (``_fsdp_param_group.py`` ``FSDPParamGroup.pre_backward``, backward prefetch of 1), the previous unit's
+  reduce-scatter input (``_fsdp_collectives.py`` ``foreach_reduce``, kept until the next reduce-scatter)
+  and, when a unit is done, its unsharded gradients. A tied lm_head's 16-bit gradient waits in autograd's
+  input buffer of the shared weight until the embedding's arrives at the end of backward.
 
 Numbers checked against FSDPMemTracker traces (benchmarks/sharding_accuracy.py); the DeepSpeed terms come
 from the code above (no trace here: DeepSpeed needs a real accelerator).
