@@ -45,11 +45,16 @@ def quantization_config(plan: Plan):
     from transformers import BitsAndBytesConfig
 
     compute = "fp16" if plan.strategy.precision == "fp16" else "bf16"  # the QLoRA paper computes in bf16
+    sharded = plan.strategy.distribution in ("fsdp", "zero3")
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch_dtype(compute),
+        # sharded QLoRA: the packed 4-bit data stored in the compute dtype so FSDP/ZeRO-3 shard and gather it
+        # with the other weights (uint8 storage is left out of sharding: every rank would hold the whole
+        # base). Answer.AI FSDP-QLoRA; transformers docs "FSDP-QLoRA"; planner.sharding gathers packed NF4.
+        bnb_4bit_quant_storage=torch_dtype(compute) if sharded else None,
     )
 
 

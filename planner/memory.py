@@ -742,8 +742,13 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
         # the whole forward and backward (Trainer zeroes them only after optimizer.step()); each incoming
         # gradient is a temporary that AccumulateGrad adds in place (torch/csrc/autograd/functions/
         # accumulate_grad.h): the lm_head's in the loss backward, one layer's while that layer runs backward.
-        fresh = {"lm-head-backward": p.head_grad, "backward-top": p.layer_grad, "backward-bottom": p.layer_grad}
-        out = [replace(ph, grads=p.grads + fresh.get(ph.name, 0)) for ph in out]
+        def fresh(name: str) -> int:
+            if name == "lm-head-backward":
+                return p.head_grad
+            layer = name.startswith("backward") and name != "backward-end"  # FSDP adds more layer points
+            return p.layer_grad if layer else 0
+
+        out = [replace(ph, grads=max(ph.grads, p.grads + fresh(ph.name))) for ph in out]
     return out
 
 

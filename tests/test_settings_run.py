@@ -132,3 +132,15 @@ def test_lora_with_added_tokens_modules_to_save_foreach_accumulation(tmp_path, m
 
     tok = AutoTokenizer.from_pretrained(final)
     assert all(len(tok(t, add_special_tokens=False).input_ids) == 1 for t in added)
+
+
+@pytest.mark.parametrize("distribution,storage", [("single", "uint8"), ("ddp", "uint8"), ("fsdp", "bfloat16"),
+                                                  ("zero3", "bfloat16")])
+def test_sharded_qlora_stores_packed_nf4_in_the_compute_dtype(tmp_path, distribution, storage):
+    """What planner.sharding assumes FSDP/ZeRO-3 gather (packed 4-bit data in bf16 storage) is what the
+    executor asks bitsandbytes for; unsharded runs keep bitsandbytes' uint8 default."""
+    from executor.model import quantization_config
+
+    plan = _plan(tmp_path, tmp_path / "unused", "qlora",
+                 strategy={"method": "qlora", "precision": "bf16", "distribution": distribution})
+    assert str(quantization_config(plan).bnb_4bit_quant_storage).removeprefix("torch.") == storage
