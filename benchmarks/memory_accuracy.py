@@ -53,6 +53,7 @@ class Case:
     grad_accum: int = 1  # micro-batches per optimizer step
     modules_to_save: tuple[str, ...] = ()  # peft LoraConfig.modules_to_save
     added_tokens: int = 0  # rows added to the vocabulary (resize_token_embeddings)
+    adapter_dtype: str = "fp32"  # fp32 (peft default) | model (autocast_adapter_dtype=False: bf16 adapters)
 
     @property
     def label(self) -> str:
@@ -62,7 +63,8 @@ class Case:
         extra = "".join([f" {self.optimizer}" if self.optimizer != "adamw" else "",
                          f" accum{self.grad_accum}" if self.grad_accum > 1 else "",
                          f" save={','.join(self.modules_to_save)}" if self.modules_to_save else "",
-                         f" +{self.added_tokens}tok" if self.added_tokens else ""])
+                         f" +{self.added_tokens}tok" if self.added_tokens else "",
+                         " bf16-adapters" if self.adapter_dtype == "model" else ""])
         return (f"{self.model.split('/')[-1]} L{self.layers} {self.method}{t}{drop} {self.precision} {self.attn} "
                 f"s{self.seq} b{self.batch}{' ckpt' if self.ckpt else ''}{extra}")
 
@@ -135,6 +137,10 @@ def cases(quick: bool = False) -> list[Case]:
         Case("mistralai/Mistral-7B-v0.1", 2, "lora", 1024, 1, False, added_tokens=100,
              modules_to_save=("embed_tokens", "lm_head")),
         Case("meta-llama/Llama-3.1-8B", 2, "lora", 2048, 1, True, modules_to_save=("embed_tokens", "lm_head")),
+        # 16-bit adapters (peft autocast_adapter_dtype=False; torchtune, LitGPT, fsdp_qlora keep them so)
+        Case("mistralai/Mistral-7B-v0.1", 2, "lora", 2048, 2, False, adapter_dtype="model"),
+        Case("meta-llama/Llama-3.1-8B", 2, "lora", 1024, 4, False, adapter_dtype="model"),
+        Case("Qwen/Qwen2.5-0.5B", 6, "lora", 2048, 2, True, adapter_dtype="model"),
     ]
     return out[::4] if quick else out
 
@@ -195,7 +201,8 @@ def measure(case: Case, raw: dict | None = None) -> int:
         targets = "all-linear" if case.targets == ("all-linear",) else list(case.targets)
         model = get_peft_model(model, LoraConfig(r=case.r, lora_alpha=2 * case.r, target_modules=targets,
                                                  lora_dropout=case.lora_dropout,
-                                                 modules_to_save=list(case.modules_to_save) or None))
+                                                 modules_to_save=list(case.modules_to_save) or None),
+                               autocast_adapter_dtype=case.adapter_dtype == "fp32")
     model.train()
     # LoRA: bf16 base under bf16 autocast (the Trainer's bf16=True); an fp32 LoRA run has no autocast
     autocast = case.precision == "mixed" or (case.method == "lora" and case.precision != "fp32")
@@ -253,7 +260,7 @@ def estimated(case: Case, raw: dict | None = None) -> tuple[int, str, int]:
         mixed_precision=case.precision == "mixed", seq_len=case.seq, micro_batch=case.batch,
         grad_ckpt=case.ckpt, attn_impl=case.attn, lora_r=case.r, lora_targets=case.targets,
         lora_dropout=case.lora_dropout, optimizer=case.optimizer, grad_accum=case.grad_accum,
-        modules_to_save=case.modules_to_save, added_tokens=case.added_tokens,
+        modules_to_save=case.modules_to_save, added_tokens=case.added_tokens, adapter_dtype=case.adapter_dtype,
     )
     mem = estimate_memory(spec, setup)
     return mem.peak_allocated, mem.phase, accelerate_rule(spec.param_counts().total, case.precision)

@@ -49,7 +49,7 @@ def quantization_config(plan: Plan):
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
+        bnb_4bit_use_double_quant=plan.strategy.double_quant,
         bnb_4bit_compute_dtype=torch_dtype(compute),
         # sharded QLoRA: the packed 4-bit data stored in the compute dtype so FSDP/ZeRO-3 shard and gather it
         # with the other weights (uint8 storage is left out of sharding: every rank would hold the whole
@@ -186,7 +186,9 @@ def build_model(plan: Plan, tokenizer, labels: list[str] | None = None):
 
         if plan.strategy.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks need a grad input
-        model = get_peft_model(model, config)
+        # lora.adapter_dtype: fp32 adapters (peft's default upcast) or the model's 16-bit dtype
+        fp32 = plan.lora is None or plan.lora.adapter_dtype == "fp32"
+        model = get_peft_model(model, config, autocast_adapter_dtype=fp32)
     model.config.use_cache = False  # the KV cache is useless (and warned about) while training
     return model
 

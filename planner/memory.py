@@ -111,6 +111,12 @@ class TrainSetup:
     # Added: GPU kind (hardware catalog name, e.g. "H100-SXM"): decides the CUDA context and library
     # workspaces of the device total. "" = a generic recent datacenter GPU.
     gpu_kind: str = ""
+    # LoRA/DoRA/QLoRA adapter weights: "fp32" (peft get_peft_model's autocast_adapter_dtype=True default) or
+    # "model" (autocast_adapter_dtype=False: the base's 16-bit dtype, as torchtune, LitGPT bf16-true and
+    # Answer.AI's fsdp_qlora keep them).
+    adapter_dtype: Literal["fp32", "model"] = "fp32"
+    # QLoRA: NF4 with double quantization of the absmax (bnb_4bit_use_double_quant, the QLoRA paper's).
+    double_quant: bool = True
 
     def with_(self, **changes) -> TrainSetup:
         return replace(self, **changes)
@@ -220,8 +226,14 @@ def _precision(setup: TrainSetup) -> _Precision:
     if setup.method == "qlora":
         # bf16 compute (bnb_4bit_compute_dtype), fp32 adapters and fp32 non-quantized weights.
         # qlora_upcast=False (sharded QLoRA: TRL skips prepare_model_for_kbit_training) keeps them in dtype.
-        return _Precision(base=c, compute=2 if c == 2 else 4, train=FP32, autocast=c == 2, quantized=True,
-                          other=FP32 if setup.qlora_upcast else c)
+        # adapter_dtype "model": 16-bit adapters; peft still casts each input to the adapter dtype (a saved
+        # 16-bit copy of the fp32 norm outputs), as the autocast path counts.
+        return _Precision(base=c, compute=2 if c == 2 else 4, train=FP32 if setup.adapter_dtype == "fp32" else c,
+                          autocast=c == 2, quantized=True, other=FP32 if setup.qlora_upcast else c)
+    if setup.adapter_dtype == "model" and setup.method in ("lora", "dora"):
+        # 16-bit adapters on a 16-bit base: no dtype change anywhere, so no cast copies: lora_A saves the module
+        # input itself, shared by the modules that read it (the no-autocast path of _layer_saved).
+        return _Precision(base=c, compute=c, train=c, autocast=False)
     # LoRA/DoRA/IA3/prompt/prefix: frozen base in dtype, trainable adapter in fp32.
     return _Precision(base=c, compute=c, train=FP32, autocast=c == 2)
 
@@ -269,6 +281,7 @@ _CHOICES = {
     "attn_impl": ("sdpa", "flash_attention_2", "eager"),
     "distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
     "device": ("cuda", "cpu"),
+    "adapter_dtype": ("fp32", "model"),
 }
 
 
@@ -407,7 +420,8 @@ def nf4_bytes(numel: int, tensors: int = 1, *, double_quant: bool = True) -> int
 def _weight_bytes(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision) -> int:
     adapter = 0 if setup.method == "full" else p.trainable * prec.train
     if prec.quantized:
-        return nf4_bytes(p.linear, p.linear_tensors) + (p.total - p.linear) * prec.other + adapter
+        return nf4_bytes(p.linear, p.linear_tensors, double_quant=setup.double_quant) + (
+            p.total - p.linear) * prec.other + adapter
     return p.total * prec.base + adapter if setup.method != "full" else p.total * prec.base
 
 

@@ -90,6 +90,8 @@ class LoraSection:
     merge_after: bool = False  # also save a merged model
     # peft modules_to_save: whole modules trained beside the adapters (embed_tokens, lm_head)
     modules_to_save: list[str] = field(default_factory=list)
+    # adapter weights: fp32 (peft's autocast_adapter_dtype default) or the model's 16-bit dtype
+    adapter_dtype: str = "fp32"
 
 
 @dataclass
@@ -106,6 +108,8 @@ class StrategySection:
     num_virtual_tokens: int = 20  # prompt / prefix tuning
     # qlora: peft prepare_model_for_kbit_training's fp32 upcast of every non-quantized parameter
     qlora_upcast: bool = True
+    # qlora: NF4 double quantization of the block absmax (bnb_4bit_use_double_quant)
+    double_quant: bool = True
 
 
 @dataclass
@@ -218,6 +222,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.source": ("catalog", "local", "hf-cache", "hub"),
     "data.format": ("alpaca", "chat", "prompt_completion", "text", "preference", "kto", "classification"),
     "data.system_turn": ("keep", "merge", "drop"),
+    "lora.adapter_dtype": ("fp32", "model"),
     "data.template": ("", "tokenizer", "plan", "default"),
     "data.tokens_counted": ("", "exact", "heuristic"),
     "strategy.method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
@@ -497,6 +502,8 @@ def _check_values(plan: Plan) -> list[str]:
             lora_like and saved & {m for m, kind in SAVE_MODULES.items() if kind == "embeddings"}):
         errors.append("model.added_tokens: the new embedding rows would stay untrained: add the embedding "
                       "(e.g. embed_tokens) and lm_head to lora.modules_to_save, or use strategy.method full")
+    if not plan.strategy.double_quant and plan.strategy.method != "qlora":
+        errors.append(f"strategy.double_quant: applies to qlora only, not '{plan.strategy.method}' (remove it)")
     if not plan.strategy.qlora_upcast and plan.strategy.method != "qlora":
         errors.append(f"strategy.qlora_upcast: applies to qlora only, not '{plan.strategy.method}' (remove it)")
     if not plan.training.fused_loss and plan.task == "preference":

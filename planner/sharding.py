@@ -277,7 +277,8 @@ def _deepspeed(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision,
         # (stage_1_and_2.py single_partition_of_fp32_groups / stage3.py fp32_partitioned_groups_flat)
         if prec.quantized:
             packed = -(-p.linear // 2)
-            meta = nf4_bytes(p.linear, p.linear_tensors) - packed  # QuantState: not a parameter, per rank
+            # QuantState: not a parameter, per rank
+            meta = nf4_bytes(p.linear, p.linear_tensors, double_quant=setup.double_quant) - packed
             weights = packed + (p.total - p.linear) * b + t * b
         else:
             weights = p.total * b + (t * b if setup.method != "full" else 0)
@@ -367,7 +368,7 @@ def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, w
         # Params4bit with a float bnb_4bit_quant_storage: the packed NF4 data shards like any parameter;
         # each rank keeps the QuantState (absmax, code: not parameters) whole
         packed = -(-p.linear // 2)
-        meta = nf4_bytes(p.linear, p.linear_tensors) - packed
+        meta = nf4_bytes(p.linear, p.linear_tensors, double_quant=setup.double_quant) - packed
         other = (p.total - p.linear) * (prec.other or prec.base)
         weights = (packed + other + t * FP32) // n + meta
         layer_bytes = _nf4_layer_bytes(spec, p) + (_layer_params(spec) - p.linear // L) * pd

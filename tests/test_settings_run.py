@@ -31,6 +31,9 @@ SETUP_FROM_PLAN = [
     ({"training": {"fused_loss": True}}, {"fused_lm_head": True}),
     ({"method": "qlora", "strategy": {"method": "qlora", "precision": "bf16", "qlora_upcast": False}},
      {"qlora_upcast": False}),
+    ({"lora": {"adapter_dtype": "model"}}, {"adapter_dtype": "model"}),
+    ({"method": "qlora", "strategy": {"method": "qlora", "precision": "bf16", "double_quant": False}},
+     {"double_quant": False}),
     ({"lora": {"modules_to_save": ["embed_tokens", "lm_head"]}, "model": {"added_tokens": ["<a>", "<b>"]}},
      {"modules_to_save": ("embed_tokens", "lm_head"), "added_tokens": 2}),
 ]
@@ -57,6 +60,8 @@ REFUSED = [
     ({"model": {"added_tokens": ["<x>"]}}, "model.added_tokens"),
     ({"lora": {"modules_to_save": ["embeddings"]}}, "lora.modules_to_save[0]"),
     ({"strategy": {"qlora_upcast": False}}, "strategy.qlora_upcast"),
+    ({"strategy": {"double_quant": False}}, "strategy.double_quant"),
+    ({"lora": {"adapter_dtype": "bf16"}}, "lora.adapter_dtype"),
 ]
 
 
@@ -144,3 +149,15 @@ def test_sharded_qlora_stores_packed_nf4_in_the_compute_dtype(tmp_path, distribu
     plan = _plan(tmp_path, tmp_path / "unused", "qlora",
                  strategy={"method": "qlora", "precision": "bf16", "distribution": distribution})
     assert str(quantization_config(plan).bnb_4bit_quant_storage).removeprefix("torch.") == storage
+
+
+@pytest.mark.parametrize("adapter_dtype,expected", [("fp32", "float32"), ("model", "bfloat16")])
+def test_adapter_dtype_decides_the_lora_weights_dtype(tmp_path, model_dir, adapter_dtype, expected):
+    from executor.model import build_model
+    from executor.tokenizer import build_tokenizer
+
+    plan = _plan(tmp_path, model_dir, strategy={"precision": "bf16"},
+                 lora={"r": 4, "alpha": 8, "dropout": 0.0, "adapter_dtype": adapter_dtype})
+    model = build_model(plan, build_tokenizer(plan))
+    dtypes = {str(p.dtype).removeprefix("torch.") for n, p in model.named_parameters() if "lora_" in n}
+    assert dtypes == {expected}

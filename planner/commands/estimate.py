@@ -53,6 +53,10 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--qlora-upcast/--no-qlora-upcast", default=None,
               help="QLoRA: upcast non-quantized weights to fp32 (peft prepare_model_for_kbit_training); "
                    "default: on, off when sharded (FSDP/ZeRO-3) or for fused MoE experts.")
+@click.option("--adapter-dtype", type=click.Choice(["fp32", "model"]), default="fp32", show_default=True,
+              help="LoRA adapter weights in fp32 (peft default) or the model's 16-bit dtype.")
+@click.option("--double-quant/--no-double-quant", default=True, show_default=True,
+              help="QLoRA: NF4 double quantization of the block absmax.")
 @click.option("--modules-to-save", default="", metavar="embed_tokens,lm_head",
               help="LoRA: whole modules trained beside the adapters (peft modules_to_save).")
 @click.option("--added-tokens", type=int, default=0, show_default=True, metavar="N",
@@ -72,7 +76,8 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with --method).")
 def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, lora_targets,
-            lora_dropout, optimizer, grad_accum, fused_loss, qlora_upcast, modules_to_save, added_tokens, attn,
+            lora_dropout, optimizer, grad_accum, fused_loss, qlora_upcast, adapter_dtype, double_quant,
+            modules_to_save, added_tokens, attn,
             num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price,
             tokens, data, epochs, as_json):
     """VRAM per GPU (weights, gradients, optimizer, activations, temporaries, overhead), verdict,
@@ -86,6 +91,7 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
     if added_tokens < 0:
         raise FtplanError(f"--added-tokens must be 0 or more, got {added_tokens}")
     settings = dict(grad_accum=grad_accum, fused_lm_head=fused_loss, added_tokens=added_tokens,
+                    adapter_dtype=adapter_dtype, double_quant=double_quant,
                     modules_to_save=tuple(m.strip() for m in modules_to_save.split(",") if m.strip()))
     spec = load_model_spec(model)
     hardware = resolve_hardware(gpu=gpu, gpus=gpus, gpu_memory_gb=gpu_memory, price_per_hour=price)

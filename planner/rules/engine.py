@@ -995,6 +995,8 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
         grad_accum=t.grad_accum,
         lora_dropout=lo.dropout if s.method in ("lora", "dora", "qlora") else 0.0,
         qlora_upcast=s.qlora_upcast,
+        double_quant=s.double_quant,
+        adapter_dtype=lo.adapter_dtype if s.method in ("lora", "dora", "qlora") else "fp32",
         modules_to_save=tuple(lo.modules_to_save) if s.method in ("lora", "dora", "qlora") else (),
         added_tokens=len(plan.model.added_tokens),
         gpu_kind=plan.hardware.gpu or "",
