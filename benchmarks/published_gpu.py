@@ -13,7 +13,9 @@ compared:
 
 A stated range (``value: [low, high]``) counts as 0 error inside the range, else the error to the nearer
 end. Rows with an ``exclude`` reason (a setting ftplan cannot express) are listed, estimated where a
-setup is given, and left out of the statistics (counted). No CUDA needed: the estimator is analytic.
+setup is given, and left out of the statistics (counted). ``flags`` (the source's, then the row's) mark
+framework differences ftplan approximates; the markdown report prints them as numbered footnotes. No CUDA
+needed: the estimator is analytic.
 
 Run:  python benchmarks/published_gpu.py [--data FILE] [--json benchmarks/results/published_gpu.json]
           [--markdown FILE] [--split dev|heldout]
@@ -70,6 +72,11 @@ def setup_dict(row: dict, sources: dict) -> dict | None:
     return merged
 
 
+def row_flags(row: dict, sources: dict) -> list[str]:
+    """The source's flags (framework differences common to its rows), then the row's own."""
+    return list(sources[row["source"]].get("flags") or []) + list(row.get("flags") or [])
+
+
 def to_setup(row: dict, sources: dict) -> TrainSetup | None:
     d = setup_dict(row, sources)
     if d is None:
@@ -99,7 +106,7 @@ def evaluate(row: dict, sources: dict) -> dict:
         "id": row["id"], "source": row["source"], "split": row["split"], "model": row["model"],
         "gpu": row.get("gpu", ""), "gpus": row.get("gpus", 1), "kind": m["kind"],
         "measured_gib": [lo / GIB, hi / GIB] if lo != hi else lo / GIB,
-        "excluded": row.get("exclude"), "flags": row.get("flags", []),
+        "excluded": row.get("exclude"), "flags": row_flags(row, sources),
     }
     try:
         setup = to_setup(row, sources)
@@ -162,8 +169,12 @@ def _fmt_gib(v) -> str:
 
 def markdown(results: list[dict], summary: dict) -> str:
     kind_mark = {"max_memory_allocated": "A", "max_memory_reserved": "R", "device_used": "D", "unknown": "?"}
+    notes: dict[str, int] = {}  # flag text -> footnote number, in order of first appearance
+    for r in results:
+        for f in r["flags"]:
+            notes.setdefault(f, len(notes) + 1)
     lines = ["| row | model | method | GPUs | distribution | seq | batch | measured GiB (kind) | estimated GiB "
-             "| error | split |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| error | split | flags |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         model = r["model"].split("/")[-1]
         est = f"{r['estimated_gib']:.2f}" if "estimated_gib" in r else "-"
@@ -175,7 +186,10 @@ def markdown(results: list[dict], summary: dict) -> str:
             err = "-"
         lines.append(f"| {r['id']} | {model} | {r['method']} | {r['gpus']} | {r['distribution']} | "
                      f"{r['seq_len'] or '-'} | {r['micro_batch'] or '-'} | {_fmt_gib(r['measured_gib'])} "
-                     f"({kind_mark[r['kind']]}) | {est} | {err} | {r['split']} |")
+                     f"({kind_mark[r['kind']]}) | {est} | {err} | {r['split']} | "
+                     f"{' '.join(f'[{notes[f]}]' for f in r['flags']) or '-'} |")
+    lines += ["", "Flags (framework differences ftplan approximates; the row stays scored unless excluded):"]
+    lines += [f"[{n}] {f}" + ("  " if n < len(notes) else "") for f, n in notes.items()]
     lines += ["", "Kinds: A = max_memory_allocated (vs peak_allocated); R = max_memory_reserved (vs peak + allocator "
               "reserve + cuBLAS workspaces); D = device used (nvidia-smi), ? = unstated kind (both vs total = peak "
               "+ overhead).", "",

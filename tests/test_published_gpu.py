@@ -70,3 +70,23 @@ def test_split_is_roughly_one_third_dev(data):
     dev = sum(r["split"] == "dev" for r in rows)
     assert 0.2 <= dev / len(rows) <= 0.45
     assert len(rows) >= 30
+
+
+def test_flags_are_short_strings_and_printed_as_footnotes(bench, data):
+    for key, src in data["sources"].items():
+        assert all(isinstance(f, str) and f for f in src.get("flags") or []), key
+    for r in data["rows"]:
+        assert all(isinstance(f, str) and f for f in r.get("flags") or []), r["id"]
+    rows = data["rows"]
+    results = [{"id": r["id"], "source": r["source"], "split": r["split"], "model": r["model"], "gpus": r["gpus"],
+                "kind": r["measured"]["kind"], "measured_gib": 1.0, "excluded": r.get("exclude"),
+                "flags": bench.row_flags(r, data["sources"]), "method": "?", "distribution": "?", "seq_len": None,
+                "micro_batch": None} for r in rows]
+    md = bench.markdown(results, bench.summarize(results))
+    flags = {f for res in results for f in res["flags"]}
+    assert flags, "the set carries framework-difference flags"
+    for f in flags:
+        assert f"] {f}" in md, f
+    # a source's flags reach every one of its rows
+    for r, res in zip(rows, results):
+        assert set(data["sources"][r["source"]].get("flags") or []) <= set(res["flags"]), r["id"]
