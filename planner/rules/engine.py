@@ -294,12 +294,14 @@ def make_plan(
     """
     estimator = as_estimators(estimator)
     spec, hardware, profile, general = _resolve_inputs(request, hardware, profile, spec)
+    pinned = pinned_overrides(request.overrides)
     first_error = None
     choices = _seq_len_choices(profile, spec, request.task, hardware)
     for seq_choice in choices:
         rec = Recorder()
         ctx = _data_phase(request, spec, hardware, profile, general, rec, seq_choice)
         prec = rec.add("strategy.precision", precision.precision_rule(hardware))
+        prec = pinned.get("strategy.precision", prec)
         attn = rec.add("strategy.attn_implementation", precision.attention_rule(spec.model_type, hardware))
         code = lora.is_code_model_or_data(spec.name, profile.format, tuple(profile.fields))
         r_choice = lora.rank_rule(ctx.task, ctx.train_rows, code, ctx.goal)
@@ -310,7 +312,7 @@ def make_plan(
             target_modules=list(lora.targets_rule(spec).value),
         )
         try:
-            st = _strategy_phase(ctx, estimator, rec, prec, attn, lora_rules)
+            st = _strategy_phase(ctx, estimator, rec, prec, attn, lora_rules, pinned)
             break
         except NoFitError as err:  # nothing fits at this length: a shorter one may (more truncation)
             first_error = first_error or err
@@ -429,10 +431,62 @@ def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_ch
     )
 
 
+# --set keys that decide which setup is sized and estimated: the plan is made for them, so that every decision
+# that depends on them (learning rate, weight decay, precision policy, optimizer, LoRA section, micro-batch,
+# checkpointing, accumulation, fallbacks) is derived by the rules for the pinned value, not left as it was.
+PINNED_KEYS: dict[str, tuple[str, ...]] = {
+    "strategy.method": ("strategy.distribution", "strategy.mixed_precision", "strategy.optimizer",
+                        "strategy.qlora_upcast", "strategy.gradient_checkpointing", "training.micro_batch",
+                        "training.grad_accum", "training.lr", "training.weight_decay", "training.layerwise_lr_decay",
+                        "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"),
+    "strategy.distribution": ("strategy.offload_optimizer", "strategy.offload_params", "strategy.qlora_upcast",
+                              "strategy.gradient_checkpointing", "training.micro_batch", "training.grad_accum"),
+    "strategy.precision": ("strategy.mixed_precision", "strategy.gradient_checkpointing", "training.micro_batch",
+                           "training.grad_accum"),
+}
+_PINNED_CHOICES = {"strategy.method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
+                   "strategy.distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
+                   "strategy.precision": ("bf16", "fp16", "fp32")}
+
+
+def pinned_overrides(overrides) -> dict[str, str]:
+    """The --set values that the plan is made for (see PINNED_KEYS); unknown values are left to the schema's
+    one-line error when the override is applied."""
+    if isinstance(overrides, list):
+        from planner.plan import parse_set_options
+
+        overrides = parse_set_options(overrides)
+    out = {}
+    for key in PINNED_KEYS:
+        value = str((overrides or {}).get(key, "")).strip()
+        if value in _PINNED_CHOICES[key]:
+            out[key] = value
+    return out
+
+
+def _pinned_options(options: list[Option], pinned: dict[str, str], ctx: _Ctx, estimator: Estimators,
+                    prec: str) -> list[Option]:
+    """The options that match the pinned method/distribution; a method the standard candidates lack (DoRA,
+    IA3, prompt/prefix) is sized on the LoRA candidates' layouts."""
+    method, dist = pinned.get("strategy.method"), pinned.get("strategy.distribution")
+    if method and not any(o.candidate.setup.method == method for o in options):
+        lora_like = [o.candidate for o in options if o.candidate.setup.method == "lora"]
+        options = options + [
+            _size_option(_with_precision(replace(c, name=c.name.replace("lora", method), family=method,
+                                                 setup=c.setup.with_(method=method)), prec), ctx, estimator)
+            for c in lora_like
+        ]
+    return [o for o in options
+            if (method is None or o.candidate.setup.method == method)
+            and (dist is None or o.candidate.setup.distribution == dist)]
+
+
 def _strategy_phase(
-    ctx: _Ctx, estimator: Estimators, rec: Recorder, prec: str, attn: str, lora_rules: LoraSection
+    ctx: _Ctx, estimator: Estimators, rec: Recorder, prec: str, attn: str, lora_rules: LoraSection,
+    pinned: dict[str, str] | None = None,
 ) -> _Strategy:
-    """Estimate every candidate setup, keep the fastest of the first family that fits, check the budget."""
+    """Estimate every candidate setup, keep the fastest of the first family that fits, check the budget.
+    With ``pinned`` --set values, the fastest fitting setup that has them (else the smallest one)."""
     profile, hardware, gpu, world = ctx.profile, ctx.hardware, ctx.gpu, ctx.world
     base = TrainSetup(
         method="lora",
@@ -453,10 +507,20 @@ def _strategy_phase(
         _size_option(_with_precision(c, prec), ctx, estimator)
         for c in map(lambda c: _with_upcast(c, ctx.spec), strategy.candidates(base, world, gpu, allow_offload=True))
     ]
-    chosen, method_reason = _choose(options, order, ctx.goal, gpu, hardware)
-    if chosen is None or (not gpu and chosen.estimate.time_hours > CPU_MAX_HOURS):
-        raise _no_fit_error(ctx.spec, hardware, options, ctx, estimator)
-    allowed = [o for o in options if o.fits and _allowed(o, ctx.goal, gpu, options)]
+    keep = _pinned_options(options, pinned, ctx, estimator, prec) if pinned else []
+    if keep:
+        fitting = [o for o in keep if o.fits]
+        idx = {id(o): i for i, o in enumerate(keep)}
+        chosen = (min(fitting, key=lambda o: (round(o.estimate.time_hours, 3), idx[id(o)])) if fitting
+                  else min(keep, key=lambda o: o.estimate.memory.total))
+        said = ", ".join(f"{k}={v}" for k, v in pinned.items())
+        method_reason = f"pinned by --set {said}: planned for it ({'fits' if chosen.fits else 'does not fit'})"
+        allowed = [chosen]
+    else:
+        chosen, method_reason = _choose(options, order, ctx.goal, gpu, hardware)
+        if chosen is None or (not gpu and chosen.estimate.time_hours > CPU_MAX_HOURS):
+            raise _no_fit_error(ctx.spec, hardware, options, ctx, estimator)
+        allowed = [o for o in options if o.fits and _allowed(o, ctx.goal, gpu, options)]
     chosen, budget_choice, budget_warnings = budget.budget_rule(
         chosen, allowed, {f: i for i, f in enumerate(order)}, ctx.request.max_hours, ctx.request.max_cost
     )
@@ -1045,8 +1109,13 @@ def apply_plan_overrides(
     warnings = list(plan.warnings)
     keys = list(overrides)
     decisions = []
+    pinned = pinned_overrides(overrides)
     for d in plan.decisions:
-        if d.field in keys:
+        if d.field in pinned:  # make_plan planned for it: its dependants below are the rules' answers
+            d = Decision(d.field, _plain(_get(plan, d.field)),
+                         "set by --set; the plan is made for it: the decisions that depend on it are re-derived",
+                         "--set")
+        elif d.field in keys:
             new = _get(plan, d.field)
             d = Decision(
                 d.field, _plain(new), f"set by --set (the rule chose {d.value!r}: {d.reason})", "--set"
@@ -1058,6 +1127,11 @@ def apply_plan_overrides(
     for k, reason in derived.items():
         decisions = [d for d in decisions if d.field != k]
         decisions.append(Decision(k, _plain(_get(plan, k)), reason, "--set"))
+    # the plan was made for the pinned values (make_plan): their dependants are the rules' answers for them
+    for i, d in enumerate(decisions):
+        by = [f"{k}={v}" for k, v in pinned.items() if d.field in PINNED_KEYS[k] and d.field not in keys]
+        if by:
+            decisions[i] = replace(d, reason=f"{d.reason} (re-derived for --set {', '.join(by)})")
     warnings += override_warnings(before, plan, result.hardware)
     if plan.training.seq_len != before.training.seq_len:  # the rows cut or left untrained follow the length
         data.check_trainable(result.profile, plan.training.seq_len, plan.task)
