@@ -48,7 +48,7 @@ def planned_vs_trained(root: Path) -> list[dict]:
 
     from executor.data import build_datasets
     from executor.tokenizer import build_tokenizer
-    from planner.commands.plan import plan_and_write
+    from ftplan.commands.plan import plan_and_write
     from planner.dataset import profile_data
     from planner.plan import load_plan
 

@@ -3,9 +3,9 @@
 Two measurements, both of the real command (profile the file, estimate every strategy, decide, render,
 validate, write the folder):
 
-- ``in-process``: ``planner.cli.main([...])`` called repeatedly in one interpreter (the planner's own
+- ``in-process``: ``ftplan.cli.main([...])`` called repeatedly in one interpreter (the planner's own
   work, what the wizard pays per plan); median and max of ``--repeat`` runs after one warm-up.
-- ``cold CLI``: ``python -m planner.cli plan ...`` in a fresh process (adds interpreter start-up and
+- ``cold CLI``: ``python -m ftplan.cli plan ...`` in a fresh process (adds interpreter start-up and
   imports: what a user waits for at the shell); median of ``--cold`` runs.
 
 The target (issue 3) is under one second. Nothing is downloaded and no GPU is needed (the hardware is
@@ -89,7 +89,7 @@ def args_for(model: str, gpu: str, gpus: int, task: str, data: Path, out: Path) 
 
 def in_process(argv: list[str], repeat: int) -> tuple[list[float], list[float]]:
     """(wall seconds, CPU seconds) of each run after a warm-up."""
-    from planner.cli import main
+    from ftplan.cli import main
 
     walls, cpus = [], []
     for i in range(repeat + 1):
@@ -107,14 +107,14 @@ def in_process(argv: list[str], repeat: int) -> tuple[list[float], list[float]]:
 
 
 def cold(argv: list[str], runs: int) -> tuple[list[float], list[float]]:
-    """(wall seconds, CPU seconds of the child) of fresh `python -m planner.cli plan` processes."""
+    """(wall seconds, CPU seconds of the child) of fresh `python -m ftplan.cli plan` processes."""
     import resource
 
     walls, cpus = [], []
     for _ in range(runs):
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "planner.cli", *argv], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "ftplan.cli", *argv], capture_output=True, text=True)
         walls.append(time.perf_counter() - t0)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
@@ -183,7 +183,7 @@ def main() -> int:
             f"`ftplan plan` on a {ns.rows:,}-row alpaca file ({size_mb:.1f} MB), catalog models, named GPUs; "
             f"Python {platform.python_version()}, {os.cpu_count()} CPU cores shared with other jobs (load "
             f"average {os.getloadavg()[0]:.1f}), so CPU seconds are the load-independent figure. Medians of "
-            f"{ns.repeat} in-process runs (after a warm-up) and of {ns.cold} fresh `python -m planner.cli "
+            f"{ns.repeat} in-process runs (after a warm-up) and of {ns.cold} fresh `python -m ftplan.cli "
             f"plan` processes (interpreter start-up and imports included). Target: < {TARGET_SECONDS:g} s.",
             "",
             "| Model | Hardware | in-process wall (s) | in-process CPU (s) | fresh process wall (s) "

@@ -189,7 +189,7 @@ def run_plain(model: Path, data: Path, seq_len: int, out: Path, log: Path, env: 
 
 
 def run_benchmark(rows: int, work: Path, repeat: int) -> dict:
-    from executor.tiny_model import build_tiny_model
+    from examples.tiny_model import build_tiny_model
     from planner.plan import load_plan
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
@@ -203,7 +203,7 @@ def run_benchmark(rows: int, work: Path, repeat: int) -> dict:
 
     def make_plan(micro_batch: int):
         planned = subprocess.run(
-            [sys.executable, "-m", "planner.cli", "plan", "--model", str(model), "--data", str(data), "--task",
+            [sys.executable, "-m", "ftplan.cli", "plan", "--model", str(model), "--data", str(data), "--task",
              "sft", "--out", str(plan_dir), "--force", *plan_overrides(micro_batch)],
             capture_output=True, text=True, env=env, cwd=REPO, check=False)
         if planned.returncode != 0:

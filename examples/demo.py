@@ -4,7 +4,7 @@
     python examples/demo.py --out demo_out
 
 1. Build a small Llama-style model locally: a byte-level BPE tokenizer trained on the sample data and a
-   2-layer, 128-wide transformer with random weights (``executor.tiny_model``), saved with
+   2-layer, 128-wide transformer with random weights (``examples.tiny_model``), saved with
    ``save_pretrained`` like any Hub checkpoint.
 2. ``ftplan go`` plans the fine-tuning of that model on ``examples/data/dates.jsonl`` (ISO date <-> date in
    words), prints the plan, and runs it: base model evaluated, trained, tuned model evaluated.
@@ -55,7 +55,7 @@ DEMO_OVERRIDES: dict[str, str] = {
 
 
 def build_model(out: Path, seed: int = 0) -> Path:
-    from executor.tiny_model import build_tiny_model, iter_corpus_file
+    from examples.tiny_model import build_tiny_model, iter_corpus_file
 
     return build_tiny_model(out, corpus_texts=list(iter_corpus_file(DATA)), seed=seed, **MODEL_SIZE)
 
@@ -63,7 +63,7 @@ def build_model(out: Path, seed: int = 0) -> Path:
 def go_command(model: Path, plan_dir: Path, overrides: dict[str, str]) -> list[str]:
     """The `ftplan go` command line (the installed console script when there is one)."""
     ftplan = Path(sys.executable).parent / "ftplan"
-    head = [str(ftplan)] if ftplan.is_file() else [sys.executable, "-m", "planner.cli"]
+    head = [str(ftplan)] if ftplan.is_file() else [sys.executable, "-m", "ftplan.cli"]
     cmd = head + ["go", "--model", str(model), "--data", str(DATA), "--task", "sft", "--yes",
                   "--out", str(plan_dir)]
     for key, value in overrides.items():

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "LOCAL_RANK" in os.environ:  # started by a launcher (accelerate, torchrun, deepspeed)
         die_with_parent()
-    from executor.commands import run_in_process
+    from executor.entry import run_in_process
 
     try:
         return run_in_process(argv[1])

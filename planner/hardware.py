@@ -2,7 +2,7 @@
 
 INTERFACE: GPUType and Hardware below are the contract used by memory/cost/rules/wizard.
 
-- :func:`gpu_catalog` / :func:`resolve_gpu`: the catalog in ``planner/data/gpus.json`` (every figure
+- :func:`gpu_catalog` / :func:`resolve_gpu`: the catalog in ``planner/catalogs/gpus.json`` (every figure
   cites its datasheet and price source), names resolved case-insensitively with aliases.
 - :func:`probe`: what pynvml sees on this machine (count, names, total/free memory, compute
   capability, driver); a clean CPU-only :class:`Hardware` when there is no pynvml or no driver.
@@ -148,7 +148,7 @@ def _entry_to_gpu(entry: dict) -> GPUType:
 @lru_cache(maxsize=1)
 def _catalog_data() -> tuple[dict[str, GPUType], dict[str, str], dict[str, str]]:
     """(name -> GPUType, normalised alias -> name, normalised NVML name -> name)."""
-    raw = json.loads(resources.files("planner.data").joinpath("gpus.json").read_text(encoding="utf-8"))
+    raw = json.loads(resources.files("planner.catalogs").joinpath("gpus.json").read_text(encoding="utf-8"))
     gpus: dict[str, GPUType] = {}
     aliases: dict[str, str] = {}
     nvml: dict[str, str] = {}

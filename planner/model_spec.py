@@ -3,7 +3,7 @@
 INTERFACE (shared by memory.py, cost.py, rules.py, executor): the dataclasses below are the contract.
 Implementation of the loaders and counters: see the functions at the bottom.
 
-- ``load_model_spec(name)``: local folder -> catalog (planner/data/models.json) -> HF cache -> hub
+- ``load_model_spec(name)``: local folder -> catalog (planner/catalogs/models.json) -> HF cache -> hub
   (config.json only); ``spec_from_config(config_dict, name)`` for a config already in hand.
 - ``spec.param_counts()`` / ``total_params`` / ``active_params``: equal to what transformers 5 builds,
   to the parameter (tests/test_model_spec.py checks every catalog entry on the meta device).
@@ -1225,10 +1225,10 @@ def _guess_model_type(config: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The built-in catalog (planner/data/models.json)
+# The built-in catalog (planner/catalogs/models.json)
 # ---------------------------------------------------------------------------------------------------------
 
-CATALOG_PATH = Path(__file__).parent / "data" / "models.json"
+CATALOG_PATH = Path(__file__).parent / "catalogs" / "models.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -1442,6 +1442,6 @@ def _unknown_model(name: str, *, offline: bool) -> FtplanError:
         f"did you mean {', '.join(matches)}?"
         if matches
         else "pass a local model folder, a hub id (online or in the HF cache), or a catalog id such as "
-        "Qwen/Qwen2.5-0.5B (list: planner/data/models.json)"
+        "Qwen/Qwen2.5-0.5B (list: planner/catalogs/models.json)"
     )
     return FtplanError(f"unknown model {name!r} ({where})", hint=hint)

@@ -21,7 +21,7 @@ states (counted on the GPU in ``optimizer``), cuDNN (no convolutions in a decode
 sdpa's cuDNN backend goes through the caching allocator and is a transient of the attention call).
 
 Pure arithmetic: no torch import. GPU facts (compute capability, memory size, vendor) come from the
-catalog (planner/data/gpus.json via planner.hardware); an empty or unknown ``gpu_kind`` falls back to a
+catalog (planner/catalogs/gpus.json via planner.hardware); an empty or unknown ``gpu_kind`` falls back to a
 datacenter default that takes the larger Hopper figures (the safe side for "must be free").
 """
 

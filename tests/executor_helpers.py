@@ -45,7 +45,7 @@ def tiny_model(root: Path, arch: str = "llama") -> Path:
     """A 2-layer, 64-dim random model + BPE tokenizer with a chat template (built once per process)."""
     key = f"{root}:{arch}"
     if key not in _MODEL_CACHE:
-        from executor.tiny_model import build_tiny_model
+        from examples.tiny_model import build_tiny_model
 
         corpus = (
             corpus_for(arith_rows(200))

@@ -1,6 +1,6 @@
 """Every catalog entry is counted exactly, analytically, by ftplan's family table.
 
-For each model in planner/data/models.json, transformers builds the model from the entry's config on the meta
+For each model in planner/catalogs/models.json, transformers builds the model from the entry's config on the meta
 device (no memory) and ftplan's ``load_model_spec(name).param_counts()`` must equal it: the total to the
 parameter (``model.parameters()`` lists tied weights once, as ftplan counts them), each component (embeddings,
 attention, MLP/router, routed experts, norms, lm_head; parameter names assigned by executor/meta_count.py's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.cli import COMMANDS, main
+from ftplan.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def test_models_lists_catalog_as_json(capsys):
 
 def test_help_and_planning_commands_do_not_import_torch():
     code = (
-        "import sys; from planner.cli import main; "
+        "import sys; from ftplan.cli import main; "
         "main(['--help']); main(['models', '--json']); "
         "bad = [m for m in ('torch', 'transformers', 'peft', 'textual') if m in sys.modules]; "
         "assert not bad, bad"
@@ -67,7 +68,20 @@ def test_wheel_ships_templates_and_catalogs(tmp_path):
     assert templates, "no templates in the source tree"
     for t in templates:
         assert f"templates/{t}" in names
-    assert "planner/data/models.json" in names
-    assert "planner/data/gpus.json" in names
-    assert "planner/wizard/wizard.tcss" in names
+    assert "planner/catalogs/models.json" in names
+    assert "planner/catalogs/gpus.json" in names
+    assert "ftplan/wizard/wizard.tcss" in names
     assert not any(n.startswith("tests/") for n in names)
+
+
+def test_models_at_80_columns_shows_every_hub_id_whole():
+    """A normal terminal: no name cut with an ellipsis, no line wider than the terminal."""
+    from planner.model_spec import catalog
+
+    env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
+    proc = subprocess.run([sys.executable, "-m", "ftplan", "models"], capture_output=True, text=True, cwd=ROOT,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    assert all(hub_id in out for hub_id in catalog())

@@ -36,14 +36,14 @@ def _go_args(model: Path, data: Path, task: str, out: Path, *extra: str) -> list
 
 
 def _go(model: Path, data: Path, task: str, out: Path, *extra: str):
-    from planner.cli import cli
+    from ftplan.cli import cli
 
     return CliRunner().invoke(cli, _go_args(model, data, task, out, *extra))
 
 
 def _go_main(capsys, *args) -> tuple[int, str]:
     """`ftplan go` through the real entry point (main: FtplanError -> one line, exit 2)."""
-    from planner.cli import main
+    from ftplan.cli import main
 
     code = main(_go_args(*args))
     captured = capsys.readouterr()
@@ -123,7 +123,7 @@ def test_seq_len_override_counts_cut_and_dropped_rows_as_training_does(root):
     """Plan and run agree on what a shorter seq_len cuts and drops, row for row."""
     from executor.data import build_datasets
     from executor.tokenizer import build_tokenizer
-    from planner.commands.plan import plan_and_write
+    from ftplan.commands.plan import plan_and_write
     from planner.plan import load_plan
 
     model = build_model_folder(root, "char", "chatml")
@@ -145,7 +145,7 @@ def test_seq_len_override_counts_cut_and_dropped_rows_as_training_does(root):
 
 
 def test_no_trainable_row_is_refused_at_plan_time(root):
-    from planner.commands.plan import plan_and_write
+    from ftplan.commands.plan import plan_and_write
     from planner.errors import FtplanError
 
     model = build_model_folder(root, "char", "chatml")
@@ -190,7 +190,7 @@ def _manifest() -> dict:
 @pytest.mark.skipif(not PEER.is_dir(), reason="../shared/peer-data is not present")
 @pytest.mark.parametrize("name", sorted(_manifest()))
 def test_published_files_plan_as_the_manifest_expects(tmp_path, capsys, name):
-    from planner.cli import main
+    from ftplan.cli import main
 
     entry = _manifest()[name]
     out = tmp_path / "plan"

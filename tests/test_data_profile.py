@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.cli import main
+from ftplan.cli import main
 from planner.dataset.profile import profile_data
 from planner.dataset.tokens import HEURISTIC_COEFFS, HeuristicCounter, heuristic_tokens, template_overhead
 from planner.errors import FtplanError
@@ -453,7 +453,7 @@ def test_cli_no_valid_rows_exits_2(tmp_path, capsys):
 
 def test_profile_does_not_import_torch_or_transformers():
     code = (
-        "import sys; from planner.cli import main; "
+        "import sys; from ftplan.cli import main; "
         f"rc = main(['profile', {asset('chat.json')!r}, '--json']); "
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'deepspeed', 'accelerate') "
         "if m in sys.modules]; print('HEAVY', heavy, file=sys.stderr); sys.exit(rc or (1 if heavy else 0))"

@@ -35,7 +35,7 @@ def root(tmp_path_factory) -> Path:
 
 
 def _plan(model: Path, data: Path, task: str, out: Path, **kw):
-    from planner.commands.plan import plan_and_write
+    from ftplan.commands.plan import plan_and_write
 
     options = dict(
         model=str(model), data=str(data), task=task, gpu=None, gpus=None, nodes=1, gpu_memory=None, price=None,
@@ -142,7 +142,7 @@ def test_char_tokenizer_finer_than_any_heuristic_still_trains_every_row(root):
     from the exact counts, so nothing is cut or dropped and training sees the planned lengths."""
     model = build_model_folder(root, "char", "chatml")
     data = write_rows(root / "long_chat.jsonl", [r for r in LAYOUTS["openai_chat"].rows] * 1)
-    from planner.commands.plan import plan_and_write
+    from ftplan.commands.plan import plan_and_write
 
     result, folder = plan_and_write(
         model=str(model), data=str(data), task="chat", gpu=None, gpus=None, nodes=1, gpu_memory=None, price=None,

@@ -86,7 +86,7 @@ def test_demo_overrides_are_accepted_by_the_planner(tmp_path):
     demo = _load_demo()
     data = REPO / "examples" / "data" / "dates.jsonl"
     model = demo.build_model(tmp_path / "model")
-    cmd = [sys.executable, "-m", "planner.cli", "plan", "--model", str(model), "--data", str(data),
+    cmd = [sys.executable, "-m", "ftplan.cli", "plan", "--model", str(model), "--data", str(data),
            "--task", "sft", "--out", str(tmp_path / "plan")]
     for key, value in demo.DEMO_OVERRIDES.items():
         cmd += ["--set", f"{key}={value}"]

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("deepspeed")
 transformers = pytest.importorskip("transformers")
 
-from executor.tiny_model import build_tiny_model, iter_corpus_file
+from examples.tiny_model import build_tiny_model, iter_corpus_file
 
 REPO = Path(__file__).resolve().parents[1]
 DATES = REPO / "examples" / "data" / "dates.jsonl"
@@ -38,7 +38,7 @@ def _small_data(tmp_path: Path, rows: int = 96) -> Path:
 
 def _ftplan(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "planner.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "ftplan.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from planner.cli import main
+from ftplan.cli import main
 
 MODEL = "Qwen/Qwen2.5-0.5B"
 
@@ -99,7 +99,7 @@ def test_unknown_model_exits_2(capsys):
 
 def test_estimate_does_not_import_torch():
     code = (
-        "import sys; from planner.cli import main; "
+        "import sys; from ftplan.cli import main; "
         "rc = main(['estimate', '--model', 'Qwen/Qwen2.5-0.5B', '--method', 'qlora', '--gpu', 'A100-80GB', '--json']); "
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'deepspeed', 'accelerate') "
         "if m in sys.modules]; "

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, str]:
     """`ftplan go ... --yes` on a tiny local model: plans on this (CPU) machine, then trains."""
-    from planner.cli import cli
+    from ftplan.cli import cli
 
     root = tmp_path_factory.mktemp("go")
     model = tiny_model(root)
@@ -54,7 +54,7 @@ def test_go_plans_shows_summary_and_runs(trained):
 
 
 def test_go_without_yes_asks_and_can_decline(tmp_path):
-    from planner.cli import cli
+    from ftplan.cli import cli
 
     model = tiny_model(tmp_path)
     data = write_jsonl(tmp_path / "arith.jsonl", arith_rows(30))
@@ -70,7 +70,7 @@ def test_go_without_yes_asks_and_can_decline(tmp_path):
 
 
 def test_generate_and_chat(trained):
-    from planner.cli import cli
+    from ftplan.cli import cli
 
     out, _ = trained
     gen = CliRunner().invoke(

@@ -314,7 +314,7 @@ def test_fallbacks_apply_in_order_then_give_up(tmp_path, model_dir):
 
 @pytest.mark.parametrize("case", ["missing_model", "missing_data", "wrong_rows", "wrong_task", "pure_fp16"])
 def test_bad_input_exits_2_with_one_line(tmp_path, model_dir, capsys, case):
-    from planner.cli import main
+    from ftplan.cli import main
 
     plan = make_plan(tmp_path, model=model_dir)
     if case == "missing_model":

@@ -29,7 +29,7 @@ def test_executor_lora_run_records_cuda_peak_and_comparison(tmp_path):
     from executor_helpers import arith_rows, tiny_model, write_jsonl
 
     from executor.run import run_plan
-    from planner.cli import cli
+    from ftplan.cli import cli
 
     model = tiny_model(tmp_path)
     data = write_jsonl(tmp_path / "arith.jsonl", arith_rows(60))

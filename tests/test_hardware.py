@@ -8,8 +8,8 @@ import types
 
 import pytest
 
+from ftplan.cli import main
 from planner import hardware as hw
-from planner.cli import main
 from planner.errors import FtplanError
 from planner.hardware import (
     GIB,
@@ -347,7 +347,7 @@ def test_hardware_command_does_not_import_torch():
     import subprocess
 
     code = (
-        "import sys; from planner.cli import main; rc = main(['hardware', '--gpu', 'T4', '--json']); "
+        "import sys; from ftplan.cli import main; rc = main(['hardware', '--gpu', 'T4', '--json']); "
         "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
         "print('HEAVY', heavy, file=sys.stderr); sys.exit(rc or (1 if heavy else 0))"
     )

@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 trl_sft = pytest.importorskip("trl.trainer.sft_trainer")
 
+from examples.tiny_model import build_tiny_model  # noqa: E402
 from executor.packing import PackedRowsCollator  # noqa: E402
-from executor.tiny_model import build_tiny_model  # noqa: E402
 
 
 def test_rows_layout_matches_flat_padding_free_loss(tmp_path):

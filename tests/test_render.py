@@ -431,7 +431,7 @@ def test_launch_sh_is_executable(tmp_path):
 
 def _ftplan(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "planner.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        [sys.executable, "-m", "ftplan.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
     )
 
 

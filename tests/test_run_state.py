@@ -83,7 +83,7 @@ def test_signal_saves_at_the_step_boundary_and_resume_equals_an_uninterrupted_ru
 
 
 def test_cli_exit_code_after_sigterm_is_143(tmp_path, model_dir, monkeypatch, capsys):
-    from planner.cli import main
+    from ftplan.cli import main
 
     folder = plan_folder(tmp_path, _plan(tmp_path, model_dir))
     _signal_at(monkeypatch, 2, signal.SIGTERM)
@@ -139,7 +139,7 @@ def test_lock_from_another_host_is_not_cleared(tmp_path):
 
 
 def test_run_refuses_while_another_run_holds_the_folder(tmp_path, model_dir, capsys):
-    from planner.cli import main
+    from ftplan.cli import main
 
     folder = plan_folder(tmp_path, _plan(tmp_path, model_dir))
     (folder / "output").mkdir()
@@ -198,7 +198,7 @@ def test_damaged_checkpoint_in_a_real_run_resumes_from_the_previous(tmp_path, mo
 
 
 def test_changed_data_file_is_refused_unless_allowed(tmp_path, model_dir, capsys):
-    from planner.cli import main
+    from ftplan.cli import main
     from planner.dataset.profile import file_sha256
 
     plan = _plan(tmp_path, model_dir)
@@ -225,7 +225,7 @@ def test_half_written_base_eval_does_not_block_the_run(tmp_path, model_dir):
 
 
 def test_generate_on_a_half_written_final_is_one_line(tmp_path, model_dir, capsys):
-    from planner.cli import main
+    from ftplan.cli import main
 
     folder = plan_folder(tmp_path, _plan(tmp_path, model_dir))
     final = folder / "output" / "final"
@@ -241,7 +241,7 @@ def test_generate_on_a_half_written_final_is_one_line(tmp_path, model_dir, capsy
 
 def test_disk_full_during_a_save_is_one_line_naming_the_folder(tmp_path, model_dir, monkeypatch, capsys):
     from executor import checkpoints
-    from planner.cli import main
+    from ftplan.cli import main
 
     def full(ckpt):  # what torch.save raises on ENOSPC (caffe2/serialize/inline_container.cc)
         raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 1241728 vs 1241616")
@@ -309,7 +309,7 @@ def _zero_plan_folder(tmp_path, model_dir, stage: int) -> Path:
 def _dist_plan_folder(tmp_path, model_dir, distribution: str) -> Path:
     from executor_helpers import arith_rows, write_jsonl
 
-    from planner.commands.plan import plan_and_write
+    from ftplan.commands.plan import plan_and_write
 
     data = write_jsonl(tmp_path / "arith.jsonl", arith_rows(64))
     count = 1 if distribution == "single" else 2

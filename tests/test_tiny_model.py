@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from executor.tiny_model import ARCHS, build_tiny_model, main
+from examples.tiny_model import ARCHS, build_tiny_model, main
 from planner.errors import FtplanError
 
 CORPUS = [f"What is {a} + {b}? {a + b}" for a in range(0, 60, 7) for b in range(3, 50, 5)]

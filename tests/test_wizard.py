@@ -23,20 +23,20 @@ pytest.importorskip("textual")
 
 from textual.widgets import Input, OptionList, RadioButton
 
+from ftplan.wizard import WizardAnswers, WizardServices
+from ftplan.wizard.app import WizardApp
+from ftplan.wizard.runner import MetricsTail
+from ftplan.wizard.screens.data import DataScreen
+from ftplan.wizard.screens.hardware import HardwareScreen
+from ftplan.wizard.screens.model import ModelScreen
+from ftplan.wizard.screens.review import ReviewScreen
+from ftplan.wizard.screens.run import RunScreen
+from ftplan.wizard.screens.settings import SettingsScreen
+from ftplan.wizard.screens.strategies import StrategyScreen
+from ftplan.wizard.screens.task import TaskScreen
+from ftplan.wizard.widgets import memory_bar, memory_parts
 from planner.errors import FtplanError
 from planner.hardware import Hardware, resolve_gpu
-from planner.wizard import WizardAnswers, WizardServices
-from planner.wizard.app import WizardApp
-from planner.wizard.runner import MetricsTail
-from planner.wizard.screens.data import DataScreen
-from planner.wizard.screens.hardware import HardwareScreen
-from planner.wizard.screens.model import ModelScreen
-from planner.wizard.screens.review import ReviewScreen
-from planner.wizard.screens.run import RunScreen
-from planner.wizard.screens.settings import SettingsScreen
-from planner.wizard.screens.strategies import StrategyScreen
-from planner.wizard.screens.task import TaskScreen
-from planner.wizard.widgets import memory_bar, memory_parts
 
 MODEL = "Qwen/Qwen2.5-0.5B"  # a catalog model: no download, no config.json needed
 GPU = "A100-80GB"
@@ -153,7 +153,7 @@ async def walk_to_review(
 
 
 def cli_plan(out: Path, overrides: dict[str, str], extra: list[str]) -> int:
-    from planner.cli import main
+    from ftplan.cli import main
 
     args = [
         "plan",
@@ -667,7 +667,7 @@ def test_data_step_column_mapping_reprofiles_and_reaches_the_plan(workdir, servi
 
 
 def test_cli_wizard_prefills_answers(workdir, monkeypatch):
-    from planner.cli import main
+    from ftplan.cli import main
 
     seen = {}
 
@@ -683,7 +683,7 @@ def test_cli_wizard_prefills_answers(workdir, monkeypatch):
 
 
 def test_cli_wizard_bad_gpu_is_one_line(capsys):
-    from planner.cli import main
+    from ftplan.cli import main
 
     assert main(["wizard", "--gpu", "no-such-gpu"]) == 2
     err = capsys.readouterr().err.strip()

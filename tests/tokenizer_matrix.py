@@ -1,13 +1,13 @@
 """A matrix of small local tokenizer folders (and tiny model folders) in the styles real chat models use.
 
 Code that prepares chat data, masks prompts, packs rows or counts tokens has to work with every tokenizer a
-user may point it at, not just the one ``executor.tiny_model`` builds. This module builds, with no download,
+user may point it at, not just the one ``examples.tiny_model`` builds. This module builds, with no download,
 a ``save_pretrained`` folder for each (tokenizer style, chat-template style) pair:
 
 * tokenizer styles (``TOKENIZER_STYLES``):
 
   - ``"bytebpe"``: byte-level BPE with digits split one per token, as GPT-2, Llama 3 and Qwen2 use, trained
-    on the fly by ``executor.tiny_model.build_tokenizer`` (vocabulary 600 plus the added special tokens);
+    on the fly by ``examples.tiny_model.build_tokenizer`` (vocabulary 600 plus the added special tokens);
   - ``"char"``: every character is one token (``<unk>`` for characters outside the alphabet). It is much
     finer than any chars-per-token heuristic, so it catches code that guesses token counts from text length.
 
@@ -43,15 +43,15 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from executor.tiny_model import _BUILTIN_CORPUS, build_config
-from executor.tiny_model import SPECIAL_TOKENS as _TINY_SPECIAL_TOKENS
-from executor.tiny_model import build_tokenizer as _build_bytebpe
+from examples.tiny_model import _BUILTIN_CORPUS, build_config
+from examples.tiny_model import SPECIAL_TOKENS as _TINY_SPECIAL_TOKENS
+from examples.tiny_model import build_tokenizer as _build_bytebpe
 
 TOKENIZER_STYLES = ("bytebpe", "char")
 TEMPLATE_STYLES = ("none", "chatml", "chatml_default_system", "llama3", "gemma", "mistral", "chatml_tools")
 
 # Every marker any of the template styles uses, added as special tokens to every tokenizer (so each marker is
-# one token, never split by BPE or by characters). The first five are executor.tiny_model's, in its order, so
+# one token, never split by BPE or by characters). The first five are examples.tiny_model's, in its order, so
 # <pad>, <unk>, <s>, <|im_end|>, <|im_start|> have the same ids 0-4 in both tokenizer styles.
 SPECIAL_TOKENS: tuple[str, ...] = tuple(_TINY_SPECIAL_TOKENS) + tuple(
     t
@@ -370,7 +370,7 @@ def _backend_json(tokenizer: str) -> str:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     if tokenizer == "bytebpe":
-        # executor.tiny_model's byte-level BPE: ByteLevel pre-tokenizer/decoder, digits split individually, every
+        # examples.tiny_model's byte-level BPE: ByteLevel pre-tokenizer/decoder, digits split individually, every
         # byte in the alphabet (no <unk> ever), trim_offsets=False so offsets stay exact.
         backend = _build_bytebpe(CORPUS, vocab_size=BPE_VOCAB_SIZE, max_position_embeddings=MAX_POSITIONS)
         backend = backend.backend_tokenizer
@@ -400,7 +400,7 @@ def _bos_post_processor(tokenizer: str, bos: str, bos_id: int):
         single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, bos_id)]
     )
     if tokenizer == "bytebpe":
-        # Keep the ByteLevel step executor.tiny_model sets (trim_offsets=False keeps offsets exact).
+        # Keep the ByteLevel step examples.tiny_model sets (trim_offsets=False keeps offsets exact).
         return processors.Sequence([processors.ByteLevel(trim_offsets=False), template])
     return template
 

@@ -12,9 +12,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
-from planner.wizard.screens.base import StepFailed, StepScreen
-from planner.wizard.screens.strategies import capacity
-from planner.wizard.widgets import gib, hours, memory_bar, money, verdict_text
+from ftplan.wizard.screens.base import StepFailed, StepScreen
+from ftplan.wizard.screens.strategies import capacity
+from ftplan.wizard.widgets import gib, hours, memory_bar, money, verdict_text
 
 SCALARS = (bool, int, float, str, type(None))
 NOT_EDITABLE = ("estimate",)  # results of the other choices, not choices (e.g. the budget decision)

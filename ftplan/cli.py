@@ -1,6 +1,6 @@
 """The ``ftplan`` command: a thin shell over the planner and executor APIs.
 
-Subcommands live one per module (``planner/commands/*.py``, ``executor/commands.py``) and are
+Subcommands live one per module (``ftplan/commands/*.py``, ``ftplan/commands/run.py``) and are
 imported only when invoked, so ``ftplan estimate`` never pays for torch and ``ftplan --help`` is
 instant. Every :class:`~planner.errors.FtplanError` becomes one line on stderr and exit code 2.
 """
@@ -17,16 +17,16 @@ from planner.errors import FtplanError
 
 # name -> (module, short help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("planner.commands.models", "List the built-in model catalog (plans offline)."),
-    "hardware": ("planner.commands.hardware", "Show the detected or named GPUs (pynvml probe, GPU catalog)."),
-    "profile": ("planner.commands.profile", "Profile a dataset: format, rows, token lengths, bad rows."),
-    "estimate": ("planner.commands.estimate", "VRAM per GPU, time and cost of every strategy."),
-    "plan": ("planner.commands.plan", "Decide every setting and write a reviewable plan folder."),
-    "run": ("executor.commands", "Train a plan folder (resumes automatically)."),
-    "go": ("executor.commands", "Plan, confirm and run in one shot."),
-    "chat": ("executor.commands", "Chat with a trained plan's model."),
-    "generate": ("executor.commands", "Generate a completion from a trained plan's model."),
-    "wizard": ("planner.commands.wizard", "Terminal wizard: from nothing to a reviewed plan."),
+    "models": ("ftplan.commands.models", "List the built-in model catalog (plans offline)."),
+    "hardware": ("ftplan.commands.hardware", "Show the detected or named GPUs (pynvml probe, GPU catalog)."),
+    "profile": ("ftplan.commands.profile", "Profile a dataset: format, rows, token lengths, bad rows."),
+    "estimate": ("ftplan.commands.estimate", "VRAM per GPU, time and cost of every strategy."),
+    "plan": ("ftplan.commands.plan", "Decide every setting and write a reviewable plan folder."),
+    "run": ("ftplan.commands.run", "Train a plan folder (resumes automatically)."),
+    "go": ("ftplan.commands.run", "Plan, confirm and run in one shot."),
+    "chat": ("ftplan.commands.run", "Chat with a trained plan's model."),
+    "generate": ("ftplan.commands.run", "Generate a completion from a trained plan's model."),
+    "wizard": ("ftplan.commands.wizard", "Terminal wizard: from nothing to a reviewed plan."),
 }
 
 

@@ -43,7 +43,7 @@ def catalog_model_names() -> list[str]:
     if lister is not None:
         return sorted(str(n) for n in lister())
     # Until model_spec exposes a listing: the catalog file itself (keys are hub ids, plus aliases).
-    raw = json.loads(resources.files("planner.data").joinpath("models.json").read_text(encoding="utf-8"))
+    raw = json.loads(resources.files("planner.catalogs").joinpath("models.json").read_text(encoding="utf-8"))
     models = raw.get("models", raw)
     names = {k for k in models if not k.startswith("_")}
     for entry in models.values():
@@ -65,7 +65,7 @@ def catalog_gpu_names() -> list[str]:
 
 def default_run_argv(plan_dir: Path) -> list[str]:
     """The executor as a subprocess: exactly `ftplan run PLAN_DIR` (it checkpoints on SIGINT)."""
-    return [sys.executable, "-m", "planner.cli", "run", str(plan_dir)]
+    return [sys.executable, "-m", "ftplan.cli", "run", str(plan_dir)]
 
 
 # The real functions, resolved on first call (module constants: dataclass defaults must be values).

@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from planner.wizard.screens.base import StepFailed, StepScreen
-from planner.wizard.widgets import GIB, gib, hours, memory_bar, memory_legend, money, params, verdict_text
+from ftplan.wizard.screens.base import StepFailed, StepScreen
+from ftplan.wizard.widgets import GIB, gib, hours, memory_bar, memory_legend, money, params, verdict_text
 
 BAR_WIDTH = 36
 

@@ -9,9 +9,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
-from planner.wizard.screens.base import StepFailed, StepScreen
-from planner.wizard.screens.task import parse_budget
-from planner.wizard.widgets import gib, money
+from ftplan.wizard.screens.base import StepFailed, StepScreen
+from ftplan.wizard.screens.task import parse_budget
+from ftplan.wizard.widgets import gib, money
 
 DETECTED = "__detected__"
 

@@ -5,7 +5,7 @@ Tests, the demo and the benchmarks need a real Hugging Face model folder (``conf
 trains a byte-level BPE tokenizer on the fly with the ``tokenizers`` library, builds a model of the
 requested architecture from its config (random init, seeded), and saves both with ``save_pretrained``.
 
-    python -m executor.tiny_model OUT_DIR --arch llama --corpus examples/data/dates.jsonl
+    python -m examples.tiny_model OUT_DIR --arch llama --corpus examples/data/dates.jsonl
 
 Everything is deterministic for a given ``seed`` and corpus: the BPE trainer is deterministic for a fixed
 input order, and the weights come from ``transformers.set_seed(seed)`` before ``from_config``.
@@ -256,7 +256,7 @@ def _strings(value: Any) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m executor.tiny_model",
+        prog="python -m examples.tiny_model",
         description="Build a tiny random-init causal LM + BPE tokenizer trained on a corpus (no download).",
     )
     parser.add_argument("out_dir")

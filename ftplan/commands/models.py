@@ -49,15 +49,23 @@ def command(search: str | None, as_json: bool):
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    # Every hub id stays readable in full: in a narrow terminal the architecture details (hidden, vocab,
+    # context) are left out (--json has them) rather than letting rich cut the names with an ellipsis.
+    wide = console.width >= 110
+    cols = ("model", "type", "params", "layers") + (("hidden", "vocab", "context") if wide else ())
     table = Table(title=f"ftplan model catalog ({len(rows)} models)")
-    for col in ("model", "type", "params", "layers", "hidden", "vocab", "context"):
-        table.add_column(col, justify="left" if col in ("model", "type") else "right")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "type") else "right",
+                         no_wrap=col == "model", overflow="fold")
     for r in rows:
         params = _billions(r["params"])
         if r["active_params"] != r["params"]:
             params += f" ({_billions(r['active_params'])} active)"
-        table.add_row(
-            r["model"], r["model_type"], params, str(r["layers"]), str(r["hidden_size"]),
-            str(r["vocab_size"]), str(r["max_position_embeddings"]),
-        )
-    Console().print(table)
+        cells = [r["model"], r["model_type"], params, str(r["layers"])]
+        if wide:
+            cells += [str(r["hidden_size"]), str(r["vocab_size"]), str(r["max_position_embeddings"])]
+        table.add_row(*cells)
+    if not wide:
+        table.caption = "hidden size, vocabulary and context: widen the terminal or use --json"
+    console.print(table)

@@ -11,18 +11,18 @@ from typing import Any, ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
+from ftplan.wizard.screens.base import BACK, describe_error
+from ftplan.wizard.screens.data import DataScreen
+from ftplan.wizard.screens.hardware import HardwareScreen
+from ftplan.wizard.screens.model import ModelScreen
+from ftplan.wizard.screens.review import ReviewScreen
+from ftplan.wizard.screens.run import RunScreen
+from ftplan.wizard.screens.settings import SettingsScreen
+from ftplan.wizard.screens.strategies import StrategyScreen
+from ftplan.wizard.screens.task import TaskScreen
+from ftplan.wizard.services import WizardServices
+from ftplan.wizard.state import WizardAnswers
 from planner.hardware import Hardware
-from planner.wizard.screens.base import BACK, describe_error
-from planner.wizard.screens.data import DataScreen
-from planner.wizard.screens.hardware import HardwareScreen
-from planner.wizard.screens.model import ModelScreen
-from planner.wizard.screens.review import ReviewScreen
-from planner.wizard.screens.run import RunScreen
-from planner.wizard.screens.settings import SettingsScreen
-from planner.wizard.screens.strategies import StrategyScreen
-from planner.wizard.screens.task import TaskScreen
-from planner.wizard.services import WizardServices
-from planner.wizard.state import WizardAnswers
 
 STEPS = (ModelScreen, DataScreen, TaskScreen, HardwareScreen, StrategyScreen, SettingsScreen, ReviewScreen)
 

@@ -13,8 +13,8 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, RadioButton, RadioSet, Select, Static
 from textual.worker import get_current_worker
 
-from planner.wizard.screens.base import StepFailed, StepScreen
-from planner.wizard.state import GOALS, TASKS
+from ftplan.wizard.screens.base import StepFailed, StepScreen
+from ftplan.wizard.state import GOALS, TASKS
 
 TASK_HELP = {
     "sft": "instruction tuning: prompt → response (alpaca, prompt/completion)",

@@ -1,6 +1,6 @@
 """The frame every step shares: title, scrollable body, inline error line, Back/Next, key help.
 
-A step screen dismisses with its answer (a dict of :class:`~planner.wizard.state.WizardAnswers`
+A step screen dismisses with its answer (a dict of :class:`~ftplan.wizard.state.WizardAnswers`
 fields) on Next, or with :data:`BACK`. Next first runs ``validate()``: a problem is shown on the
 error line and the screen stays. Planner calls go through :meth:`StepScreen.call`, which turns any
 exception into that inline message, so no input can crash the wizard.
@@ -19,9 +19,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Static
 
+from ftplan.wizard.services import WizardServices
+from ftplan.wizard.state import WizardAnswers
 from planner.errors import FtplanError
-from planner.wizard.services import WizardServices
-from planner.wizard.state import WizardAnswers
 
 BACK = "__back__"
 STEP_COUNT = 8

@@ -12,8 +12,8 @@ from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from planner.wizard.screens.base import StepFailed, StepScreen
-from planner.wizard.widgets import params
+from ftplan.wizard.screens.base import StepFailed, StepScreen
+from ftplan.wizard.widgets import params
 
 MAX_MATCHES = 50
 

@@ -13,10 +13,10 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 from textual.worker import get_current_worker
 
+from ftplan.wizard.screens.base import StepFailed, StepScreen
+from ftplan.wizard.widgets import PathSuggester
 from planner.dataset.chat import SYSTEM_TURN_CHOICES
 from planner.errors import FtplanError
-from planner.wizard.screens.base import StepFailed, StepScreen
-from planner.wizard.widgets import PathSuggester
 
 SHOW_INVALID = 8  # invalid rows listed inline (the profile keeps the first 50)
 

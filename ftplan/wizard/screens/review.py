@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Button, Checkbox, Input, Label, TabbedContent, TabPane, TextArea
 
-from planner.wizard.screens.base import StepFailed, StepScreen
+from ftplan.wizard.screens.base import StepFailed, StepScreen
 
 
 def default_out_dir(model: str) -> str:

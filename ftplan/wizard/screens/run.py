@@ -1,6 +1,6 @@
 """Step 8: the run: progress with ETA, a live loss curve, measured memory against the estimate, Stop.
 
-The training is `ftplan run PLAN_DIR` in a subprocess (planner.wizard.runner); everything shown is
+The training is `ftplan run PLAN_DIR` in a subprocess (ftplan.wizard.runner); everything shown is
 read from the executor's metrics.jsonl and output, compared with the plan's own estimate.
 """
 
@@ -15,9 +15,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Button, Label, Log, ProgressBar, Sparkline, Static
 
-from planner.wizard.runner import MetricsTail, RunProcess, metrics_path
-from planner.wizard.screens.base import StepScreen, describe_error
-from planner.wizard.widgets import GIB, gib
+from ftplan.wizard.runner import MetricsTail, RunProcess, metrics_path
+from ftplan.wizard.screens.base import StepScreen, describe_error
+from ftplan.wizard.widgets import GIB, gib
 
 POLL_S = 0.5
 STOPPED_EXIT = 130  # 128 + SIGINT: the shell convention (and `ftplan`'s exit code on Ctrl-C)

@@ -30,11 +30,11 @@ Needs the wizard extra: pip install 'ftplan[wizard]'.
 def command(model, data, task, gpu, gpus, out):
     """Terminal wizard: from nothing to a reviewed plan."""
     try:
-        from planner.wizard.app import WizardApp
+        from ftplan.wizard.app import WizardApp
     except ModuleNotFoundError as exc:
         raise FtplanError(f"'ftplan wizard' needs the package '{exc.name}', which is not installed",
                           hint="pip install 'ftplan[wizard]'") from None
-    from planner.wizard import WizardAnswers, WizardServices
+    from ftplan.wizard import WizardAnswers, WizardServices
 
     services = WizardServices()
     answers = WizardAnswers(model=model or "", data=data or "", task=task or "", out_dir=out or "")
