@@ -1,6 +1,6 @@
 """One strategy's full estimate (memory + verdict + time + cost) and the side-by-side table.
 
-INTERFACE (used by rules, render, wizard, CLI):
+Used by the rules, render, the wizard and the CLI:
   estimate(spec, setup, hardware, *, tokens, epochs=1.0) -> StrategyEstimate
   standard_strategies(spec, hardware, *, seq_len, micro_batch=1, ...) -> list[(name, TrainSetup)]
   estimate_all(spec, hardware, *, seq_len, micro_batch, tokens, epochs) -> list[StrategyEstimate]
@@ -46,7 +46,6 @@ class StrategyEstimate:
     time_hours: float
     cost_usd: float
     tokens_per_second: float
-    # Added (defaults keep the fixed interface):
     gpu_name: str = ""
     gpus: int = 1
     notes: tuple[str, ...] = ()  # time/cost caveats (CPU-only rate, ...); memory caveats are in memory.notes

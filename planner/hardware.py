@@ -1,6 +1,6 @@
 """GPU catalog and probe.
 
-INTERFACE: GPUType and Hardware below are the contract used by memory/cost/rules/wizard.
+GPUType and Hardware below are what memory, cost, the rules and the wizard read.
 
 - :func:`gpu_catalog` / :func:`resolve_gpu`: the catalog in ``planner/catalogs/gpus.json`` (every figure
   cites its datasheet and price source), names resolved case-insensitively with aliases.
@@ -36,7 +36,6 @@ class GPUType:
     price_per_hour: float  # USD per GPU-hour, typical on-demand cloud price
     memory_bandwidth_gbs: float = 0.0
     source: str = ""  # where the figures come from (datasheet URL / price source)
-    # Additions (compatible defaults):
     vendor: str = "nvidia"  # "nvidia" | "amd"
     generic: bool = False  # True: not a catalog entry; figures are conservative guesses (see `source`)
 
@@ -76,7 +75,6 @@ class Hardware:
     nodes: int = 1
     cpu_memory_bytes: int = 0  # host RAM (for offload verdicts); 0 = unknown
     price_per_hour: float | None = None  # user override per GPU-hour
-    # Additions (compatible defaults):
     names: tuple[str, ...] = ()  # device names as pynvml reports them, one per GPU (probe only)
     driver_version: str | None = None  # NVIDIA driver version (probe only)
     notes: tuple[str, ...] = ()  # assumptions the user should know (generic GPU, mixed GPUs, ...)

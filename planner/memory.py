@@ -1,6 +1,6 @@
 """VRAM per GPU of a fine-tuning run, as a breakdown in bytes.
 
-INTERFACE: TrainSetup and MemoryBreakdown below are the contract used by cost/rules/render/executor.
+TrainSetup and MemoryBreakdown below are what cost, the rules, render and the executor read.
 
 ``estimate_memory(spec, setup)`` is analytic and instant (no torch). It models what one training step
 of the executor allocates with transformers 5.x + torch AdamW (fused, the Trainer default for
@@ -73,42 +73,42 @@ class TrainSetup:
     offload_optimizer: bool = False  # ZeRO / FSDP CPU offload of optimizer states
     offload_params: bool = False  # ZeRO-3 / FSDP CPU offload of parameters
     grad_accum: int = 1
-    # Added (default keeps the fixed interface): peft LoraConfig.lora_dropout. With p > 0 every adapter
+    # peft LoraConfig.lora_dropout. With p > 0 every adapter
     # keeps a 1-byte dropout mask of its input (peft tuners/lora/layer.py: lora_A(dropout(x))).
     lora_dropout: float = 0.0
-    # Added: the trainer keeps a reference policy (DPO). With full fine-tuning it is a second, frozen copy
+    # the trainer keeps a reference policy (DPO). With full fine-tuning it is a second, frozen copy
     # of the model (trl DPOTrainer builds ref_model from the same checkpoint when the model is not a peft
     # model); with LoRA/QLoRA the reference is the base with adapters disabled: no copy, nothing counted.
     # Set by the rules for task preference (planner.rules.engine).
     reference_model: bool = False
-    # Added: the loss runs through TRL's fused LM head (trl/trainer/utils.py add_fused_lm_head, used by
+    # the loss runs through TRL's fused LM head (trl/trainer/utils.py add_fused_lm_head, used by
     # SFTTrainer and DPOTrainer in TRL 1.16: trl/kernels/chunked_logprob.py ChunkedLogProbFunction), which
     # never materialises the T x V logits: it projects [4096, 32768] tiles and keeps online-logsumexp
     # statistics; backward recomputes each tile and accumulates the hidden and lm_head gradients in fp32.
     # False: ``loss = model(**batch).loss`` (transformers ForCausalLMLoss, full logits), as plain Trainer.
     fused_lm_head: bool = False
-    # Added: batches are padded and carry an attention mask (unpacked SFT, DPO, classification): sdpa then
+    # batches are padded and carry an attention mask (unpacked SFT, DPO, classification): sdpa then
     # gets a 4D boolean mask [b, 1, s, s] (transformers masking_utils, built once per forward) and on CUDA
     # cannot use native GQA (transformers/integrations/sdpa_attention.py use_gqa_in_sdpa requires
     # attention_mask is None), so k and v are repeated to all heads (repeat_kv) before sdpa saves them.
     # Packed batches (TRL padding-free, position_ids) have no mask.
     padding_mask: bool = False
-    # Added: where the step runs. With the fused LM head it matters: CUDA folds each tile in a Triton kernel
+    # where the step runs. With the fused LM head it matters: CUDA folds each tile in a Triton kernel
     # in place; elsewhere TRL runs the same fold as torch ops (chunked_logprob.py _forward_tile /
     # _backward_tile) that allocate fp32 copies of the tile. Set by the rules ("cpu" without a GPU).
     device: Literal["cuda", "cpu"] = "cuda"
-    # Added (issue 10): QLoRA's fp32 upcast of every non-quantised parameter (peft
+    # QLoRA's fp32 upcast of every non-quantised parameter (peft
     # prepare_model_for_kbit_training). TRL skips that call for sharded QLoRA (FSDP/ZeRO-3 load the 4-bit
     # weights on cpu/meta: trl/models/utils.py prepare_peft_model ``is_sharded_qlora``), so the rules turn it
     # off there; the executor follows this field.
     qlora_upcast: bool = True
-    # Added: peft LoraConfig.modules_to_save (e.g. ("embed_tokens", "lm_head") when tokens are added): peft
+    # peft LoraConfig.modules_to_save (e.g. ("embed_tokens", "lm_head") when tokens are added): peft
     # wraps each in ModulesToSaveWrapper, a trainable copy beside the frozen original.
     modules_to_save: tuple[str, ...] = ()
-    # Added: tokens added to the tokenizer; the embeddings (and an untied lm_head) are resized by this many
+    # tokens added to the tokenizer; the embeddings (and an untied lm_head) are resized by this many
     # rows (transformers resize_token_embeddings).
     added_tokens: int = 0
-    # Added: GPU kind (hardware catalog name, e.g. "H100-SXM"): decides the CUDA context and library
+    # GPU kind (hardware catalog name, e.g. "H100-SXM"): decides the CUDA context and library
     # workspaces of the device total. "" = a generic recent datacenter GPU.
     gpu_kind: str = ""
     # LoRA/DoRA/QLoRA adapter weights: "fp32" (peft get_peft_model's autocast_adapter_dtype=True default) or
@@ -141,7 +141,6 @@ class MemoryBreakdown:
     total: int
     cpu_bytes: int = 0  # host RAM needed by offload (0 without offload)
     notes: tuple[str, ...] = field(default_factory=tuple)
-    # Added (defaults keep the fixed interface):
     phase: str = ""  # which phase of the step sets the peak: forward, loss-backward, backward, step
     phases: tuple[tuple[str, int], ...] = ()  # every modelled phase's allocated bytes
     overhead_parts: tuple[tuple[str, int], ...] = ()  # what ``overhead`` is made of (planner.overhead)

@@ -1,6 +1,6 @@
 """Model architecture facts: from the built-in catalog, a local HF folder, the HF cache or the hub.
 
-INTERFACE (shared by memory.py, cost.py, rules.py, executor): the dataclasses below are the contract.
+The dataclasses below are what memory.py, cost.py, the rules and the executor read.
 Implementation of the loaders and counters: see the functions at the bottom.
 
 - ``load_model_spec(name)``: local folder -> catalog (planner/catalogs/models.json) -> HF cache -> hub
@@ -45,7 +45,7 @@ class LinearShape:
     bias: bool
     count: int = 1
     role: Literal["attn", "mlp", "expert", "router"] = "attn"
-    # Added (defaults keep the fixed interface): what torch object it is, and where it sits in a layer.
+    # what torch object it is, and where it sits in a layer.
     # "linear": nn.Linear, "conv1d": transformers' Conv1D (GPT-2; LoRA treats it like a Linear), "param":
     # a bare nn.Parameter (transformers 5 fuses MoE experts into 3-D tensors and the router into a
     # parameter; peft adapts those with ParamWrapper via ``target_parameters``, to which it also remaps
@@ -157,7 +157,6 @@ class ModelSpec:
     local_path: str | None = None  # folder with config.json (and maybe weights/tokenizer)
     tokenizer_path: str | None = None  # folder with a tokenizer, when one is available locally
     config: dict = field(default_factory=dict, compare=False, repr=False)  # raw config.json
-    # Added (defaults keep the fixed interface):
     mlp_bias: bool = False  # Llama's config.mlp_bias: bias on gate/up/down
     notes: tuple[str, ...] = field(default=(), compare=False)  # caveats worth showing the user
     # Architectures outside FAMILIES: counts from transformers' meta-device build (executor/meta_count.py)
@@ -303,7 +302,6 @@ class Family:
     embed_name: str = "model.embed_tokens"
     generic: bool = False  # not a known model_type: counted as Llama-like
     moe_v4_names: str = ""  # key of _MOE_V4_TARGETS: how peft maps transformers-4 expert names
-    # Added for the 2025 families (defaults keep the rows above as they were):
     qk_norm_width: Literal["head", "proj"] = "head"  # OLMo 2: q_norm/k_norm over the whole projection
     attn_bias_default: bool = False  # config class default of attention_bias (gpt-oss: True)
     attn_kind: Literal["mha", "mla"] = "mha"  # mla: DeepSeek latent attention (ModelSpec.mla)

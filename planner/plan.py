@@ -1,6 +1,6 @@
 """plan.yaml: the single source of truth between the planner and the executor.
 
-INTERFACE: the dataclasses below are the schema (version 1). ``load_plan(path) -> Plan`` validates
+The dataclasses below are the schema (version 1). ``load_plan(path) -> Plan`` validates
 every field (unknown keys, wrong types, out-of-range values, all reported together with their field
 paths) and ``save_plan(plan, path)`` writes it atomically. The executor reads only this.
 """

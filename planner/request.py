@@ -1,6 +1,6 @@
 """What the user asked for: the input of the rule engine (``planner.rules.make_plan``).
 
-INTERFACE: the CLI (`ftplan plan`, `ftplan go`) and the wizard both build a PlanRequest and call
+The CLI (`ftplan plan`, `ftplan go`) and the wizard both build a PlanRequest and call
 ``planner.rules.make_plan(request) -> PlanResult``; ``planner.render.write_plan_folder(result, out)``
 writes plan.yaml, launch.sh, accelerate/DeepSpeed configs and REPORT.md.
 """

@@ -123,12 +123,12 @@ class Sharded:
     prec: _Precision  # the precision policy the sharded recipe actually runs
     stage: int  # 0 (DDP/single), 1-3 (ZeRO stage; FSDP full shard counts as 3)
     n: int  # ranks the state is partitioned over
-    # Added: this recipe's points in the layers (replacing memory.py's backward-top/-bottom), each
+    # this recipe's points in the layers (replacing memory.py's backward-top/-bottom), each
     # (phase name, layers of saved activations, + the layer being recomputed (checkpointing)?, + the
     # transient gradients of a layer's backward?, layers whose gradients exist or -1 for none (forward),
     # communication bytes alive there). Empty: memory.py's own two points with ``gather``.
     backward: tuple = ()
-    # Added: bytes gathered at the end of backward (embedding gradient done, before the step); None: gather.
+    # bytes gathered at the end of backward (embedding gradient done, before the step); None: gather.
     gather_end: int | None = None
 
 

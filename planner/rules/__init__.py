@@ -4,7 +4,7 @@ value carries its reason and source.
 One small module per concern (``advice``, ``strategy``, ``precision``, ``batch``, ``optim``,
 ``lora``, ``data``, ``evaluation``, ``budget``); ``engine`` orders them and feeds the estimator.
 
-INTERFACE: ``make_plan(request, *, hardware=None, profile=None, spec=None) -> PlanResult``.
+``make_plan(request, *, hardware=None, profile=None, spec=None) -> PlanResult``.
 """
 
 from planner.rules.common import Choice
