@@ -1,0 +1,74 @@
+"""``setup_from_plan`` is the one converter from a plan to the estimator's TrainSetup (issue 11, item 2):
+every plan field that decides memory reaches the setup under the name the table below gives, for every
+golden plan (they cover single GPU, DDP, ZeRO-3 with offload, FSDP multi-node, QLoRA, CPU, classification).
+A plan field that changes memory but is missing here is a plan the estimate does not describe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planner.plan import load_plan
+from planner.rules.engine import setup_from_plan
+
+GOLDEN = sorted(Path(__file__).parent.joinpath("golden").glob("*/plan.yaml"))
+
+# plan path -> (TrainSetup attribute, how the plan value reads as the setup's)
+PLAN_TO_SETUP = {
+    "strategy.method": ("method", lambda v, p: v),
+    "strategy.precision": ("dtype", lambda v, p: v),
+    "strategy.mixed_precision": ("mixed_precision", lambda v, p: v),
+    "strategy.gradient_checkpointing": ("grad_ckpt", lambda v, p: v),
+    "strategy.optimizer": ("optimizer", lambda v, p: v),
+    "strategy.attn_implementation": ("attn_impl", lambda v, p: v),
+    "strategy.distribution": ("distribution", lambda v, p: v),
+    "strategy.offload_optimizer": ("offload_optimizer", lambda v, p: v),
+    "strategy.offload_params": ("offload_params", lambda v, p: v),
+    "strategy.num_virtual_tokens": ("num_virtual_tokens", lambda v, p: v),
+    "strategy.qlora_upcast": ("qlora_upcast", lambda v, p: v),
+    "strategy.double_quant": ("double_quant", lambda v, p: v),
+    "training.seq_len": ("seq_len", lambda v, p: v),
+    "training.micro_batch": ("micro_batch", lambda v, p: v),  # rows; make_plan multiplies DPO pairs itself
+    "training.grad_accum": ("grad_accum", lambda v, p: v),
+    "training.fused_loss": ("fused_lm_head", lambda v, p: v and not (
+        p.task == "classification" and p.training.classification_mode == "head")),
+    "lora.r": ("lora_r", lambda v, p: v),
+    "lora.alpha": ("lora_alpha", lambda v, p: v),
+    "lora.target_modules": ("lora_targets", lambda v, p: tuple(v)),
+    "lora.modules_to_save": ("modules_to_save", lambda v, p: tuple(v)),
+    "lora.adapter_dtype": ("adapter_dtype", lambda v, p: v),
+    "lora.dropout": ("lora_dropout", lambda v, p: v if p.strategy.method in ("lora", "dora", "qlora") else 0.0),
+    "model.added_tokens": ("added_tokens", lambda v, p: len(v)),
+    "hardware.gpu": ("gpu_kind", lambda v, p: v or ""),
+}
+
+
+def _get(obj, path):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.parent.name for p in GOLDEN])
+def test_every_memory_field_of_a_plan_reaches_the_setup(path):
+    plan = load_plan(path)
+    setup = setup_from_plan(plan)
+    for field, (attr, read) in PLAN_TO_SETUP.items():
+        if field.startswith("lora.") and plan.lora is None:
+            continue
+        assert getattr(setup, attr) == read(_get(plan, field), plan), f"{path.parent.name}: {field} -> {attr}"
+    world = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else (
+        plan.hardware.count if plan.strategy.distribution != "single" else 1)
+    assert setup.gpus == world
+
+
+def test_the_table_covers_every_setup_field_a_plan_decides():
+    """Fields of TrainSetup not in the table come from the task (trainer traits) or are fixed by the executor."""
+    from dataclasses import fields
+
+    from planner.memory import TrainSetup
+
+    covered = {attr for attr, _ in PLAN_TO_SETUP.values()}
+    from_task = {"reference_model", "padding_mask", "device", "gpus"}
+    assert {f.name for f in fields(TrainSetup)} - covered - from_task == set()
