@@ -577,6 +577,22 @@ def _plain(value):
     return value
 
 
+def processes_per_node(plan: Plan) -> int:
+    """Training processes on each node: one per GPU; on CPU, hardware.count processes for a DDP/ZeRO plan
+    (gloo, DeepSpeed's CPU accelerator), else one."""
+    if plan.hardware.gpu is not None:
+        return max(1, plan.hardware.count)
+    distributed = plan.strategy.distribution in ("ddp", "zero1", "zero2", "zero3")
+    return max(1, plan.hardware.count) if distributed else 1
+
+
+def world_size(plan: Plan) -> int:
+    """The one world size of a plan: what launch.sh starts, what the trainer divides the batch by and
+    what the estimate's sharding and step counts use."""
+    nodes = max(1, plan.hardware.nodes) if plan.hardware.gpu is not None else 1
+    return processes_per_node(plan) * nodes
+
+
 def plan_to_dict(plan: Plan) -> dict:
     """The plan as plain builtins, in schema order (what plan.yaml holds)."""
     return _plain(plan)

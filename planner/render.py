@@ -22,7 +22,7 @@ from pathlib import Path
 
 from planner.errors import FtplanError
 from planner.files import write_atomic
-from planner.plan import PLAN_FILENAME, Plan, dump_plan, load_plan
+from planner.plan import PLAN_FILENAME, Plan, dump_plan, load_plan, processes_per_node, world_size
 from planner.rules.common import hours_text, params_text
 
 LAUNCH = "launch.sh"
@@ -157,11 +157,10 @@ class Launch:
 def launch_info(plan: Plan) -> Launch:
     dist = plan.strategy.distribution
     gpu = plan.hardware.gpu is not None
-    # CPU plans with a DDP/ZeRO distribution run hardware.count processes on this machine (gloo).
-    cpu_multi = not gpu and dist in ("ddp", "zero1", "zero2", "zero3") and plan.hardware.count > 1
-    per_node = plan.hardware.count if (gpu or cpu_multi) else 1
+    per_node = processes_per_node(plan)  # CPU DDP/ZeRO plans: hardware.count gloo processes
+    cpu_multi = not gpu and per_node > 1
     nodes = plan.hardware.nodes if gpu else 1
-    world = per_node * nodes
+    world = world_size(plan)
     zero = {"zero1": 1, "zero2": 2, "zero3": 3}.get(dist, 0)
     deepspeed = (gpu or cpu_multi) and zero > 0
     acc_type = (

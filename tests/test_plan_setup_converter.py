@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.plan import load_plan
+from planner.plan import load_plan, world_size
+from planner.render import launch_info
 from planner.rules.engine import setup_from_plan
 
 GOLDEN = sorted(Path(__file__).parent.joinpath("golden").glob("*/plan.yaml"))
@@ -58,9 +59,8 @@ def test_every_memory_field_of_a_plan_reaches_the_setup(path):
         if field.startswith("lora.") and plan.lora is None:
             continue
         assert getattr(setup, attr) == read(_get(plan, field), plan), f"{path.parent.name}: {field} -> {attr}"
-    world = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else (
-        plan.hardware.count if plan.strategy.distribution != "single" else 1)
-    assert setup.gpus == world
+    # one world size: what the estimate shards over is what launch.sh starts
+    assert setup.gpus == world_size(plan) == launch_info(plan).processes
 
 
 def test_the_table_covers_every_setup_field_a_plan_decides():
@@ -72,3 +72,16 @@ def test_the_table_covers_every_setup_field_a_plan_decides():
     covered = {attr for attr, _ in PLAN_TO_SETUP.values()}
     from_task = {"reference_model", "padding_mask", "device", "gpus"}
     assert {f.name for f in fields(TrainSetup)} - covered - from_task == set()
+
+
+@pytest.mark.parametrize("gpu,count,nodes,dist,expected", [
+    ("A100-80GB", 8, 2, "fsdp", 16), ("A100-80GB", 1, 1, "single", 1), (None, 2, 1, "zero2", 2),
+    (None, 2, 1, "single", 1), (None, 4, 3, "ddp", 4),  # CPU: one machine, hardware.count gloo processes
+])
+def test_world_size_is_one_rule(gpu, count, nodes, dist, expected):
+    from dataclasses import replace
+
+    plan = load_plan(GOLDEN[0])
+    plan = replace(plan, hardware=replace(plan.hardware, gpu=gpu, count=count, nodes=nodes),
+                   strategy=replace(plan.strategy, distribution=dist))
+    assert world_size(plan) == expected == launch_info(plan).processes == setup_from_plan(plan).gpus

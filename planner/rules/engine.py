@@ -29,6 +29,7 @@ from planner.plan import (
     TrainingSection,
     apply_overrides,
     plan_to_dict,
+    world_size,
 )
 from planner.rules import advice as advice_rules
 from planner.rules import batch, budget, data, evaluation, lora, optim, precision, strategy
@@ -1036,9 +1037,7 @@ def trainer_traits(task: str, packing: bool, classification_mode: str = "generat
 def setup_from_plan(plan: Plan) -> TrainSetup:
     """The TrainSetup the executor will run for this plan (what the estimator models)."""
     s, t, lo = plan.strategy, plan.training, plan.lora or LoraSection()
-    gpus = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else 1
-    if not plan.hardware.gpu and s.distribution != "single":
-        gpus = plan.hardware.count  # CPU DDP/ZeRO: hardware.count processes on this machine (gloo)
+    gpus = world_size(plan)
     return TrainSetup(
         method=s.method,
         dtype=s.precision,
@@ -1077,7 +1076,7 @@ def trained_tokens_and_steps(plan: Plan, ctx: _Ctx) -> tuple[int, float, int]:
     (transformers TrainingArguments.max_steps): max_steps optimizer steps of micro_batch x world x
     grad_accum rows, each carrying seq_len tokens (packed) or the data's mean trained length."""
     t = plan.training
-    world = plan.hardware.count * plan.hardware.nodes if plan.hardware.gpu else 1
+    world = world_size(plan)
     rows_per_step = t.micro_batch * max(1, world) * t.grad_accum
     units = math.ceil(ctx.tokens_per_epoch / t.seq_len) if t.packing else math.ceil(
         ctx.train_rows / (1 - ctx.replay))

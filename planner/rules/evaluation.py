@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from planner.plan import world_size
 from planner.rules.common import SEED_HPARAMS, SEED_MATRIX, SEED_STRATEGIES, Choice
 
 EVALS_PER_RUN = 10  # about ten validation points draw a usable loss curve
@@ -127,7 +128,7 @@ def checkpoint_bytes(plan) -> int:
     gradient bytes count (one gradient per trainable parameter). Sharded strategies (ZeRO-2/3, FSDP)
     hold 1/world of the gradients and optimizer state per GPU, so the total is world times that."""
     e, s = plan.estimate, plan.strategy
-    world = max(1, plan.hardware.count * plan.hardware.nodes) if plan.hardware.gpu else 1
+    world = world_size(plan)
     shards = world if s.distribution in ("zero2", "zero3", "fsdp") else 1
     if s.method == "full":
         weights = plan.model.total_params * (4 if s.mixed_precision else SAVED_BYTES.get(s.precision, 4))
