@@ -11,7 +11,8 @@ import pytest
 from planner.hardware import resolve_hardware
 from planner.request import PlanRequest
 from planner.rules import optim
-from planner.rules.engine import PINNED_KEYS, make_plan
+from planner.rules.engine import make_plan
+from planner.rules.overrides import PINNED_KEYS
 from tests.rules_helpers import FIXED_VERSIONS, make_profile
 
 

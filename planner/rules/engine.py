@@ -27,7 +27,6 @@ from planner.plan import (
     Plan,
     StrategySection,
     TrainingSection,
-    apply_overrides,
     plan_to_dict,
     world_size,
 )
@@ -293,6 +292,8 @@ def make_plan(
     to :func:`collect_versions` (tests inject fixed values so rendered files are reproducible);
     ``alternatives=False`` skips the GPU-catalog search for cheaper/faster hardware.
     """
+    from planner.rules.overrides import apply_plan_overrides, pinned_overrides  # imports this module
+
     estimator = as_estimators(estimator)
     spec, hardware, profile, general = _resolve_inputs(request, hardware, profile, spec)
     pinned = pinned_overrides(request.overrides)
@@ -430,39 +431,6 @@ def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_ch
         epochs=epochs,
         seqs_per_row=max(1, int(getattr(profile, "sequences_per_row", 1) or 1)),
     )
-
-
-# --set keys that decide which setup is sized and estimated: the plan is made for them, so that every decision
-# that depends on them (learning rate, weight decay, precision policy, optimizer, LoRA section, micro-batch,
-# checkpointing, accumulation, fallbacks) is derived by the rules for the pinned value, not left as it was.
-PINNED_KEYS: dict[str, tuple[str, ...]] = {
-    "strategy.method": ("strategy.distribution", "strategy.mixed_precision", "strategy.optimizer",
-                        "strategy.qlora_upcast", "strategy.gradient_checkpointing", "training.micro_batch",
-                        "training.grad_accum", "training.lr", "training.weight_decay", "training.layerwise_lr_decay",
-                        "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"),
-    "strategy.distribution": ("strategy.offload_optimizer", "strategy.offload_params", "strategy.qlora_upcast",
-                              "strategy.gradient_checkpointing", "training.micro_batch", "training.grad_accum"),
-    "strategy.precision": ("strategy.mixed_precision", "strategy.gradient_checkpointing", "training.micro_batch",
-                           "training.grad_accum"),
-}
-_PINNED_CHOICES = {"strategy.method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
-                   "strategy.distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
-                   "strategy.precision": ("bf16", "fp16", "fp32")}
-
-
-def pinned_overrides(overrides) -> dict[str, str]:
-    """The --set values that the plan is made for (see PINNED_KEYS); unknown values are left to the schema's
-    one-line error when the override is applied."""
-    if isinstance(overrides, list):
-        from planner.plan import parse_set_options
-
-        overrides = parse_set_options(overrides)
-    out = {}
-    for key in PINNED_KEYS:
-        value = str((overrides or {}).get(key, "")).strip()
-        if value in _PINNED_CHOICES[key]:
-            out[key] = value
-    return out
 
 
 def _pinned_options(options: list[Option], pinned: dict[str, str], ctx: _Ctx, estimator: Estimators,
@@ -1018,7 +986,7 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
 
 
 # ----------------------------------------------------------------------------------------------
-# --set overrides: accepted, re-estimated, and warned about with numbers
+# The plan as the executor runs it: trainer traits, the estimator's setup, the step count
 # ----------------------------------------------------------------------------------------------
 
 
@@ -1087,139 +1055,6 @@ def trained_tokens_and_steps(plan: Plan, ctx: _Ctx) -> tuple[int, float, int]:
     return ctx.tokens_per_epoch, t.epochs, max(1, math.ceil(per_epoch * t.epochs))
 
 
-def apply_plan_overrides(
-    result: PlanResult, overrides, estimator, ctx: _Ctx, lora_rules: LoraSection | None = None
-) -> PlanResult:
-    """Apply --set overrides, re-estimate, and warn (with numbers) when they break a rule or do not fit."""
-    before = result.plan
-    base = before
-    if isinstance(overrides, list):
-        from planner.plan import parse_set_options
-
-        overrides = parse_set_options(overrides)
-    if (
-        overrides.get("strategy.method", "").strip() in ("lora", "dora", "qlora")
-        and before.lora is None
-        and "lora" not in overrides
-    ):
-        base = replace(before, lora=lora_rules or LoraSection())  # switching to LoRA: the rules' LoRA shape
-    plan = apply_overrides(base, overrides)
-    derived = _follow_overrides(before, plan, overrides)
-    warnings = list(plan.warnings)
-    keys = list(overrides)
-    decisions = []
-    pinned = pinned_overrides(overrides)
-    for d in plan.decisions:
-        if d.field in pinned:  # make_plan planned for it: its dependants below are the rules' answers
-            d = Decision(d.field, _plain(_get(plan, d.field)),
-                         "set by --set; the plan is made for it: the decisions that depend on it are re-derived",
-                         "--set")
-        elif d.field in keys:
-            new = _get(plan, d.field)
-            d = Decision(
-                d.field, _plain(new), f"set by --set (the rule chose {d.value!r}: {d.reason})", "--set"
-            )
-        decisions.append(d)
-    for k in keys:
-        if not any(d.field == k for d in decisions):
-            decisions.append(Decision(k, _plain(_get(plan, k)), "set by --set", "--set"))
-    for k, reason in derived.items():
-        decisions = [d for d in decisions if d.field != k]
-        decisions.append(Decision(k, _plain(_get(plan, k)), reason, "--set"))
-    # the plan was made for the pinned values (make_plan): their dependants are the rules' answers for them
-    for i, d in enumerate(decisions):
-        by = [f"{k}={v}" for k, v in pinned.items() if d.field in PINNED_KEYS[k] and d.field not in keys]
-        if by:
-            decisions[i] = replace(d, reason=f"{d.reason} (re-derived for --set {', '.join(by)})")
-    warnings += override_warnings(before, plan, result.hardware)
-    if plan.training.seq_len != before.training.seq_len:  # the rows cut or left untrained follow the length
-        data.check_trainable(result.profile, plan.training.seq_len, plan.task)
-        cut, untrained = data.cut_rows(result.profile, plan.training.seq_len, plan.task)
-        plan.data.truncated_rows, plan.data.untrained_rows = cut, untrained
-        if cut or untrained:
-            warnings.append(
-                f"--set training.seq_len={plan.training.seq_len}: {cut} rows will be cut at the end, "
-                f"{untrained} dropped (no trained token left)"
-            )
-    setup = setup_from_plan(plan)
-    setup = setup.with_(micro_batch=setup.micro_batch * ctx.seqs_per_row)
-    tokens, epochs, steps = trained_tokens_and_steps(plan, ctx)
-    est = estimator.with_steps(result.spec, setup, result.hardware, tokens=tokens, epochs=epochs, steps=steps)
-    gpu = result.hardware.gpu is not None
-    if not _fit_ok(est, gpu, result.hardware):
-        free = est.memory.total + est.headroom_bytes if gpu else host_ram(result.hardware)
-        warnings.append(
-            f"--set: the plan as overridden needs {gb(est.memory.total)} per GPU, "
-            f"{result.hardware.gpu.name if gpu else 'CPU'} has {gb(free)} free ({est.verdict}); "
-            f"expect out-of-memory (the fallbacks will shrink the micro-batch first)"
-        )
-    plan = replace(plan, decisions=decisions, warnings=warnings, estimate=estimate_section(est, steps))
-    return replace(result, plan=plan, chosen=est)
-
-
-def _follow_overrides(before: Plan, plan: Plan, overrides) -> dict[str, str]:
-    """Values that follow an overridden one by rule, unless set too (mutates ``plan``): alpha = 2r when
-    only lora.r is set; the accumulation that keeps the effective batch when only the micro-batch is."""
-    derived: dict[str, str] = {}
-    if "lora.r" in overrides and "lora.alpha" not in overrides and plan.lora is not None:
-        plan.lora.alpha = 2 * plan.lora.r
-        derived["lora.alpha"] = f"follows --set lora.r={plan.lora.r}: alpha = 2r"
-    if "training.micro_batch" in overrides and "training.grad_accum" not in overrides:
-        target = before.training.micro_batch * before.training.grad_accum
-        plan.training.grad_accum = max(1, math.ceil(target / plan.training.micro_batch))
-        derived["training.grad_accum"] = (
-            f"follows --set training.micro_batch={plan.training.micro_batch}: keeps the effective batch "
-            f"per GPU at ~{target}"
-        )
-    return derived
-
-
-def _get(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part, None) if obj is not None else None
-    return obj
-
-
-def override_warnings(before: Plan, after: Plan, hardware) -> list[str]:
-    """Rule violations introduced by overrides, each with the numbers."""
-    out: list[str] = []
-    t, s = after.training, after.strategy
-    lo, hi = optim.lr_range(s.method, after.task)
-    if t.lr != before.training.lr and not lo <= t.lr <= hi:
-        out.append(
-            f"--set training.lr={t.lr:g} is outside the usual {s.method} range {lo:g}..{hi:g} "
-            "(seeds/001, seeds/004)"
-        )
-    if s.precision == "bf16" and hardware.gpu is not None and not hardware.bf16:
-        out.append(
-            f"--set strategy.precision=bf16: {hardware.gpu.name} has no bf16 support (compute capability "
-            f"{'.'.join(map(str, hardware.gpu.compute_capability))} < 8.0); use fp16"
-        )
-    if s.precision != "fp32" and hardware.gpu is None:
-        out.append(f"--set strategy.precision={s.precision}: CPU training needs fp32")
-    if (
-        after.lora is not None
-        and s.method in ("lora", "dora", "qlora")
-        and after.lora.alpha != 2 * after.lora.r
-    ):
-        out.append(
-            f"lora.alpha={after.lora.alpha} with lora.r={after.lora.r}: scale alpha/r = "
-            f"{after.lora.alpha / after.lora.r:g} (rule: alpha = 2r = {2 * after.lora.r})"
-        )
-    if t.seq_len < before.training.seq_len:
-        out.append(
-            f"--set training.seq_len={t.seq_len} is below the data's p99-based {before.training.seq_len}: "
-            "more examples will be truncated"
-        )
-    if t.micro_batch * t.grad_accum != before.training.micro_batch * before.training.grad_accum:
-        out.append(
-            f"effective batch per GPU is now {t.micro_batch} x {t.grad_accum} = "
-            f"{t.micro_batch * t.grad_accum} "
-            f"(the rule chose {before.training.micro_batch * before.training.grad_accum})"
-        )
-    if s.method == "full" and before.strategy.method != "full" and after.lora is not None:
-        out.append("strategy.method=full: the lora section is ignored")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

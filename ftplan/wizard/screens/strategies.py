@@ -52,7 +52,7 @@ def strategy_overrides(result, est) -> dict[str, str]:
     """The `--set key=value` pairs that turn the recommended plan into ``est``'s setup.
 
     Only the fields that differ from the plan are set, exactly as a user would type them after
-    `ftplan plan --set`; the planner re-estimates and warns (planner.rules.engine.apply_plan_overrides).
+    `ftplan plan --set`; the planner re-estimates and warns (planner.rules.overrides.apply_plan_overrides).
     """
     s = est.setup
     opt = _option_for(result, est)
