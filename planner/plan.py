@@ -526,7 +526,8 @@ def _check_values(plan: Plan) -> list[str]:
     return errors
 
 
-def _get(obj, path: str):
+def get_path(obj, path: str):
+    """The value at a dotted plan path (``training.lr``); None where a section on the way is absent."""
     for part in path.split("."):
         if obj is None:
             return None

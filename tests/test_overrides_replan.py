@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from planner.hardware import resolve_hardware
+from planner.plan import get_path
 from planner.request import PlanRequest
 from planner.rules import optim
 from planner.rules.engine import make_plan
@@ -60,18 +61,11 @@ def _plan(case: Case):
                      versions=FIXED_VERSIONS, alternatives=False).plan
 
 
-def _get(plan, path):
-    obj = plan
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_pinned_overrides_re_derive_their_dependants(case):
     plan = _plan(case)
     for path, want in case.expect.items():
-        got = _get(plan, path)
+        got = get_path(plan, path)
         assert (want(got) if callable(want) else got == want), f"{case.id}: {path} = {got!r}"
     decisions = {d.field: d for d in plan.decisions}
     for key in case.overrides:

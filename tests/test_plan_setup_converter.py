@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.plan import load_plan, world_size
+from planner.plan import get_path, load_plan, world_size
 from planner.render import launch_info
 from planner.rules.engine import setup_from_plan
 
@@ -45,12 +45,6 @@ PLAN_TO_SETUP = {
 }
 
 
-def _get(obj, path):
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.parent.name for p in GOLDEN])
 def test_every_memory_field_of_a_plan_reaches_the_setup(path):
     plan = load_plan(path)
@@ -58,7 +52,7 @@ def test_every_memory_field_of_a_plan_reaches_the_setup(path):
     for field, (attr, read) in PLAN_TO_SETUP.items():
         if field.startswith("lora.") and plan.lora is None:
             continue
-        assert getattr(setup, attr) == read(_get(plan, field), plan), f"{path.parent.name}: {field} -> {attr}"
+        assert getattr(setup, attr) == read(get_path(plan, field), plan), f"{path.parent.name}: {field} -> {attr}"
     # one world size: what the estimate shards over is what launch.sh starts
     assert setup.gpus == world_size(plan) == launch_info(plan).processes
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from planner.plan import Decision, LoraSection, Plan, apply_overrides
+from planner.plan import Decision, LoraSection, Plan, apply_overrides, get_path
 from planner.rules import data, optim
 from planner.rules.common import gb
 from planner.rules.engine import (
@@ -81,21 +81,21 @@ def apply_plan_overrides(
     pinned = pinned_overrides(overrides)
     for d in plan.decisions:
         if d.field in pinned:  # make_plan planned for it: its dependants below are the rules' answers
-            d = Decision(d.field, _plain(_get(plan, d.field)),
+            d = Decision(d.field, _plain(get_path(plan, d.field)),
                          "set by --set; the plan is made for it: the decisions that depend on it are re-derived",
                          "--set")
         elif d.field in keys:
-            new = _get(plan, d.field)
+            new = get_path(plan, d.field)
             d = Decision(
                 d.field, _plain(new), f"set by --set (the rule chose {d.value!r}: {d.reason})", "--set"
             )
         decisions.append(d)
     for k in keys:
         if not any(d.field == k for d in decisions):
-            decisions.append(Decision(k, _plain(_get(plan, k)), "set by --set", "--set"))
+            decisions.append(Decision(k, _plain(get_path(plan, k)), "set by --set", "--set"))
     for k, reason in derived.items():
         decisions = [d for d in decisions if d.field != k]
-        decisions.append(Decision(k, _plain(_get(plan, k)), reason, "--set"))
+        decisions.append(Decision(k, _plain(get_path(plan, k)), reason, "--set"))
     # the plan was made for the pinned values (make_plan): their dependants are the rules' answers for them
     for i, d in enumerate(decisions):
         by = [f"{k}={v}" for k, v in pinned.items() if d.field in PINNED_KEYS[k] and d.field not in keys]
@@ -142,12 +142,6 @@ def _follow_overrides(before: Plan, plan: Plan, overrides) -> dict[str, str]:
             f"per GPU at ~{target}"
         )
     return derived
-
-
-def _get(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part, None) if obj is not None else None
-    return obj
 
 
 def override_warnings(before: Plan, after: Plan, hardware) -> list[str]:
