@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from planner.errors import FtplanError
+from planner.overhead import device_overhead
 
 if TYPE_CHECKING:  # pragma: no cover
     from planner.model_spec import ModelSpec
@@ -187,12 +188,6 @@ FUSED_VOCAB_CHUNK = 32768
 # tensors (tiny Llama, vocab 32000, 2 x 512 tokens, full and LoRA: 7.15 and 7.28 copies;
 # benchmarks/fused_head_memory.py, held-out vocab 50000: +1.9% / -0.8%, vocab 8000: -13% / -16%).
 FUSED_TORCH_TILE_FP32_COPIES = 7.2
-
-# DeepSpeed defaults (deepspeed/runtime/zero/config.py): reduce_bucket_size and allgather_bucket_size
-# 5e8 elements; the HF integration's "auto" sets reduce_bucket_size = hidden_size**2 and
-# stage3_prefetch_bucket_size = 0.9 * hidden_size**2 (transformers/integrations/deepspeed.py).
-DS_BUCKET_ELEMENTS = 500_000_000
-
 
 # peft modules_to_save names ftplan models: the token embeddings and the LM head, as transformers names
 # them per family (Llama/Qwen/Mistral/Gemma/Phi-3: embed_tokens + lm_head; GPT-2: wte + lm_head;
@@ -373,6 +368,13 @@ def resized(spec: ModelSpec, added_tokens: int) -> ModelSpec:
         rows = added_tokens * spec.hidden_size
         c = replace(c, embeddings=c.embeddings + rows, lm_head=c.lm_head + (rows if c.lm_head else 0))
     return replace(spec, vocab_size=spec.vocab_size + added_tokens, counted=c)
+
+
+def unquantized_expert_params(spec: ModelSpec) -> int:
+    """MoE expert weights stored as fused 3D parameters (transformers 5, e.g. MixtralExperts.gate_up_proj),
+    which bitsandbytes leaves unquantized under QLoRA (it replaces nn.Linear/Conv1D only)."""
+    return sum(n * sum(s.params for s in shapes if s.kind == "param" and s.role == "expert")
+               for shapes, n in spec.layer_groups())
 
 
 def _saved_module_params(spec: ModelSpec, setup: TrainSetup) -> int:
@@ -820,7 +822,7 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     validate_setup(spec, setup)
     spec = resized(spec, setup.added_tokens)
     notes: list[str] = []
-    if getattr(spec, "linear_attn", None) is not None:
+    if spec.linear_attn is not None:
         notes.append(f"hybrid model: the activations of its {spec.num_layers - spec.num_attention_layers} "
                      "linear-attention layers are estimated like attention layers (not traced)")
     if spec.model_type == "gemma2" and setup.attn_impl == "sdpa":
@@ -835,8 +837,7 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
 
     weights = _weight_bytes(spec, setup, p, prec)
     if prec.quantized:
-        fused = sum(n * sum(s.params for s in shapes if s.kind == "param" and s.role == "expert")
-                    for shapes, n in spec.layer_groups())
+        fused = unquantized_expert_params(spec)
         if fused:
             kept = "fp32 (upcast): turn the upcast off (qlora_upcast: false) to keep them in bf16" \
                 if prec.other == FP32 else "bf16"
@@ -866,9 +867,9 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         # ``exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs)`` allocates one state-sized tensor per
         # parameter of the group before addcdiv (torch/optim/adam.py _multi_tensor_adam).
         step_tmp = grads
-    from planner.sharding import shard_state
+    from planner.sharding import shard_state  # planner.sharding reads this module's precision tables
 
-    sh = shard_state(spec, setup, p, prec, d.L, weights=weights, grads=grads, optim=optim, step_tmp=step_tmp)
+    sh = shard_state(spec, setup, p, prec, weights=weights, grads=grads, optim=optim, step_tmp=step_tmp)
     weights, grads, optim, step_tmp, gather, cpu, prec = (sh.weights, sh.grads, sh.optim, sh.step_tmp, sh.gather,
                                                           sh.cpu, sh.prec)
     stage, n = sh.stage, sh.n
@@ -932,8 +933,6 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
                      "evicted to CPU only under memory pressure)")
     if setup.dtype == "fp16" and full and not setup.mixed_precision:
         notes.append("pure fp16 training without loss scaling is numerically unstable; prefer bf16")
-    from planner.overhead import device_overhead
-
     overhead, overhead_parts = device_overhead(peak, setup)
     return MemoryBreakdown(
         weights=weights,

@@ -27,6 +27,7 @@ datacenter default that takes the larger Hopper figures (the safe side for "must
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -170,6 +171,7 @@ def _round_up(n: int, to: int = 2 * MIB) -> int:
     return -(-n // to) * to
 
 
+@lru_cache(maxsize=64)
 def _gpu(kind: str):
     """The catalog GPUType for ``kind``, or None (empty, unknown or generic)."""
     if not kind:
@@ -253,12 +255,20 @@ def _uses_bitsandbytes(setup: TrainSetup) -> bool:
     return setup.method == "qlora" or setup.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 
 
+def _allocator_reserve(peak: int, setup: TrainSetup) -> int:
+    if setup.device == "cpu":
+        return int(CPU_ALLOCATOR_FRACTION * peak)
+    return ALLOCATOR_SEGMENT_SLACK + int(allocator_fraction(setup) * peak)
+
+
 def reserved_beyond_peak(peak_allocated: int, setup: TrainSetup) -> int:
     """What ``torch.cuda.max_memory_reserved()`` adds to ``peak_allocated``: the allocator reserve and the
     cuBLAS/cuBLASLt workspaces (torch allocates them from its caching allocator). For comparisons with
     published max_memory_reserved figures; the device total adds the context and NCCL on top."""
-    parts = dict(device_overhead(peak_allocated, setup)[1])
-    return sum(b for name, b in parts.items() if name.startswith(("allocator reserve", "cuBLAS")))
+    peak = max(0, int(peak_allocated))
+    if setup.device == "cpu":
+        return _allocator_reserve(peak, setup)
+    return _allocator_reserve(peak, setup) + gemm_workspace_bytes(setup.gpu_kind)
 
 
 def device_overhead(peak_allocated: int, setup: TrainSetup) -> tuple[int, tuple[tuple[str, int], ...]]:
@@ -267,7 +277,7 @@ def device_overhead(peak_allocated: int, setup: TrainSetup) -> tuple[int, tuple[
     if setup.device == "cpu":
         parts: tuple[tuple[str, int], ...] = (
             ("host libraries (CPU run)", CPU_LIBRARIES_BYTES),
-            ("allocator reserve", int(CPU_ALLOCATOR_FRACTION * peak)),
+            ("allocator reserve", _allocator_reserve(peak, setup)),
         )
         return sum(b for _, b in parts), parts
     kind = setup.gpu_kind
@@ -276,8 +286,7 @@ def device_overhead(peak_allocated: int, setup: TrainSetup) -> tuple[int, tuple[
         ("CUDA context", context_bytes(kind)),
         ("cuBLAS/cuBLASLt workspaces", gemm_workspace_bytes(kind)),
         ("bitsandbytes kernels", BNB_MODULE_BYTES if _uses_bitsandbytes(setup) else 0),
-        ("allocator reserve (rounding, fragmentation)",
-         ALLOCATOR_SEGMENT_SLACK + int(allocator_fraction(setup) * peak)),
+        ("allocator reserve (rounding, fragmentation)", _allocator_reserve(peak, setup)),
         ("NCCL buffers", ring_tree),
         ("NCCL NVLS buffers", nvls),
     )

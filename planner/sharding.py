@@ -72,12 +72,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from planner.memory import DS_BUCKET_ELEMENTS, FP32, _optimizer_bytes, _Precision, nf4_bytes
+from planner.memory import FP32, _optimizer_bytes, _Precision, nf4_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from planner.memory import TrainSetup, _Params
     from planner.model_spec import ModelSpec
 
+# DeepSpeed's bucket default (deepspeed/runtime/zero/config.py): reduce_bucket_size and allgather_bucket_size
+# 5e8 elements; the DDP term below keeps it as the cap on its gradient-bucket copy.
+DS_BUCKET_ELEMENTS = 500_000_000
 # DeepSpeed's own defaults (deepspeed/runtime/zero/config.py DeepSpeedZeroConfig) for what ftplan does not
 # tie to the model: live-parameter and reuse-distance limits, the optimizer sub-group size.
 DS_MAX_LIVE_PARAMETERS = 1_000_000_000
@@ -245,7 +248,7 @@ def _zero3_replay(layer: tuple[int, ...], layers: int, embed: int, head: int, bu
 # ---------------------------------------------------------------------------------------------------------
 
 
-def shard_state(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, layers: int, *,
+def shard_state(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *,
                 weights: int, grads: int, optim: int, step_tmp: int) -> Sharded:
     dist = setup.distribution
     if dist in ("zero1", "zero2", "zero3"):
@@ -257,7 +260,6 @@ def shard_state(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision
         # DDP copies gradients into flat buckets (torch/nn/parallel/distributed.py, gradient_as_bucket_view
         # False): a second copy of every gradient (unchanged from planner.memory's former sharding code)
         gather = min(grads, 2 * DS_BUCKET_ELEMENTS * prec.train)
-    del layers
     return Sharded(weights=weights, grads=grads, optim=optim, step_tmp=step_tmp, gather=gather, cpu=0, prec=prec,
                    stage=0, n=1)
 

@@ -32,7 +32,7 @@ def sharded(setup: TrainSetup, name: str = MODEL):
     prec = m._precision(setup)
     p = m._params(s, setup)
     weights = m._weight_bytes(s, setup, p, prec)
-    return shard_state(s, setup, p, prec, s.num_layers, weights=weights, grads=p.trainable * prec.train,
+    return shard_state(s, setup, p, prec, weights=weights, grads=p.trainable * prec.train,
                        optim=m._optimizer_bytes(setup, p, s, prec), step_tmp=0), p
 
 
@@ -150,7 +150,7 @@ def test_rendered_deepspeed_values_are_what_the_estimator_reads():
 
     p = m._params(s, setup)
     prec = m._precision(setup)
-    sh = shard_state(s, setup, p, prec, s.num_layers, weights=m._weight_bytes(s, setup, p, prec),
+    sh = shard_state(s, setup, p, prec, weights=m._weight_bytes(s, setup, p, prec),
                      grads=p.trainable * prec.train, optim=m._optimizer_bytes(setup, p, s, prec), step_tmp=0)
     loss, bwd, persistent = zero3_live_params(s, values)
     assert sh.gather == (loss + persistent) * 2

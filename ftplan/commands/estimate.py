@@ -129,10 +129,9 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
                    attn, num_virtual_tokens, gpus or 1, zero, offload, fsdp).with_(lora_dropout=lora_dropout,
                                                                                    **settings)
     if setup.method == "qlora":
-        from planner.rules.engine import _fused_experts
-        from planner.rules.precision import qlora_upcast_rule
+        from planner.rules.precision import qlora_upcast_for
 
-        rule = qlora_upcast_rule(setup.distribution, _fused_experts(spec)).value
+        rule = qlora_upcast_for(setup, spec).value
         setup = setup.with_(qlora_upcast=rule if qlora_upcast is None else qlora_upcast)
     elif qlora_upcast is not None:
         raise FtplanError("--qlora-upcast/--no-qlora-upcast apply to --method qlora")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from executor.entry import headline, run_in_process  # noqa: F401  (headline: re-exported for tests)
+from executor.entry import run_in_process
 from ftplan.commands.plan import plan_and_write, plan_options, summary
 from planner.errors import FtplanError
 

@@ -9,11 +9,9 @@ rendering all come from here.
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,38 +27,21 @@ def _lazy(module: str, name: str) -> Callable[..., Any]:
     return call
 
 
-def _first_attr(module: str, names: tuple[str, ...]):
-    mod = importlib.import_module(module)
-    for name in names:
-        if hasattr(mod, name):
-            return getattr(mod, name)
-    return None
-
-
 def catalog_model_names() -> list[str]:
-    """Model catalog keys and aliases, for the model step's suggestions."""
-    lister = _first_attr("planner.model_spec", ("catalog_names", "list_catalog", "catalog_models"))
-    if lister is not None:
-        return sorted(str(n) for n in lister())
-    # Until model_spec exposes a listing: the catalog file itself (keys are hub ids, plus aliases).
-    raw = json.loads(resources.files("planner.catalogs").joinpath("models.json").read_text(encoding="utf-8"))
-    models = raw.get("models", raw)
-    names = {k for k in models if not k.startswith("_")}
-    for entry in models.values():
-        if isinstance(entry, dict):
-            names.update(entry.get("aliases", []))
+    """Model catalog hub ids and aliases, for the model step's suggestions."""
+    from planner.model_spec import catalog
+
+    names = set(catalog())
+    for entry in catalog().values():
+        names.update(entry.get("aliases", ()))
     return sorted(names)
 
 
 def catalog_gpu_names() -> list[str]:
     """GPU catalog names, for the hardware step's picker."""
-    lister = _first_attr("planner.hardware", ("gpu_names", "gpu_catalog", "list_gpus", "catalog_names"))
-    if lister is None:
-        return []
-    items = lister() if callable(lister) else lister
-    if isinstance(items, dict):
-        return list(items)
-    return [getattr(g, "name", g) for g in items]
+    from planner.hardware import gpu_catalog
+
+    return list(gpu_catalog())
 
 
 def default_run_argv(plan_dir: Path) -> list[str]:

@@ -510,7 +510,7 @@ def _strategy_phase(
     rec.add("strategy.mixed_precision", precision.mixed_precision_rule(setup.method, prec))
     rec.add("strategy.optimizer", precision.optimizer_rule(setup.method, hardware))
     if setup.method == "qlora":
-        rec.add("strategy.qlora_upcast", precision.qlora_upcast_rule(setup.distribution, _fused_experts(ctx.spec)))
+        rec.add("strategy.qlora_upcast", precision.qlora_upcast_for(setup, ctx.spec))
     rec.add("strategy.gradient_checkpointing", batch.grad_ckpt_reason(chosen.grad_ckpt, chosen.name))
     upper = max(1, min(batch.MAX_MICRO_BATCH, chosen.effective.value // world))
     reason = batch.micro_batch_reason(chosen.micro_batch, upper, chosen.grad_ckpt)
@@ -604,16 +604,10 @@ def _data_section(ctx: _Ctx) -> DataSection:
     )
 
 
-def _fused_experts(spec) -> bool:
-    """MoE experts stored as fused 3D tensors (transformers 5), which bitsandbytes leaves unquantized."""
-    return any(s.kind == "param" and s.role == "expert" for shapes, _ in spec.layer_groups() for s in shapes)
-
-
 def _with_upcast(cand: Candidate, spec) -> Candidate:
     if cand.setup.method != "qlora":
         return cand
-    upcast = precision.qlora_upcast_rule(cand.setup.distribution, _fused_experts(spec)).value
-    return replace(cand, setup=cand.setup.with_(qlora_upcast=upcast))
+    return replace(cand, setup=cand.setup.with_(qlora_upcast=precision.qlora_upcast_for(cand.setup, spec).value))
 
 
 def _strategy_section(chosen: Option, prec: str, attn: str) -> StrategySection:
@@ -990,16 +984,18 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
 # ----------------------------------------------------------------------------------------------
 
 
-def trainer_traits(task: str, packing: bool, classification_mode: str = "generate", gpu: bool = True) -> dict:
+def trainer_traits(task: str, packing: bool, classification_mode: str = "generate", gpu: bool = True,
+                   fused_loss: bool = True) -> dict:
     """What the executor's trainer does that the estimator must model (executor/trainer.py): TRL
     SFTTrainer/DPOTrainer compute the loss through TRL's fused LM head (no T x V logits); a head
     classifier uses plain transformers Trainer (``model(**batch).loss``); DPO keeps a reference policy
     (a frozen copy of the weights when the whole model is trained; memory.py counts it for full only);
-    unpacked batches are padded and carry an attention mask (packed ones are padding-free)."""
+    unpacked batches are padded and carry an attention mask (packed ones are padding-free).
+    ``fused_loss`` False (training.fused_loss) takes the SFT loss from the model's own forward instead."""
     head = task == "classification" and classification_mode == "head"
     packed = packing and task != "preference" and not head
-    return {"fused_lm_head": not head, "reference_model": task == "preference", "padding_mask": not packed,
-            "device": "cuda" if gpu else "cpu"}
+    return {"fused_lm_head": fused_loss and not head, "reference_model": task == "preference",
+            "padding_mask": not packed, "device": "cuda" if gpu else "cpu"}
 
 
 def setup_from_plan(plan: Plan) -> TrainSetup:
@@ -1031,8 +1027,8 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
         modules_to_save=tuple(lo.modules_to_save) if s.method in ("lora", "dora", "qlora") else (),
         added_tokens=len(plan.model.added_tokens),
         gpu_kind=plan.hardware.gpu or "",
-        **{**trainer_traits(plan.task, t.packing, t.classification_mode, gpu=bool(plan.hardware.gpu)),
-           **({"fused_lm_head": False} if not t.fused_loss else {})},
+        **trainer_traits(plan.task, t.packing, t.classification_mode, gpu=bool(plan.hardware.gpu),
+                         fused_loss=t.fused_loss),
     )
 
 

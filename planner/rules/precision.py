@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from planner.memory import unquantized_expert_params
 from planner.rules.common import MIXED, QLORA, Choice
+
+if TYPE_CHECKING:  # pragma: no cover
+    from planner.memory import TrainSetup
+    from planner.model_spec import ModelSpec
 
 # Models whose attention needs the eager path in transformers: Gemma-2 soft-caps attention logits,
 # which SDPA/FlashAttention kernels do not implement (transformers Gemma2 docs recommend eager for
@@ -97,3 +104,8 @@ def qlora_upcast_rule(distribution: str, fused_experts: bool) -> Choice[bool]:
         "peft's k-bit preparation: norms, embeddings and head in fp32 for stable training",
         QLORA + "; peft prepare_model_for_kbit_training",
     )
+
+
+def qlora_upcast_for(setup: TrainSetup, spec: ModelSpec) -> Choice[bool]:
+    """``qlora_upcast_rule`` for this setup's distribution and this model's experts."""
+    return qlora_upcast_rule(setup.distribution, unquantized_expert_params(spec) > 0)
