@@ -45,7 +45,7 @@ def _spec_and_setup(h, layers, inter, vocab, mb, seq):
            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": vocab,
            "max_position_embeddings": 1024, "tie_word_embeddings": False}
     spec = spec_from_config(cfg, f"llama-h{h}-l{layers}", "local", "")
-    return cfg, spec, TrainSetup(method="full", dtype="fp32", seq_len=seq, micro_batch=mb)
+    return cfg, spec, TrainSetup(method="full", precision="fp32", seq_len=seq, micro_batch=mb)
 
 
 def _sync(device: str) -> None:

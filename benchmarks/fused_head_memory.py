@@ -1,5 +1,5 @@
 """TRL's fused LM head on CPU (torch fallback of trl/kernels/chunked_logprob.py): MemTracker peak vs
-planner.memory.estimate_memory(fused_lm_head=True, device="cpu").
+planner.memory.estimate_memory(fused_loss=True, device="cpu").
 
 Run: .venv/bin/python benchmarks/fused_head_memory.py   (fake tensors: no weights, no GPU, ~1 min)
 Calibrates planner/memory.py FUSED_TORCH_TILE_FP32_COPIES on vocab 32000; the other vocabularies are
@@ -56,7 +56,7 @@ def main() -> None:
         spec = spec_from_config(cfg, "tiny", source="catalog")
         for method in ("full", "lora"):
             m = measure(cfg, method, seq, batch, True)
-            setup = TrainSetup(method=method, dtype="bf16", seq_len=seq, micro_batch=batch, fused_lm_head=True,
+            setup = TrainSetup(method=method, precision="bf16", seq_len=seq, micro_batch=batch, fused_loss=True,
                                device="cpu")
             e = estimate_memory(spec, setup)
             print(f"vocab {vocab} seq {seq} batch {batch} {method}: measured {m / 2**20:.1f} MiB, "

@@ -17,7 +17,7 @@ memory from NVML (``nvmlDeviceGetMemoryInfo().used``: CUDA context + allocator r
 torch's allocator such as bitsandbytes' paged optimizer states), and the step time (cuda synchronize,
 median of steps 3..N). Compared with ``planner.memory.estimate_memory`` (``peak_allocated``, ``total``) and
 ``planner.cost.time_and_cost`` for one optimizer step of the same TrainSetup on the detected GPU (or --gpu).
-The TrainSetup mirrors benchmarks/memory_accuracy.py: ``loss = model(...).loss`` (fused_lm_head=False),
+The TrainSetup mirrors benchmarks/memory_accuracy.py: ``loss = model(...).loss`` (fused_loss=False),
 packed-style batches without an attention mask (padding_mask=False).
 
 Run:  python benchmarks/gpu_memory.py [--quick] [--only TEXT] [--models A,B] [--steps N] [--gpu NAME]
@@ -99,10 +99,11 @@ def spec_for(case: Case) -> ModelSpec:
 def setup_for(case: Case) -> TrainSetup:
     """The TrainSetup that models exactly what ``measure`` runs."""
     return TrainSetup(
-        method=case.method, dtype="bf16", mixed_precision=False, seq_len=case.seq, micro_batch=case.batch,
-        grad_ckpt=case.ckpt, optimizer="paged_adamw_8bit" if case.method == "qlora" else "adamw",
-        attn_impl="sdpa", lora_r=LORA_R, lora_alpha=2 * LORA_R, lora_targets=("all-linear",), lora_dropout=0.0,
-        fused_lm_head=False, padding_mask=False, device="cuda",
+        method=case.method, precision="bf16", mixed_precision=False, seq_len=case.seq, micro_batch=case.batch,
+        gradient_checkpointing=case.ckpt, optimizer="paged_adamw_8bit" if case.method == "qlora" else "adamw",
+        attn_implementation="sdpa", lora_r=LORA_R, lora_alpha=2 * LORA_R, lora_target_modules=("all-linear",),
+            lora_dropout=0.0,
+        fused_loss=False, padding_mask=False, device="cuda",
     )
 
 

@@ -256,9 +256,10 @@ def estimated(case: Case, raw: dict | None = None) -> tuple[int, str, int]:
     raw = raw or _config_dict(case.model, case.layers)
     spec = spec_from_config(raw, case.model, source="catalog")
     setup = TrainSetup(
-        method=case.method, dtype="fp32" if case.precision == "fp32" else "bf16",
+        method=case.method, precision="fp32" if case.precision == "fp32" else "bf16",
         mixed_precision=case.precision == "mixed", seq_len=case.seq, micro_batch=case.batch,
-        grad_ckpt=case.ckpt, attn_impl=case.attn, lora_r=case.r, lora_targets=case.targets,
+        gradient_checkpointing=case.ckpt, attn_implementation=case.attn, lora_r=case.r,
+            lora_target_modules=case.targets,
         lora_dropout=case.lora_dropout, optimizer=case.optimizer, grad_accum=case.grad_accum,
         modules_to_save=case.modules_to_save, added_tokens=case.added_tokens, adapter_dtype=case.adapter_dtype,
     )

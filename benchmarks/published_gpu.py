@@ -67,8 +67,8 @@ def setup_dict(row: dict, sources: dict) -> dict | None:
     merged = {k: v for k, v in (sources[row["source"]].get("setup") or {}).items() if k not in NON_SETUP_KEYS}
     merged.update(row["setup"])
     merged.setdefault("gpus", row.get("gpus", 1))
-    if "lora_targets" in merged:
-        merged["lora_targets"] = tuple(merged["lora_targets"])
+    if "lora_target_modules" in merged:
+        merged["lora_target_modules"] = tuple(merged["lora_target_modules"])
     return merged
 
 

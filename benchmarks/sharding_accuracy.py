@@ -218,8 +218,9 @@ def traced_peak(model, ids, *, autocast: bool) -> int:
 
 def setup_for(case: Case) -> TrainSetup:
     return TrainSetup(
-        method=case.method, dtype="bf16", mixed_precision=case.policy == "mixed", seq_len=case.seq,
-        micro_batch=case.batch, grad_ckpt=case.ckpt, lora_r=16, lora_alpha=32, lora_targets=("all-linear",),
+        method=case.method, precision="bf16", mixed_precision=case.policy == "mixed", seq_len=case.seq,
+        micro_batch=case.batch, gradient_checkpointing=case.ckpt, lora_r=16, lora_alpha=32,
+            lora_target_modules=("all-linear",),
         gpus=case.n, distribution="fsdp",
     )
 

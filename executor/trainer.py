@@ -276,7 +276,7 @@ def _unfused_loss(sft_trainer_cls):
     """``training.fused_loss: false``: TRL's SFTTrainer always scores through its fused LM head
     (trl/trainer/sft_trainer.py compute_loss: ``model(**inputs, fused_lm_head=True)``); this subclass takes
     the loss from the model's own forward instead (transformers Trainer.compute_loss: ``model(**inputs)``,
-    ForCausalLMLoss over the full logits), which is what the estimate models with fused_lm_head False.
+    ForCausalLMLoss over the full logits), which is what the estimate models with fused_loss False.
     The collator already folded the completion mask into ``labels`` (-100), so the trained tokens match.
     SFTTrainer's token accuracy/entropy metrics are not logged on this path."""
     from transformers import Trainer

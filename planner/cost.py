@@ -103,8 +103,8 @@ def flops_per_token(spec: ModelSpec, setup: TrainSetup) -> float:
     adapters = 0.0
     if setup.method in ("lora", "dora", "qlora"):
         # adapter matmuls: forward 2, backward 4 FLOPs per adapter parameter (they get weight gradients)
-        adapters = 6.0 * spec.lora_trainable_params(setup.lora_targets, setup.lora_r)
-    recompute = fwd if setup.grad_ckpt else 0.0
+        adapters = 6.0 * spec.lora_trainable_params(setup.lora_target_modules, setup.lora_r)
+    recompute = fwd if setup.gradient_checkpointing else 0.0
     return fwd + bwd + adapters + recompute
 
 
@@ -120,18 +120,18 @@ def peak_tflops(hardware: Hardware, setup: TrainSetup) -> float:
     gpu = hardware.gpu
     if gpu is None:
         return 0.0
-    if setup.dtype == "fp32" and not setup.mixed_precision and setup.method != "qlora":
+    if setup.precision == "fp32" and not setup.mixed_precision and setup.method != "qlora":
         # fp32 matmuls use TF32 tensor cores only when torch.backends.cuda.matmul.allow_tf32 is set
         # (off by default since torch 1.12): plain fp32 peak.
         return gpu.fp32_tflops
-    if setup.dtype == "bf16" and gpu.bf16_tflops:
+    if setup.precision == "bf16" and gpu.bf16_tflops:
         return gpu.bf16_tflops
     return gpu.fp16_tflops or gpu.bf16_tflops
 
 
 def optimizer_steps(setup: TrainSetup, total_tokens: float) -> int:
     """Optimizer steps when the caller does not know them: packed rows of seq_len tokens."""
-    per_step = setup.micro_batch * setup.seq_len * max(1, setup.gpus) * setup.grad_accum
+    per_step = setup.micro_batch * setup.sequences_per_row * setup.seq_len * max(1, setup.gpus) * setup.grad_accum
     return int(-(-total_tokens // per_step)) if total_tokens else 0
 
 
@@ -142,7 +142,7 @@ def step_overhead_seconds(spec: ModelSpec, setup: TrainSetup, *, gpu: bool) -> f
 
         adamw = CPU_ADAMW_S_PER_PARAM * _trainable(spec, setup) if setup.optimizer != "sgd" else 0.0
         return setup.grad_accum * CPU_MICRO_STEP_S + CPU_OPTIMIZER_STEP_S + adamw
-    layers = spec.num_layers * (2 if setup.grad_ckpt else 1)  # checkpointing relaunches the forward
+    layers = spec.num_layers * (2 if setup.gradient_checkpointing else 1)  # checkpointing relaunches the forward
     micro = GPU_MICRO_STEP_S + GPU_LAUNCH_S * GPU_KERNELS_PER_LAYER * layers
     return setup.grad_accum * micro + GPU_OPTIMIZER_STEP_S
 

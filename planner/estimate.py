@@ -180,7 +180,7 @@ def _trainable_params(spec: ModelSpec, setup: TrainSetup) -> int:
 
 def strategy_name(setup: TrainSetup) -> str:
     """Short label: full-bf16, full-mixed, lora, qlora..., prefixed by the distribution (zero3-offload...)."""
-    base = f"full-{'mixed' if setup.mixed_precision else setup.dtype}" if setup.method == "full" else setup.method
+    base = f"full-{'mixed' if setup.mixed_precision else setup.precision}" if setup.method == "full" else setup.method
     if setup.distribution == "single":
         return base
     dist = setup.distribution + ("-offload" if setup.offload_optimizer or setup.offload_params else "")
@@ -189,16 +189,17 @@ def strategy_name(setup: TrainSetup) -> str:
 
 def standard_strategies(
     spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int = 1, gpus: int | None = None,
-    grad_ckpt: bool = False, attn_impl: str = "sdpa", lora_r: int = 16,
-    lora_targets: tuple[str, ...] = ("all-linear",), optimizer: str = "adamw", lora_dropout: float = 0.0,
+    gradient_checkpointing: bool = False, attn_implementation: str = "sdpa", lora_r: int = 16,
+    lora_target_modules: tuple[str, ...] = ("all-linear",), optimizer: str = "adamw", lora_dropout: float = 0.0,
     **settings,
 ) -> list[tuple[str, TrainSetup]]:
     """Every strategy the planner compares: full fp32 / mixed / pure 16-bit, LoRA, QLoRA, prompt and
     prefix tuning; with more than one GPU also DDP, ZeRO-1/2/3, ZeRO-3 with CPU offload and FSDP.
-    ``settings``: more TrainSetup fields for every strategy (grad_accum, fused_lm_head, ...); qlora_upcast
+    ``settings``: more TrainSetup fields for every strategy (grad_accum, fused_loss, ...); qlora_upcast
     reaches QLoRA only, modules_to_save the LoRA-family strategies only."""
-    rows = _standard(spec, hardware, seq_len=seq_len, micro_batch=micro_batch, gpus=gpus, grad_ckpt=grad_ckpt,
-                     attn_impl=attn_impl, lora_r=lora_r, lora_targets=lora_targets, optimizer=optimizer,
+    rows = _standard(spec, hardware, seq_len=seq_len, micro_batch=micro_batch, gpus=gpus,
+                     gradient_checkpointing=gradient_checkpointing, attn_implementation=attn_implementation,
+                     lora_r=lora_r, lora_target_modules=lora_target_modules, optimizer=optimizer,
                      lora_dropout=lora_dropout)
     out = []
     for name, setup in rows:
@@ -212,29 +213,31 @@ def standard_strategies(
 
 
 def _standard(
-    spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int, gpus: int | None, grad_ckpt: bool,
-    attn_impl: str, lora_r: int, lora_targets: tuple[str, ...], optimizer: str, lora_dropout: float,
+    spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int, gpus: int | None,
+    gradient_checkpointing: bool, attn_implementation: str, lora_r: int, lora_target_modules: tuple[str, ...],
+    optimizer: str, lora_dropout: float,
 ) -> list[tuple[str, TrainSetup]]:
     n = gpus or (hardware.total_gpus if hardware.gpu else 1)
     half = "bf16" if (hardware.gpu is None or hardware.bf16) else "fp16"
-    common = {"seq_len": seq_len, "micro_batch": micro_batch, "grad_ckpt": grad_ckpt, "attn_impl": attn_impl,
-              "lora_r": lora_r, "lora_targets": tuple(lora_targets), "optimizer": optimizer, "gpus": 1,
+    common = {"seq_len": seq_len, "micro_batch": micro_batch, "gradient_checkpointing": gradient_checkpointing,
+              "attn_implementation": attn_implementation, "lora_r": lora_r,
+              "lora_target_modules": tuple(lora_target_modules), "optimizer": optimizer, "gpus": 1,
               "lora_dropout": lora_dropout}
     single = [
-        ("full-fp32", TrainSetup(method="full", dtype="fp32", **common)),
-        ("full-mixed", TrainSetup(method="full", dtype=half, mixed_precision=True, **common)),
-        (f"full-{half}", TrainSetup(method="full", dtype=half, **common)),
-        ("lora", TrainSetup(method="lora", dtype=half, **common)),
-        ("qlora", TrainSetup(method="qlora", dtype=half, **{**common, "optimizer": "paged_adamw_8bit"})),
-        ("prompt", TrainSetup(method="prompt", dtype=half, **common)),
-        ("prefix", TrainSetup(method="prefix", dtype=half, **common)),
+        ("full-fp32", TrainSetup(method="full", precision="fp32", **common)),
+        ("full-mixed", TrainSetup(method="full", precision=half, mixed_precision=True, **common)),
+        (f"full-{half}", TrainSetup(method="full", precision=half, **common)),
+        ("lora", TrainSetup(method="lora", precision=half, **common)),
+        ("qlora", TrainSetup(method="qlora", precision=half, **{**common, "optimizer": "paged_adamw_8bit"})),
+        ("prompt", TrainSetup(method="prompt", precision=half, **common)),
+        ("prefix", TrainSetup(method="prefix", precision=half, **common)),
     ]
     if n <= 1:
         return single
     multi = dict(common, gpus=n)
-    full = {"method": "full", "dtype": half, "mixed_precision": True}
+    full = {"method": "full", "precision": half, "mixed_precision": True}
     dist = [
-        ("ddp-lora", TrainSetup(method="lora", dtype=half, distribution="ddp", **multi)),
+        ("ddp-lora", TrainSetup(method="lora", precision=half, distribution="ddp", **multi)),
         ("ddp-full-mixed", TrainSetup(distribution="ddp", **full, **multi)),
         ("zero1", TrainSetup(distribution="zero1", **full, **multi)),
         ("zero2", TrainSetup(distribution="zero2", **full, **multi)),
@@ -287,12 +290,12 @@ def cheapest_and_fastest(
 
 
 def _on(setup: TrainSetup, count: int, bf16: bool) -> TrainSetup:
-    dtype = setup.dtype if (bf16 or setup.dtype != "bf16") else "fp16"
+    precision = setup.precision if (bf16 or setup.precision != "bf16") else "fp16"
     if count == 1:
-        return replace(setup, gpus=1, distribution="single", dtype=dtype, offload_optimizer=False,
+        return replace(setup, gpus=1, distribution="single", precision=precision, offload_optimizer=False,
                        offload_params=False)
     dist = "zero3" if setup.method == "full" else "ddp"
-    return replace(setup, gpus=count, distribution=dist, dtype=dtype, offload_optimizer=False,
+    return replace(setup, gpus=count, distribution=dist, precision=precision, offload_optimizer=False,
                    offload_params=False)
 
 

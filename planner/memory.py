@@ -24,7 +24,7 @@ The precision policy it assumes (the executor's; see ``_precision``):
       ``peft.prepare_model_for_kbit_training`` (peft/utils/other.py casts every fp16/bf16 parameter that
       is not Params4bit to float32), adapters fp32, bf16 autocast compute.
 Assumptions: dropout 0 (Llama/Qwen/Mistral configs). What the trainer does is a TrainSetup field the
-rules set from the plan (planner/rules/engine.py trainer_traits): ``fused_lm_head`` (TRL SFT/DPO trainers:
+rules set from the plan (planner/rules/engine.py trainer_traits): ``fused_loss`` (TRL SFT/DPO trainers:
 chunked log-probs, no T x V logits) or ``loss = model(**batch).loss`` (plain Trainer; logits dropped
 before backward); ``padding_mask`` (padded batches: a 4D mask and, with GQA, k/v repeated before sdpa;
 packed batches have neither: sdpa uses native GQA, transformers/integrations/sdpa_attention.py
@@ -58,16 +58,19 @@ class TrainSetup:
     """The knobs that decide memory and time; one strategy = one TrainSetup."""
 
     method: Method = "lora"
-    dtype: DType = "bf16"  # compute dtype (and weight dtype unless mixed_precision)
+    precision: DType = "bf16"  # compute dtype (and weight dtype unless mixed_precision)
     mixed_precision: bool = False  # fp32 master weights/grads/optimizer + 16-bit autocast compute
     seq_len: int = 2048
-    micro_batch: int = 1
-    grad_ckpt: bool = False
+    micro_batch: int = 1  # rows per device per forward (plan.yaml training.micro_batch)
+    # sequences the trainer runs per row: 2 for DPO (TRL DPOTrainer concatenates chosen and rejected
+    # into one forward, trl/trainer/dpo_trainer.py concatenated_forward), else 1. Set by trainer_traits.
+    sequences_per_row: int = 1
+    gradient_checkpointing: bool = False
     optimizer: Optimizer = "adamw"
-    attn_impl: AttnImpl = "sdpa"
+    attn_implementation: AttnImpl = "sdpa"
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_targets: tuple[str, ...] = ("all-linear",)  # or module names like ("q_proj", "v_proj")
+    lora_target_modules: tuple[str, ...] = ("all-linear",)  # or module names like ("q_proj", "v_proj")
     num_virtual_tokens: int = 20  # prompt / prefix tuning
     gpus: int = 1  # world size (all nodes)
     distribution: Distribution = "single"
@@ -87,7 +90,7 @@ class TrainSetup:
     # never materialises the T x V logits: it projects [4096, 32768] tiles and keeps online-logsumexp
     # statistics; backward recomputes each tile and accumulates the hidden and lm_head gradients in fp32.
     # False: ``loss = model(**batch).loss`` (transformers ForCausalLMLoss, full logits), as plain Trainer.
-    fused_lm_head: bool = False
+    fused_loss: bool = False
     # batches are padded and carry an attention mask (unpacked SFT, DPO, classification): sdpa then
     # gets a 4D boolean mask [b, 1, s, s] (transformers masking_utils, built once per forward) and on CUDA
     # cannot use native GQA (transformers/integrations/sdpa_attention.py use_gqa_in_sdpa requires
@@ -212,7 +215,7 @@ class _Precision:
 
 
 def _precision(setup: TrainSetup) -> _Precision:
-    c = DTYPE_BYTES[setup.dtype]
+    c = DTYPE_BYTES[setup.precision]
     if setup.method == "full":
         if setup.mixed_precision:
             return _Precision(base=FP32, compute=2 if c == 2 else 4, train=FP32, autocast=c == 2)
@@ -258,7 +261,7 @@ class _Dims:
 def _dims(spec: ModelSpec, setup: TrainSetup) -> _Dims:
     s = setup.seq_len + (setup.num_virtual_tokens if setup.method == "prompt" else 0)
     return _Dims(
-        b=setup.micro_batch, s=s, h=spec.hidden_size, q=spec.num_attention_heads * spec.head_dim,
+        b=setup.micro_batch * setup.sequences_per_row, s=s, h=spec.hidden_size, q=spec.num_attention_heads * spec.head_dim,
         kv=spec.num_kv_heads * spec.head_dim, i=spec.intermediate_size, heads=spec.num_attention_heads,
         kv_heads=spec.num_kv_heads, V=spec.vocab_size, L=spec.num_layers,
     )
@@ -270,9 +273,9 @@ def _dims(spec: ModelSpec, setup: TrainSetup) -> _Dims:
 
 _CHOICES = {
     "method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
-    "dtype": tuple(DTYPE_BYTES),
+    "precision": tuple(DTYPE_BYTES),
     "optimizer": OPTIMIZERS,
-    "attn_impl": ("sdpa", "flash_attention_2", "eager"),
+    "attn_implementation": ("sdpa", "flash_attention_2", "eager"),
     "distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
     "device": ("cuda", "cpu"),
     "adapter_dtype": ("fp32", "model"),
@@ -285,7 +288,7 @@ def validate_setup(spec: ModelSpec, setup: TrainSetup) -> None:
         value = getattr(setup, name)
         if value not in choices:
             raise FtplanError(f"{name}={value!r} is not supported", hint=f"choose one of {', '.join(choices)}")
-    for name in ("seq_len", "micro_batch", "gpus", "grad_accum", "lora_r", "num_virtual_tokens"):
+    for name in ("seq_len", "micro_batch", "sequences_per_row", "gpus", "grad_accum", "lora_r", "num_virtual_tokens"):
         value = getattr(setup, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise FtplanError(f"{name}={value!r} must be a positive integer")
@@ -317,8 +320,8 @@ def validate_setup(spec: ModelSpec, setup: TrainSetup) -> None:
         )
     if setup.offload_params and setup.distribution == "zero2":
         raise FtplanError("parameter offload needs ZeRO stage 3", hint="use --zero 3 --offload")
-    if setup.method == "qlora" and setup.distribution in ("zero3", "fsdp") and setup.dtype == "fp32":
-        raise FtplanError("QLoRA needs a 16-bit compute dtype", hint="use --dtype bf16")
+    if setup.method == "qlora" and setup.distribution in ("zero3", "fsdp") and setup.precision == "fp32":
+        raise FtplanError("QLoRA needs a 16-bit compute dtype", hint="use --precision bf16")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -339,7 +342,7 @@ def _trainable(spec: ModelSpec, setup: TrainSetup) -> int:
     if setup.method == "full":
         return spec.param_counts().total
     if setup.method in ("lora", "qlora", "dora"):
-        return spec.lora_trainable_params(setup.lora_targets, setup.lora_r, dora=setup.method == "dora")
+        return spec.lora_trainable_params(setup.lora_target_modules, setup.lora_r, dora=setup.method == "dora")
     if setup.method == "prompt":
         return spec.prompt_tuning_params(setup.num_virtual_tokens)
     if setup.method == "prefix":
@@ -465,7 +468,7 @@ def _targets(spec: ModelSpec, setup: TrainSetup) -> list:
     if setup.method not in ("lora", "dora", "qlora"):
         return []
     layer0 = spec.family.layer_prefix + ".0."
-    return [s for n, s in spec.lora_targets(setup.lora_targets) if n.startswith(layer0)]
+    return [s for n, s in spec.lora_target_modules(setup.lora_target_modules) if n.startswith(layer0)]
 
 
 def _norm_saved(d: _Dims, width: int, heads: int, prec: _Precision, full: bool, gemma: bool) -> int:
@@ -526,7 +529,7 @@ def _layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precision)
             saved += sum(c * T * s.out_features for s in hit)
     # -- attention
     saved += _attention_saved(spec, setup, d, prec)
-    if full and setup.attn_impl == "eager":
+    if full and setup.attn_implementation == "eager":
         saved += c * T * d.q  # o_proj input: attn_output.transpose(1, 2).contiguous()
     # -- MLP (gated: gate, up, act(gate), act*up; plain: fc, act)
     e = max(1, spec.num_experts_per_tok) if spec.num_experts else 1
@@ -581,7 +584,7 @@ def _attention_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Precis
     output (transformers eager_attention_forward: ``softmax(..., dtype=torch.float32)``) and its
     16-bit copy that multiplies V, and repeats k/v to all heads (``repeat_kv``)."""
     T, c = d.T, prec.compute
-    if setup.attn_impl == "eager":
+    if setup.attn_implementation == "eager":
         kv = d.q if d.kv_heads != d.heads else d.kv
         scores = d.b * d.heads * d.s * d.s
         saved = c * T * (d.q + 2 * kv) + FP32 * scores + c * scores
@@ -619,7 +622,7 @@ def _gpt2_layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Preci
     full = setup.method == "full"
     saved = 2 * _layernorm_saved(d, prec, full)
     saved += 6 * c * T * d.h + FP32 * T * d.heads
-    if setup.attn_impl == "eager":
+    if setup.attn_implementation == "eager":
         scores = d.b * d.heads * d.s * d.s
         saved += FP32 * scores + c * scores
     saved += (5 if full else 4) * c * T * d.i
@@ -628,7 +631,7 @@ def _gpt2_layer_saved(spec: ModelSpec, setup: TrainSetup, d: _Dims, prec: _Preci
     # saves a mask over the scores.
     if _dropout(spec, "resid_pdrop") > 0:
         saved += 2 * T * d.h
-    if setup.attn_impl == "eager" and _dropout(spec, "attn_pdrop") > 0:
+    if setup.attn_implementation == "eager" and _dropout(spec, "attn_pdrop") > 0:
         saved += d.b * d.heads * d.s * d.s
     weight_copies = 0
     for s in _targets(spec, setup):
@@ -722,7 +725,7 @@ def _phases(p: _Parts, d: _Dims, prec: _Precision, setup: TrainSetup) -> list[_P
     step's optimizer step is the same as the second's."""
     L, c = d.L, prec.compute
     TV = d.T * d.V
-    ckpt = setup.grad_ckpt
+    ckpt = setup.gradient_checkpointing
     per_layer = p.ckpt_input if ckpt else p.layer_act + p.layer_copies
     stack = L * per_layer + p.head_act + p.head_copies - (0 if ckpt else p.first_layer_discount)
     if ckpt:
@@ -825,9 +828,9 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     if spec.linear_attn is not None:
         notes.append(f"hybrid model: the activations of its {spec.num_layers - spec.num_attention_layers} "
                      "linear-attention layers are estimated like attention layers (not traced)")
-    if spec.model_type == "gemma2" and setup.attn_impl == "sdpa":
+    if spec.model_type == "gemma2" and setup.attn_implementation == "sdpa":
         # transformers: Gemma2PreTrainedModel._supports_sdpa = False (sdpa cannot softcap the scores)
-        setup = setup.with_(attn_impl="eager")
+        setup = setup.with_(attn_implementation="eager")
         notes.append("Gemma 2 cannot use sdpa in transformers (logit softcapping): estimated with eager "
                      "attention (s^2 scores); flash_attention_2 avoids them")
     prec = _precision(setup)
@@ -917,12 +920,12 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
         ckpt_input=_layer_input_bytes(d, prec, setup), head_act=head_act, logits=d.T * d.V,
         head_grad=head_grad, embed_grad_tmp=embed_tmp, layer_grad=layer_grad, step_tmp=step_tmp,
         gather=gather, head_copies=head_copies, backward=sh.backward, gather_end=sh.gather_end,
-        ckpt_extra=_ckpt_extra(spec, d, prec, full) if setup.grad_ckpt else 0,
+        ckpt_extra=_ckpt_extra(spec, d, prec, full) if setup.gradient_checkpointing else 0,
         first_layer_discount=0 if (full or setup.method == "prompt" or spec.norm_type != "rmsnorm")
         else _norm_saved(d, d.h, 1, prec, False, False),
         dequant=2 * max([s.in_features * s.out_features for s in spec.linear_layers() if s.kind != "param"],
                         default=0) if prec.quantized else 0,
-        fused=_fused_head(spec, setup, d, prec, head_grad, head_bytes) if setup.fused_lm_head else None,
+        fused=_fused_head(spec, setup, d, prec, head_grad, head_bytes) if setup.fused_loss else None,
     )
     phases = _phases(parts, d, prec, setup)
     resident = weights + optim
@@ -931,7 +934,7 @@ def estimate_memory(spec: ModelSpec, setup: TrainSetup, *, free_bytes: int | Non
     if setup.optimizer == "paged_adamw_8bit":
         notes.append("paged 8-bit AdamW states live in CUDA unified memory; counted on the GPU (they are "
                      "evicted to CPU only under memory pressure)")
-    if setup.dtype == "fp16" and full and not setup.mixed_precision:
+    if setup.precision == "fp16" and full and not setup.mixed_precision:
         notes.append("pure fp16 training without loss scaling is numerically unstable; prefer bf16")
     overhead, overhead_parts = device_overhead(peak, setup)
     return MemoryBreakdown(
@@ -955,5 +958,8 @@ def activation_bytes(spec: ModelSpec, setup: TrainSetup) -> int:
     """Saved activations of the whole forward pass (all layers + head), for monotonicity checks."""
     prec = _precision(setup)
     d = _dims(spec, setup)
-    per_layer = _layer_input_bytes(d, prec, setup) if setup.grad_ckpt else sum(_layer_saved(spec, setup, d, prec))
+    if setup.gradient_checkpointing:
+        per_layer = _layer_input_bytes(d, prec, setup)
+    else:
+        per_layer = sum(_layer_saved(spec, setup, d, prec))
     return d.L * per_layer + FP32 * d.T * d.V

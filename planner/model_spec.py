@@ -252,7 +252,7 @@ class ModelSpec:
         """Every module/parameter LoRA wraps, with its full name and rank (see ``lora_modules``)."""
         return lora_modules(self, targets, r, parameters=parameters)
 
-    def lora_targets(self, targets: tuple[str, ...] | list[str] | str) -> list[tuple[str, LinearShape]]:
+    def lora_target_modules(self, targets: tuple[str, ...] | list[str] | str) -> list[tuple[str, LinearShape]]:
         """The (full module name, shape) pairs peft would wrap for ``targets``."""
         return matched_lora_modules(self, targets)
 

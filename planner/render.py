@@ -252,7 +252,7 @@ def report_context(result) -> dict:
                 cpu=m.cpu_bytes,
                 verdict=e.verdict,
                 micro_batch=opt.micro_batch,
-                ckpt=opt.grad_ckpt,
+                ckpt=opt.gradient_checkpointing,
                 time=e.time_hours,
                 cost=e.cost_usd,
             )

@@ -269,7 +269,7 @@ def _deepspeed(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision,
     stage, n = setup.zero_stage, setup.gpus
     values = deepspeed_zero_values(spec.hidden_size, stage)
     t = p.trainable
-    half = setup.dtype != "fp32"
+    half = setup.precision != "fp32"
     b = 2 if half else FP32
     meta = 0
     if half:
@@ -346,7 +346,7 @@ def _two_points(spec: ModelSpec, gather: int) -> tuple:
 def fsdp_param_dtype(setup: TrainSetup) -> int:
     """Bytes of the all-gathered parameters: accelerate's MixedPrecisionPolicy(param_dtype) for a 16-bit
     mixed precision, else the stored dtype."""
-    return 2 if setup.dtype != "fp32" else FP32
+    return 2 if setup.precision != "fp32" else FP32
 
 
 def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, weights: int, grads: int,
@@ -356,7 +356,7 @@ def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, w
     full = setup.method == "full"
     t = p.trainable
     L = spec.num_layers
-    if full and setup.dtype != "fp32" and not setup.mixed_precision:
+    if full and setup.precision != "fp32" and not setup.mixed_precision:
         # A 16-bit model still trains fp32 state under FSDP2: the executor's TrainingArguments(bf16/fp16)
         # make accelerate's mixed_precision 16-bit, and fsdp2_prepare_model then upcasts every trainable
         # parameter to fp32 (MixedPrecisionPolicy gathers 16-bit copies). "Pure" 16-bit FSDP never runs.
@@ -415,7 +415,8 @@ def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, w
     # forward of the last layer: every layer's activations (the last one's being made), that layer
     # unsharded and its all-gather buffer (FSDP2 keeps it until the next unshard), the tied tail (gathered
     # with the embedding at the start)
-    points.insert(0, ("forward-last-layer", L, setup.grad_ckpt, False, -1, 2 * layer_bytes + (tail if tied else 0)))
+    points.insert(0, ("forward-last-layer", L, setup.gradient_checkpointing, False, -1,
+                      2 * layer_bytes + (tail if tied else 0)))
     # start of the top layer's backward: its all-gather in flight, a frozen tail still gathered
     points.insert(1, ("backward-start", L, False, False, 0, layer_bytes + head_rs + head_fix + (0 if full else tail)))
     # end of backward, before the step: tied (full): the tail still gathered and the embedding gradient's
@@ -428,7 +429,7 @@ def _fsdp(spec: ModelSpec, setup: TrainSetup, p: _Params, prec: _Precision, *, w
     else:
         gather_end = (tail if tied else 0) + layer_rs
     # compute on 16-bit unsharded parameters, no autocast copies (param_dtype policy)
-    if setup.dtype != "fp32":
+    if setup.precision != "fp32":
         prec = _Precision(base=pd, compute=pd, train=pd if full else prec.train, autocast=False,
                           quantized=prec.quantized, other=pd if prec.quantized else 0)
     cpu = 0

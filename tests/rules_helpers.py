@@ -78,19 +78,19 @@ def stub_estimate(spec, setup, hardware, *, tokens, epochs=1.0):
     shard_g = world if setup.distribution in ("zero2", "zero3", "fsdp") else 1
     shard_o = world if setup.distribution in ("zero1", "zero2", "zero3", "fsdp") else 1
     if setup.method == "full":
-        wb, gbytes, ob = (4, 4, 8) if setup.mixed_precision or setup.dtype == "fp32" else (2, 2, 8)
+        wb, gbytes, ob = (4, 4, 8) if setup.mixed_precision or setup.precision == "fp32" else (2, 2, 8)
         trainable = P
         weights, grads, opt = P * wb / shard_w, P * gbytes / shard_g, P * ob / shard_o
     else:
         trainable = int(P * 0.005 * setup.lora_r / 16)
-        wb = 0.55 if setup.method == "qlora" else (4 if setup.dtype == "fp32" else 2)
+        wb = 0.55 if setup.method == "qlora" else (4 if setup.precision == "fp32" else 2)
         weights = P * wb / shard_w + trainable * 4
         grads, opt = trainable * 4, trainable * 8
     if setup.offload_optimizer:
         opt = 0
     if setup.offload_params:
         weights = weights / 4
-    act_per_layer = setup.seq_len * setup.micro_batch * spec.hidden_size * (2 if setup.grad_ckpt else 16)
+    act_per_layer = setup.seq_len * setup.micro_batch * spec.hidden_size * (2 if setup.gradient_checkpointing else 16)
     acts = act_per_layer * spec.num_layers
     temp = setup.seq_len * setup.micro_batch * spec.vocab_size * 6
     peak = int(weights + grads + opt + acts + temp)
@@ -100,7 +100,8 @@ def stub_estimate(spec, setup, hardware, *, tokens, epochs=1.0):
     gpu = hardware.gpu is not None
     verdict = ("fits" if total <= 0.9 * free else "tight" if total <= free else "exceeds") if gpu else "cpu"
     flops = (
-        6 * P * tokens * epochs * (4 / 3 if setup.grad_ckpt else 1) * (2 / 3 if setup.method != "full" else 1)
+        6 * P * tokens * epochs * (4 / 3 if setup.gradient_checkpointing else 1)
+        * (2 / 3 if setup.method != "full" else 1)
     )
     tflops = (hardware.gpu.bf16_tflops or hardware.gpu.fp16_tflops) * world if gpu else 1.0
     tps = tokens / max(flops / (tflops * 1e12 * 0.4), 1e-9) if flops else 0.0

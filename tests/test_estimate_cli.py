@@ -129,7 +129,7 @@ def test_default_table_adds_checkpointing_rows_only_where_they_rescue(capsys):
     assert code == 0
     rows = {s["name"]: s for s in json.loads(out)["strategies"]}
     assert rows["lora"]["verdict"] == "exceeds"
-    assert rows["lora+ckpt"]["fits"] and rows["lora+ckpt"]["setup"]["grad_ckpt"]
+    assert rows["lora+ckpt"]["fits"] and rows["lora+ckpt"]["setup"]["gradient_checkpointing"]
     assert "full-bf16+ckpt" not in rows  # 8B full fine-tuning exceeds 24 GB either way
     # an explicit --no-grad-ckpt means: show exactly that
     code, out, _ = run_cli(capsys, *args, "--no-grad-ckpt")

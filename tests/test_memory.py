@@ -34,9 +34,9 @@ def test_zero_paper_16_bytes_per_param_mixed_precision_adam():
     """
     s = spec()
     n = s.param_counts().total
-    single = estimate_memory(s, TrainSetup(method="full", dtype="bf16", mixed_precision=True, seq_len=512))
+    single = estimate_memory(s, TrainSetup(method="full", precision="bf16", mixed_precision=True, seq_len=512))
     assert (single.weights + single.gradients + single.optimizer) / n == pytest.approx(16, abs=1e-6)
-    zero1 = estimate_memory(s, TrainSetup(method="full", dtype="bf16", mixed_precision=True, seq_len=512,
+    zero1 = estimate_memory(s, TrainSetup(method="full", precision="bf16", mixed_precision=True, seq_len=512,
                                           gpus=2, distribution="zero1"))
     assert zero1.weights / n == pytest.approx(2)
     assert zero1.gradients / n == pytest.approx(2)
@@ -45,7 +45,7 @@ def test_zero_paper_16_bytes_per_param_mixed_precision_adam():
 
 def test_pure_bf16_full_is_8_bytes_per_param():
     s = spec()
-    m = estimate_memory(s, TrainSetup(method="full", dtype="bf16", seq_len=512))
+    m = estimate_memory(s, TrainSetup(method="full", precision="bf16", seq_len=512))
     assert (m.weights + m.gradients + m.optimizer) / s.param_counts().total == pytest.approx(8)
 
 
@@ -54,10 +54,11 @@ def test_qlora_paper_65b_from_780gb_to_48gb():
     780 GB; QLoRA (NF4 + double quant, paged 8-bit AdamW, r=64 on all linear layers, gradient
     checkpointing) fits in less than 48 GB."""
     s = spec("huggyllama/llama-65b")
-    full = estimate_memory(s, TrainSetup(method="full", dtype="bf16", mixed_precision=True, seq_len=512))
+    full = estimate_memory(s, TrainSetup(method="full", precision="bf16", mixed_precision=True, seq_len=512))
     assert full.peak_allocated > 780 * GB
-    q = estimate_memory(s, TrainSetup(method="qlora", dtype="bf16", seq_len=512, micro_batch=1, grad_ckpt=True,
-                                      optimizer="paged_adamw_8bit", lora_r=64, lora_targets=("all-linear",)))
+    q = estimate_memory(s, TrainSetup(method="qlora", precision="bf16", seq_len=512, micro_batch=1,
+                                      gradient_checkpointing=True,
+                                      optimizer="paged_adamw_8bit", lora_r=64, lora_target_modules=("all-linear",)))
     assert q.total < 48 * GB
     # the NF4 weights alone: ~65.2e9 * (0.5 + 0.127/8) bytes ≈ 33.7 GB for the Linear layers
     assert 30 * GB < q.weights < 40 * GB
@@ -73,7 +74,7 @@ def test_nf4_double_quant_overhead_is_0127_bits_per_param():
 
 def test_zero3_on_8_gpus_shards_state_to_an_eighth():
     s = spec()
-    base = {"method": "full", "dtype": "bf16", "mixed_precision": True, "seq_len": 1024, "gpus": 8}
+    base = {"method": "full", "precision": "bf16", "mixed_precision": True, "seq_len": 1024, "gpus": 8}
     z0 = estimate_memory(s, TrainSetup(distribution="ddp", **base))
     z3 = estimate_memory(s, TrainSetup(distribution="zero3", **base))
     n = s.param_counts().total
@@ -85,7 +86,7 @@ def test_zero3_on_8_gpus_shards_state_to_an_eighth():
 
 def test_offload_moves_optimizer_to_cpu():
     s = spec()
-    base = {"method": "full", "dtype": "bf16", "mixed_precision": True, "seq_len": 1024,
+    base = {"method": "full", "precision": "bf16", "mixed_precision": True, "seq_len": 1024,
             "gpus": 8, "distribution": "zero3"}
     on = estimate_memory(s, TrainSetup(offload_optimizer=True, offload_params=True, **base))
     off = estimate_memory(s, TrainSetup(**base))
@@ -110,15 +111,16 @@ def test_activations_grow_with_sequence_and_batch(method):
 def test_gradient_checkpointing_saves_memory(method):
     s = spec()
     a = TrainSetup(method=method, seq_len=4096, micro_batch=2)
-    assert activation_bytes(s, a.with_(grad_ckpt=True)) < activation_bytes(s, a) / 5
-    assert estimate_memory(s, a.with_(grad_ckpt=True)).peak_allocated < estimate_memory(s, a).peak_allocated
+    assert activation_bytes(s, a.with_(gradient_checkpointing=True)) < activation_bytes(s, a) / 5
+    ckpt = estimate_memory(s, a.with_(gradient_checkpointing=True))
+    assert ckpt.peak_allocated < estimate_memory(s, a).peak_allocated
 
 
 def test_eager_attention_costs_more_than_sdpa_at_long_sequences():
     s = spec()
     a = TrainSetup(method="lora", seq_len=8192)
-    eager = estimate_memory(s, a.with_(attn_impl="eager")).peak_allocated
-    sdpa = estimate_memory(s, a.with_(attn_impl="sdpa")).peak_allocated
+    eager = estimate_memory(s, a.with_(attn_implementation="eager")).peak_allocated
+    sdpa = estimate_memory(s, a.with_(attn_implementation="sdpa")).peak_allocated
     assert eager > 1.5 * sdpa
 
 
@@ -244,7 +246,7 @@ def test_flops_follow_6n_4n_and_recompute():
     short = {"seq_len": 16}  # attention term negligible
     full = flops_per_token(s, TrainSetup(method="full", **short))
     lora = flops_per_token(s, TrainSetup(method="lora", **short))
-    ckpt = flops_per_token(s, TrainSetup(method="full", grad_ckpt=True, **short))
+    ckpt = flops_per_token(s, TrainSetup(method="full", gradient_checkpointing=True, **short))
     n = s.active_params - s.vocab_size * s.hidden_size  # embeddings are lookups (untied Llama 3.1)
     assert full == pytest.approx(6 * n, rel=0.01)
     assert lora == pytest.approx(4 * n, rel=0.02)  # no weight gradients for the frozen base
@@ -286,7 +288,7 @@ def test_cheapest_and_fastest_fit():
 
 def test_dpo_reference_model_is_a_frozen_weight_copy_for_full_only():
     s = spec()
-    full = TrainSetup(method="full", dtype="bf16", seq_len=512)
+    full = TrainSetup(method="full", precision="bf16", seq_len=512)
     with_ref = estimate_memory(s, full.with_(reference_model=True))
     without = estimate_memory(s, full)
     # one more copy of every weight in the policy's dtype; no gradients or optimizer states for it
@@ -300,8 +302,8 @@ def test_dpo_reference_model_is_a_frozen_weight_copy_for_full_only():
 
 def test_fused_lm_head_has_no_vocab_sized_logits():
     s = spec()  # 128K vocabulary: the T x V logits dominate the loss phases
-    small = TrainSetup(method="lora", seq_len=1024, fused_lm_head=True)
-    plain = estimate_memory(s, small.with_(fused_lm_head=False))
+    small = TrainSetup(method="lora", seq_len=1024, fused_loss=True)
+    plain = estimate_memory(s, small.with_(fused_loss=False))
     fused = estimate_memory(s, small)
     T = 1024
     # the plain loss keeps logits + fp32 log-softmax + fp32 gradients: >= 3 x 4 x T x V bytes more
@@ -313,7 +315,7 @@ def test_fused_lm_head_has_no_vocab_sized_logits():
 
 def test_fused_lm_head_full_fine_tuning_accumulates_head_gradient_in_fp32():
     s = load_model_spec("Qwen/Qwen2.5-0.5B")
-    setup = TrainSetup(method="full", dtype="bf16", seq_len=256, fused_lm_head=True)
+    setup = TrainSetup(method="full", precision="bf16", seq_len=256, fused_loss=True)
     phases = dict(estimate_memory(s, setup).phases)
     lora_phases = dict(estimate_memory(s, setup.with_(method="lora")).phases)
     assert phases["lm-head-backward"] > phases["forward"]
@@ -343,7 +345,7 @@ def test_time_model_charges_a_fixed_overhead_per_step():
 
     tiny = load_model_spec("gpt2")
     cpu = Hardware(gpu=None, count=1, free_memory_bytes=0, detected=False)
-    setup = TrainSetup(method="full", dtype="fp32", seq_len=64, micro_batch=32)
+    setup = TrainSetup(method="full", precision="fp32", seq_len=64, micro_batch=32)
     one = time_and_cost(tiny, setup, cpu, tokens=200_000, steps=100)
     two = time_and_cost(tiny, setup, cpu, tokens=200_000, steps=200)
     # same FLOPs, 100 more optimizer steps: exactly 100 x the per-step overhead more
@@ -365,7 +367,7 @@ def test_gpu_overhead_grows_with_layers_and_checkpointing():
     small, big = load_model_spec("Qwen/Qwen2.5-0.5B"), spec()
     setup = TrainSetup(method="lora", seq_len=512)
     assert step_overhead_seconds(big, setup, gpu=True) > step_overhead_seconds(small, setup, gpu=True)
-    assert (step_overhead_seconds(big, setup.with_(grad_ckpt=True), gpu=True)
+    assert (step_overhead_seconds(big, setup.with_(gradient_checkpointing=True), gpu=True)
             > step_overhead_seconds(big, setup, gpu=True))
     # on a big model the overhead is a small share of the time
     est = estimate(big, setup.with_(micro_batch=8), hw("H100-80GB"), tokens=10_000_000, search=False)
@@ -389,6 +391,6 @@ def test_fused_lm_head_on_cpu_matches_memtracker_on_a_held_out_vocabulary():
     raw = dict(bench.raw, vocab_size=50000)
     s = spec_from_config(raw, "tiny", source="catalog")
     measured = bench.measure(raw, "lora", 384, 2, True)
-    setup = TrainSetup(method="lora", seq_len=384, micro_batch=2, fused_lm_head=True, device="cpu")
+    setup = TrainSetup(method="lora", seq_len=384, micro_batch=2, fused_loss=True, device="cpu")
     est = estimate_memory(s, setup)
     assert abs(est.peak_allocated - measured) / measured < 0.05

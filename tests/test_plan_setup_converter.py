@@ -18,11 +18,11 @@ GOLDEN = sorted(Path(__file__).parent.joinpath("golden").glob("*/plan.yaml"))
 # plan path -> TrainSetup attribute (same value), or (attribute, how the plan value reads as the setup's)
 PLAN_TO_SETUP = {
     "strategy.method": "method",
-    "strategy.precision": "dtype",
+    "strategy.precision": "precision",
     "strategy.mixed_precision": "mixed_precision",
-    "strategy.gradient_checkpointing": "grad_ckpt",
+    "strategy.gradient_checkpointing": "gradient_checkpointing",
     "strategy.optimizer": "optimizer",
-    "strategy.attn_implementation": "attn_impl",
+    "strategy.attn_implementation": "attn_implementation",
     "strategy.distribution": "distribution",
     "strategy.offload_optimizer": "offload_optimizer",
     "strategy.offload_params": "offload_params",
@@ -30,13 +30,13 @@ PLAN_TO_SETUP = {
     "strategy.qlora_upcast": "qlora_upcast",
     "strategy.double_quant": "double_quant",
     "training.seq_len": "seq_len",
-    "training.micro_batch": "micro_batch",  # rows; make_plan multiplies DPO pairs itself
+    "training.micro_batch": "micro_batch",  # rows, as the plan counts them (DPO: pairs)
     "training.grad_accum": "grad_accum",
-    "training.fused_loss": ("fused_lm_head", lambda v, p: v and not (
+    "training.fused_loss": ("fused_loss", lambda v, p: v and not (
         p.task == "classification" and p.training.classification_mode == "head")),
     "lora.r": "lora_r",
     "lora.alpha": "lora_alpha",
-    "lora.target_modules": ("lora_targets", lambda v, p: tuple(v)),
+    "lora.target_modules": ("lora_target_modules", lambda v, p: tuple(v)),
     "lora.modules_to_save": ("modules_to_save", lambda v, p: tuple(v)),
     "lora.adapter_dtype": "adapter_dtype",
     "lora.dropout": ("lora_dropout", lambda v, p: v if p.strategy.method in ("lora", "dora", "qlora") else 0.0),
@@ -61,6 +61,7 @@ def test_every_memory_field_of_a_plan_reaches_the_setup(path):
         assert getattr(setup, attr) == read(get_path(plan, field), plan), f"{path.parent.name}: {field} -> {attr}"
     # one world size: what the estimate shards over is what launch.sh starts
     assert setup.gpus == world_size(plan) == launch_info(plan).processes
+    assert setup.sequences_per_row == (2 if plan.task == "preference" else 1)
 
 
 def test_the_table_covers_every_setup_field_a_plan_decides():
@@ -70,7 +71,7 @@ def test_the_table_covers_every_setup_field_a_plan_decides():
     from planner.memory import TrainSetup
 
     covered = {_entry(field)[0] for field in PLAN_TO_SETUP}
-    from_task = {"reference_model", "padding_mask", "device", "gpus"}
+    from_task = {"reference_model", "padding_mask", "device", "gpus", "sequences_per_row"}
     assert {f.name for f in fields(TrainSetup)} - covered - from_task == set()
 
 

@@ -26,6 +26,7 @@ from planner.rules import (
     precision,
     strategy,
 )
+from planner.rules.engine import setup_from_plan
 from tests.rules_helpers import FIXED_VERSIONS, make_profile
 
 CPU = Hardware(gpu=None, count=0, free_memory_bytes=0, detected=True, cpu_memory_bytes=64_000_000_000)
@@ -595,7 +596,11 @@ def test_preference_rows_are_sized_as_two_sequences():
         profile=make_profile(**sc.profile),
         versions=FIXED_VERSIONS,
     )
-    assert res.chosen.setup.micro_batch == 2 * res.plan.training.micro_batch  # chosen + rejected
+    # one unit: micro_batch counts rows (pairs) in the plan and the setup; the setup runs two sequences each
+    assert res.chosen.setup.micro_batch == res.plan.training.micro_batch
+    assert res.chosen.setup.sequences_per_row == 2  # chosen + rejected
+    assert setup_from_plan(res.plan) == res.chosen.setup.with_(
+        grad_accum=res.plan.training.grad_accum)  # the executor's converter sizes what the rules sized
     rows = res.plan.data.valid_rows - res.plan.data.val_rows
     assert res.plan.estimate.tokens >= 2 * rows * sc.profile["mean"] * 0.99  # both sequences trained
 
@@ -663,7 +668,7 @@ def test_setup_from_plan_passes_what_the_executor_does():
     plan = _plan({"lora.dropout": "0.1"}).plan
     setup = setup_from_plan(plan)
     assert plan.strategy.method in ("lora", "qlora", "dora") and setup.lora_dropout == 0.1
-    assert setup.fused_lm_head  # TRL SFTTrainer's fused LM head
+    assert setup.fused_loss  # TRL SFTTrainer's fused LM head
     assert setup.padding_mask == (not plan.training.packing)
     assert not setup.reference_model
     full = setup_from_plan(_plan({"strategy.method": "full"}).plan)

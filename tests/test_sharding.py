@@ -36,8 +36,8 @@ def sharded(setup: TrainSetup, name: str = MODEL):
                        optim=m._optimizer_bytes(setup, p, s, prec), step_tmp=0), p
 
 
-FULL = {"method": "full", "dtype": "bf16", "mixed_precision": True, "seq_len": 1024}
-LORA = {"method": "lora", "dtype": "bf16", "seq_len": 1024}
+FULL = {"method": "full", "precision": "bf16", "mixed_precision": True, "seq_len": 1024}
+LORA = {"method": "lora", "precision": "bf16", "seq_len": 1024}
 
 
 # --------------------------------------------------------------------------------------- DeepSpeed
@@ -145,7 +145,7 @@ def test_rendered_deepspeed_values_are_what_the_estimator_reads():
         assert rendered[key] == value, key
     # and the estimate of that plan is built from them (reduce bucket in the backward points)
     s = result.spec
-    setup = TrainSetup(method=result.plan.strategy.method, dtype="bf16", gpus=8, distribution="zero3", seq_len=512)
+    setup = TrainSetup(method=result.plan.strategy.method, precision="bf16", gpus=8, distribution="zero3", seq_len=512)
     import planner.memory as m
 
     p = m._params(s, setup)
@@ -205,7 +205,7 @@ def test_fsdp_full_without_mixed_precision_still_trains_fp32_state():
     """TrainingArguments(bf16=True) makes accelerate's mixed_precision bf16, and fsdp2_prepare_model then
     upcasts every trainable parameter: a bf16-loaded model has the fp32 state of a mixed one."""
     s = spec()
-    pure = estimate_memory(s, TrainSetup(gpus=4, distribution="fsdp", method="full", dtype="bf16", seq_len=1024))
+    pure = estimate_memory(s, TrainSetup(gpus=4, distribution="fsdp", method="full", precision="bf16", seq_len=1024))
     mixed = estimate_memory(s, TrainSetup(gpus=4, distribution="fsdp", **FULL))
     assert (pure.weights, pure.gradients, pure.optimizer) == (mixed.weights, mixed.gradients, mixed.optimizer)
 
@@ -227,7 +227,7 @@ def test_fsdp_lora_gathers_adapters_in_bf16_and_keeps_fp32_adapter_state():
     assert sh.grads == p.trainable * FP32 // 4 and sh.optim == 2 * p.trainable * FP32 // 4
     assert not sh.prec.autocast  # peft's fp32 adapters run in bf16 under param_dtype
     lora, _ = sharded(TrainSetup(gpus=4, distribution="fsdp", **LORA))
-    frozen, _ = sharded(TrainSetup(gpus=4, distribution="fsdp", method="full", dtype="bf16", seq_len=1024))
+    frozen, _ = sharded(TrainSetup(gpus=4, distribution="fsdp", method="full", precision="bf16", seq_len=1024))
     fwd = {pt[0]: pt[-1] for pt in lora.backward}["forward-last-layer"]
     fwd_full = {pt[0]: pt[-1] for pt in frozen.backward}["forward-last-layer"]
     assert fwd - fwd_full == pytest.approx(2 * 2 * p.trainable // spec().num_layers, rel=1e-3)
@@ -236,7 +236,7 @@ def test_fsdp_lora_gathers_adapters_in_bf16_and_keeps_fp32_adapter_state():
 def test_fsdp_qlora_gathers_packed_nf4():
     """bnb_4bit_quant_storage bf16: the all-gathered Linear weights are the packed 4-bit bytes."""
     s = spec()
-    q, p = sharded(TrainSetup(gpus=2, distribution="fsdp", method="qlora", dtype="bf16", seq_len=1024,
+    q, p = sharded(TrainSetup(gpus=2, distribution="fsdp", method="qlora", precision="bf16", seq_len=1024,
                               qlora_upcast=False))
     lora, _ = sharded(TrainSetup(gpus=2, distribution="fsdp", **LORA))
     fwd_q = {pt[0]: pt[-1] for pt in q.backward}["forward-last-layer"]

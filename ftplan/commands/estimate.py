@@ -16,7 +16,7 @@ EPILOG = """\b
 Examples:
   ftplan estimate --model meta-llama/Llama-3.1-8B --gpu RTX-4090
   ftplan estimate --model Qwen/Qwen2.5-7B --gpu A100-80GB --seq-len 4096 --tokens 50000000
-  ftplan estimate --model Qwen/Qwen2.5-0.5B --method full --dtype bf16 --seq-len 1024 --json
+  ftplan estimate --model Qwen/Qwen2.5-0.5B --method full --precision bf16 --seq-len 1024 --json
   ftplan estimate --model huggyllama/llama-65b --method qlora --lora-r 64 --optimizer paged_adamw_8bit \\
       --seq-len 512 --grad-ckpt --gpu A100-80GB --json
   ftplan estimate --model meta-llama/Llama-3.1-70B --method full --mixed-precision --gpus 8 --zero 3 \\
@@ -31,14 +31,17 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--model", "model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local folder.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora", "dora", "prompt", "prefix"]),
               help="One strategy (default: all side by side).")
-@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
-              help="Compute dtype (full without --mixed-precision: pure 16-bit weights, grads, states).")
+@click.option("--precision", "--dtype", "precision", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+              help="Compute dtype, plan.yaml strategy.precision (full without --mixed-precision: pure 16-bit "
+                   "weights, grads, states).")
 @click.option("--mixed-precision", is_flag=True, help="fp32 master weights, grads and optimizer; 16-bit compute.")
 @click.option("--seq-len", type=int, default=2048, show_default=True, metavar="N")
 @click.option("--micro-batch", type=int, default=1, show_default=True, metavar="B")
-@click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True, help="Gradient checkpointing.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", "--grad-ckpt/--no-grad-ckpt",
+              "gradient_checkpointing", default=False, show_default=True, help="Gradient checkpointing.")
 @click.option("--lora-r", type=int, default=16, show_default=True, metavar="R")
-@click.option("--lora-targets", default="all-linear", show_default=True, metavar="all-linear|q_proj,v_proj")
+@click.option("--target-modules", "--lora-targets", "lora_target_modules", default="all-linear", show_default=True,
+              metavar="all-linear|q_proj,v_proj", help="plan.yaml lora.target_modules.")
 @click.option("--lora-dropout", type=float, default=0.05, show_default=True, metavar="P",
               help="peft lora_dropout (adds a 1-byte mask per adapter input when > 0).")
 @click.option("--optimizer", default=None, metavar="NAME",
@@ -61,23 +64,23 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
               help="LoRA: whole modules trained beside the adapters (peft modules_to_save).")
 @click.option("--added-tokens", type=int, default=0, show_default=True, metavar="N",
               help="Tokens added to the tokenizer (embeddings resized by N rows).")
-@click.option("--attn", "attn", type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default="sdpa",
-              show_default=True)
+@click.option("--attn-implementation", "--attn", "attn_implementation",
+              type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default="sdpa", show_default=True)
 @click.option("--num-virtual-tokens", type=int, default=20, show_default=True, help="Prompt/prefix tuning.")
 @click.option("--gpus", type=int, metavar="N", help="GPUs (world size).")
 @click.option("--zero", type=int, metavar="0-3", help="DeepSpeed ZeRO stage (with --gpus > 1).")
 @click.option("--offload", is_flag=True, help="CPU offload of optimizer states (and params with ZeRO-3/FSDP).")
 @click.option("--fsdp", is_flag=True, help="FSDP full shard instead of DeepSpeed.")
 @click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU).")
-@click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU (GiB).")
+@click.option("--gpu-memory", type=float, metavar="GiB", help="Usable memory per GPU (GiB).")
 @click.option("--price", type=float, metavar="USD", help="Price per GPU-hour (overrides the catalog).")
 @click.option("--tokens", type=int, metavar="T", help="Training tokens per epoch.")
 @click.option("--data", type=click.Path(dir_okay=False), metavar="FILE", help="Dataset: tokens counted from it.")
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with --method).")
-def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, lora_targets,
-            lora_dropout, optimizer, grad_accum, fused_loss, qlora_upcast, adapter_dtype, double_quant,
-            modules_to_save, added_tokens, attn,
+def command(model, method, precision, mixed_precision, seq_len, micro_batch, gradient_checkpointing, lora_r,
+            lora_target_modules, lora_dropout, optimizer, grad_accum, fused_loss, qlora_upcast, adapter_dtype,
+            double_quant, modules_to_save, added_tokens, attn_implementation,
             num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price,
             tokens, data, epochs, as_json):
     """VRAM per GPU (weights, gradients, optimizer, activations, temporaries, overhead), verdict,
@@ -90,7 +93,7 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
                   gpus=gpus, zero=zero, num_virtual_tokens=num_virtual_tokens, grad_accum=grad_accum)
     if added_tokens < 0:
         raise FtplanError(f"--added-tokens must be 0 or more, got {added_tokens}")
-    settings = dict(grad_accum=grad_accum, fused_lm_head=fused_loss, added_tokens=added_tokens,
+    settings = dict(grad_accum=grad_accum, fused_loss=fused_loss, added_tokens=added_tokens,
                     adapter_dtype=adapter_dtype, double_quant=double_quant,
                     modules_to_save=tuple(m.strip() for m in modules_to_save.split(",") if m.strip()))
     spec = load_model_spec(model)
@@ -101,19 +104,21 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
         # no --seq-len: the longest example of the data (rounded up to a multiple of 64), within the model
         seq_len = min(spec.max_position_embeddings, -(-data_max // 64) * 64)
         token_note += f"; --seq-len {seq_len} from the longest example"
-    targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
-    half = dtype or ("bf16" if (hardware.gpu is None or hardware.bf16) else "fp16")
+    targets = tuple(t.strip() for t in lora_target_modules.split(",") if t.strip())
+    half = precision or ("bf16" if (hardware.gpu is None or hardware.bf16) else "fp16")
     if method is None:
         if mixed_precision or zero is not None or offload or fsdp:
             raise FtplanError("--mixed-precision/--zero/--offload/--fsdp need --method", hint="add --method full")
         common = dict(seq_len=seq_len, micro_batch=micro_batch, tokens=n_tokens, epochs=epochs, gpus=gpus,
-                      attn_impl=attn, lora_r=lora_r, lora_targets=targets, optimizer=optimizer or "adamw",
+                      attn_implementation=attn_implementation, lora_r=lora_r, lora_target_modules=targets,
+                      optimizer=optimizer or "adamw",
                       lora_dropout=lora_dropout, **settings)
         if qlora_upcast is not None:
             common["qlora_upcast"] = qlora_upcast
-        rows = estimate_all(spec, hardware, grad_ckpt=grad_ckpt, **common)
-        if not grad_ckpt and ctx.get_parameter_source("grad_ckpt") == click.core.ParameterSource.DEFAULT:
-            rows = _with_ckpt_rescues(rows, estimate_all(spec, hardware, grad_ckpt=True, **common))
+        rows = estimate_all(spec, hardware, gradient_checkpointing=gradient_checkpointing, **common)
+        ckpt_default = ctx.get_parameter_source("gradient_checkpointing") == click.core.ParameterSource.DEFAULT
+        if not gradient_checkpointing and ckpt_default:
+            rows = _with_ckpt_rescues(rows, estimate_all(spec, hardware, gradient_checkpointing=True, **common))
         ref = next((r for r in rows if r.name == "lora"), rows[0])
         cheap, fast = cheapest_and_fastest(spec, ref.setup.with_(gpus=1, distribution="single"),
                                            tokens=n_tokens, epochs=epochs)
@@ -125,9 +130,9 @@ def command(model, method, dtype, mixed_precision, seq_len, micro_batch, grad_ck
         else:
             _print_table(spec, hardware, rows, cheap, fast, n_tokens, epochs, token_note)
         return
-    setup = _setup(method, half, mixed_precision, seq_len, micro_batch, grad_ckpt, lora_r, targets, optimizer,
-                   attn, num_virtual_tokens, gpus or 1, zero, offload, fsdp).with_(lora_dropout=lora_dropout,
-                                                                                   **settings)
+    setup = _setup(method, half, mixed_precision, seq_len, micro_batch, gradient_checkpointing, lora_r, targets,
+                   optimizer, attn_implementation, num_virtual_tokens, gpus or 1, zero, offload, fsdp).with_(
+                       lora_dropout=lora_dropout, **settings)
     if setup.method == "qlora":
         from planner.rules.precision import qlora_upcast_for
 
@@ -159,8 +164,8 @@ def _check_values(**values) -> None:
         raise FtplanError(f"--zero {values['zero']} is not a DeepSpeed ZeRO stage", hint="use 0, 1, 2 or 3")
 
 
-def _setup(method, dtype, mixed, seq_len, micro_batch, grad_ckpt, lora_r, targets, optimizer, attn, nvt, gpus,
-           zero, offload, fsdp):
+def _setup(method, precision, mixed, seq_len, micro_batch, gradient_checkpointing, lora_r, targets, optimizer, attn,
+           nvt, gpus, zero, offload, fsdp):
     from planner.memory import TrainSetup
 
     if mixed and method != "full":
@@ -176,12 +181,13 @@ def _setup(method, dtype, mixed, seq_len, micro_batch, grad_ckpt, lora_r, target
     if offload and dist not in ("zero1", "zero2", "zero3", "fsdp"):
         raise FtplanError("--offload needs --zero 1-3 (any GPU count) or --fsdp (--gpus > 1)")
     full_shard = dist in ("zero3", "fsdp")
-    if method == "full" and dtype == "fp32":
+    if method == "full" and precision == "fp32":
         mixed = False
     opt = optimizer or ("paged_adamw_8bit" if method == "qlora" else "adamw")
     return TrainSetup(
-        method=method, dtype=dtype, mixed_precision=mixed, seq_len=seq_len, micro_batch=micro_batch,
-        grad_ckpt=grad_ckpt, optimizer=opt, attn_impl=attn, lora_r=lora_r, lora_targets=targets,
+        method=method, precision=precision, mixed_precision=mixed, seq_len=seq_len, micro_batch=micro_batch,
+        gradient_checkpointing=gradient_checkpointing, optimizer=opt, attn_implementation=attn, lora_r=lora_r,
+        lora_target_modules=targets,
         num_virtual_tokens=nvt, gpus=gpus, distribution=dist, offload_optimizer=offload,
         offload_params=offload and full_shard,
     )
@@ -258,7 +264,7 @@ def _print_table(spec, hw, rows, cheap, fast, tokens, epochs, token_note) -> Non
                   "of the columns; total = peak + CUDA context + allocator reserve.[/dim]")
     if rows[0].setup.seq_len:
         console.print(f"[dim]seq_len {rows[0].setup.seq_len}, micro-batch {rows[0].setup.micro_batch}"
-                      f"{', grad ckpt' if rows[0].setup.grad_ckpt else ''}. {token_note}[/dim]")
+                      f"{', grad ckpt' if rows[0].setup.gradient_checkpointing else ''}. {token_note}[/dim]")
     for label, e in (("cheapest", cheap), ("fastest", fast)):
         if e:
             console.print(f"{label} ({e.name}): {e.gpus} x {e.gpu_name}  {_fmt_hours(e.time_hours)} h  "

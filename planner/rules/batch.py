@@ -70,10 +70,10 @@ def fit_micro_batch(fits: Callable[[int], bool], upper: int) -> int:
     return largest_fitting(fits, upper)
 
 
-def micro_batch_reason(mb: int, upper: int, grad_ckpt: bool) -> str:
+def micro_batch_reason(mb: int, upper: int, gradient_checkpointing: bool) -> str:
     if mb >= upper:
         return f"micro-batch {mb}: the effective batch needs no more per GPU (more would still fit)"
-    ck = " with gradient checkpointing" if grad_ckpt else ""
+    ck = " with gradient checkpointing" if gradient_checkpointing else ""
     return f"micro-batch {mb}: the largest that fits with the safety margin{ck}"
 
 

@@ -51,7 +51,7 @@ class Option:
     estimate: object  # StrategyEstimate
     fits: bool
     micro_batch: int
-    grad_ckpt: bool
+    gradient_checkpointing: bool
     grad_accum: int
     effective: Choice
     steps: int
@@ -196,10 +196,9 @@ def _size_option(cand: Candidate, ctx: _Ctx, estimator: Estimators) -> Option:
     upper = max(1, min(batch.MAX_MICRO_BATCH, effective.value // world))
 
     def fits(mb: int, ckpt: bool) -> bool:
-        seqs = mb * ctx.seqs_per_row  # DPO: chosen + rejected sequences per row
         # the accumulation this micro-batch implies: with it, gradients stay alive through every forward
         accum = batch.grad_accum_rule(effective.value, mb, world).value
-        setup = cand.setup.with_(micro_batch=seqs, grad_ckpt=ckpt, grad_accum=accum)
+        setup = cand.setup.with_(micro_batch=mb, gradient_checkpointing=ckpt, grad_accum=accum)
         return estimator.fits(ctx.spec, setup, ctx.hardware)
 
     ckpt = False
@@ -213,7 +212,7 @@ def _size_option(cand: Candidate, ctx: _Ctx, estimator: Estimators) -> Option:
     steps = _steps(ctx, mb * world * accum)
     final = estimator.with_steps(
         ctx.spec,
-        cand.setup.with_(micro_batch=mb * ctx.seqs_per_row, grad_ckpt=ckpt, grad_accum=accum),
+        cand.setup.with_(micro_batch=mb, gradient_checkpointing=ckpt, grad_accum=accum),
         ctx.hardware,
         tokens=ctx.tokens_per_epoch,
         epochs=ctx.epochs,
@@ -249,7 +248,6 @@ class _Ctx:
     train_units: int  # examples, or packed sequences, per epoch (incl. replay)
     tokens_per_epoch: int
     epochs: float
-    seqs_per_row: int = 1  # sequences the trainer runs per row (2 for DPO: chosen and rejected)
 
     @property
     def task(self) -> str:
@@ -429,7 +427,6 @@ def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_ch
         train_units=units,
         tokens_per_epoch=tokens,
         epochs=epochs,
-        seqs_per_row=max(1, int(getattr(profile, "sequences_per_row", 1) or 1)),
     )
 
 
@@ -459,9 +456,9 @@ def _strategy_phase(
     profile, hardware, gpu, world = ctx.profile, ctx.hardware, ctx.gpu, ctx.world
     base = TrainSetup(
         method="lora",
-        dtype=prec,
+        precision=prec,
         seq_len=ctx.seq_len,
-        attn_impl=attn,
+        attn_implementation=attn,
         lora_r=lora_rules.r,
         lora_alpha=lora_rules.alpha,
         gpus=world,
@@ -511,9 +508,9 @@ def _strategy_phase(
     rec.add("strategy.optimizer", precision.optimizer_rule(setup.method, hardware))
     if setup.method == "qlora":
         rec.add("strategy.qlora_upcast", precision.qlora_upcast_for(setup, ctx.spec))
-    rec.add("strategy.gradient_checkpointing", batch.grad_ckpt_reason(chosen.grad_ckpt, chosen.name))
+    rec.add("strategy.gradient_checkpointing", batch.grad_ckpt_reason(chosen.gradient_checkpointing, chosen.name))
     upper = max(1, min(batch.MAX_MICRO_BATCH, chosen.effective.value // world))
-    reason = batch.micro_batch_reason(chosen.micro_batch, upper, chosen.grad_ckpt)
+    reason = batch.micro_batch_reason(chosen.micro_batch, upper, chosen.gradient_checkpointing)
     rec.add("training.micro_batch", Choice(chosen.micro_batch, reason, batch.MICRO_BATCH_SOURCE))
     rec.add("training.grad_accum", batch.grad_accum_rule(chosen.effective.value, chosen.micro_batch, world))
     return _Strategy(chosen, options, order, budget_choice.reason, budget_warnings)
@@ -620,7 +617,7 @@ def _strategy_section(chosen: Option, prec: str, attn: str) -> StrategySection:
         offload_optimizer=s.offload_optimizer,
         offload_params=s.offload_params,
         attn_implementation=attn,
-        gradient_checkpointing=chosen.grad_ckpt,
+        gradient_checkpointing=chosen.gradient_checkpointing,
         optimizer=s.optimizer,
         qlora_upcast=s.qlora_upcast,
     )
@@ -696,7 +693,7 @@ def as_estimators(estimator) -> Estimators:
 
 def _with_precision(cand: Candidate, prec: str) -> Candidate:
     mixed = precision.mixed_precision_rule(cand.setup.method, prec).value
-    return replace(cand, setup=cand.setup.with_(dtype=prec, mixed_precision=mixed))
+    return replace(cand, setup=cand.setup.with_(precision=prec, mixed_precision=mixed))
 
 
 def _allowed(opt: Option, goal: str, gpu: bool, options: list[Option]) -> bool:
@@ -893,7 +890,7 @@ def find_alternatives(spec, hardware, chosen: Option, ctx: _Ctx, estimator: Esti
         for prec in ("bf16", "fp16"):
             base = chosen.candidate.setup.with_(
                 gpus=n,
-                dtype=prec,
+                precision=prec,
                 micro_batch=1,
                 grad_accum=1,
                 mixed_precision=precision.mixed_precision_rule(method, prec).value,
@@ -903,11 +900,11 @@ def find_alternatives(spec, hardware, chosen: Option, ctx: _Ctx, estimator: Esti
                 if cand.setup.method != method:
                     continue
                 for ckpt in (False, True):
-                    setup = cand.setup.with_(grad_ckpt=ckpt)
+                    setup = cand.setup.with_(gradient_checkpointing=ckpt)
                     rows.append((cand.name, setup, estimator.memory(spec, setup).total))
             sized[(n, prec)] = rows
             if prec == "bf16":  # fp16 takes the same bytes: reuse the sizes
-                sized[(n, "fp16")] = [(nm, st.with_(dtype="fp16"), tot) for nm, st, tot in rows]
+                sized[(n, "fp16")] = [(nm, st.with_(precision="fp16"), tot) for nm, st, tot in rows]
                 break
     found: list[Alternative] = []
     for gpu in gpu_catalog().values():
@@ -989,12 +986,14 @@ def trainer_traits(task: str, packing: bool, classification_mode: str = "generat
     """What the executor's trainer does that the estimator must model (executor/trainer.py): TRL
     SFTTrainer/DPOTrainer compute the loss through TRL's fused LM head (no T x V logits); a head
     classifier uses plain transformers Trainer (``model(**batch).loss``); DPO keeps a reference policy
-    (a frozen copy of the weights when the whole model is trained; memory.py counts it for full only);
+    (a frozen copy of the weights when the whole model is trained; memory.py counts it for full only) and runs
+    chosen and rejected of each row in one forward (two sequences per row);
     unpacked batches are padded and carry an attention mask (packed ones are padding-free).
     ``fused_loss`` False (training.fused_loss) takes the SFT loss from the model's own forward instead."""
     head = task == "classification" and classification_mode == "head"
     packed = packing and task != "preference" and not head
-    return {"fused_lm_head": fused_loss and not head, "reference_model": task == "preference",
+    return {"fused_loss": fused_loss and not head, "reference_model": task == "preference",
+            "sequences_per_row": 2 if task == "preference" else 1,
             "padding_mask": not packed, "device": "cuda" if gpu else "cpu"}
 
 
@@ -1004,16 +1003,16 @@ def setup_from_plan(plan: Plan) -> TrainSetup:
     gpus = world_size(plan)
     return TrainSetup(
         method=s.method,
-        dtype=s.precision,
+        precision=s.precision,
         mixed_precision=s.mixed_precision,
         seq_len=t.seq_len,
         micro_batch=t.micro_batch,
-        grad_ckpt=s.gradient_checkpointing,
+        gradient_checkpointing=s.gradient_checkpointing,
         optimizer=s.optimizer,
-        attn_impl=s.attn_implementation,
+        attn_implementation=s.attn_implementation,
         lora_r=lo.r,
         lora_alpha=lo.alpha,
-        lora_targets=tuple(lo.target_modules),
+        lora_target_modules=tuple(lo.target_modules),
         num_virtual_tokens=s.num_virtual_tokens,
         gpus=gpus,
         distribution=s.distribution,

@@ -112,7 +112,6 @@ def apply_plan_overrides(
                 f"{untrained} dropped (no trained token left)"
             )
     setup = setup_from_plan(plan)
-    setup = setup.with_(micro_batch=setup.micro_batch * ctx.seqs_per_row)
     tokens, epochs, steps = trained_tokens_and_steps(plan, ctx)
     est = estimator.with_steps(result.spec, setup, result.hardware, tokens=tokens, epochs=epochs, steps=steps)
     gpu = result.hardware.gpu is not None

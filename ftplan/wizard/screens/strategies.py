@@ -63,7 +63,7 @@ def strategy_overrides(result, est) -> dict[str, str]:
         "strategy.offload_optimizer": s.offload_optimizer,
         "strategy.offload_params": s.offload_params,
         "strategy.optimizer": s.optimizer,
-        "strategy.gradient_checkpointing": opt.grad_ckpt if opt else s.grad_ckpt,
+        "strategy.gradient_checkpointing": opt.gradient_checkpointing if opt else s.gradient_checkpointing,
         "training.micro_batch": opt.micro_batch if opt else s.micro_batch,
         "training.grad_accum": opt.grad_accum if opt else s.grad_accum,
     }
