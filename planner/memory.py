@@ -24,7 +24,7 @@ The precision policy it assumes (the executor's; see ``_precision``):
       ``peft.prepare_model_for_kbit_training`` (peft/utils/other.py casts every fp16/bf16 parameter that
       is not Params4bit to float32), adapters fp32, bf16 autocast compute.
 Assumptions: dropout 0 (Llama/Qwen/Mistral configs). What the trainer does is a TrainSetup field the
-rules set from the plan (planner/rules/engine.py trainer_traits): ``fused_loss`` (TRL SFT/DPO trainers:
+rules set from the plan (planner/convert.py trainer_traits): ``fused_loss`` (TRL SFT/DPO trainers:
 chunked log-probs, no T x V logits) or ``loss = model(**batch).loss`` (plain Trainer; logits dropped
 before backward); ``padding_mask`` (padded batches: a 4D mask and, with GQA, k/v repeated before sdpa;
 packed batches have neither: sdpa uses native GQA, transformers/integrations/sdpa_attention.py
@@ -261,7 +261,8 @@ class _Dims:
 def _dims(spec: ModelSpec, setup: TrainSetup) -> _Dims:
     s = setup.seq_len + (setup.num_virtual_tokens if setup.method == "prompt" else 0)
     return _Dims(
-        b=setup.micro_batch * setup.sequences_per_row, s=s, h=spec.hidden_size, q=spec.num_attention_heads * spec.head_dim,
+        b=setup.micro_batch * setup.sequences_per_row, s=s, h=spec.hidden_size,
+        q=spec.num_attention_heads * spec.head_dim,
         kv=spec.num_kv_heads * spec.head_dim, i=spec.intermediate_size, heads=spec.num_attention_heads,
         kv_heads=spec.num_kv_heads, V=spec.vocab_size, L=spec.num_layers,
     )

@@ -5,13 +5,15 @@ A plan field that changes memory but is missing here is a plan the estimate does
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from planner.plan import get_path, load_plan, world_size
+from planner.convert import plan_values, setup_from_plan
+from planner.memory import TrainSetup
+from planner.plan import get_path, load_plan, plan_from_dict, plan_to_dict, world_size
 from planner.render import launch_info
-from planner.rules.engine import setup_from_plan
 
 GOLDEN = sorted(Path(__file__).parent.joinpath("golden").glob("*/plan.yaml"))
 
@@ -73,6 +75,54 @@ def test_the_table_covers_every_setup_field_a_plan_decides():
     covered = {_entry(field)[0] for field in PLAN_TO_SETUP}
     from_task = {"reference_model", "padding_mask", "device", "gpus", "sequences_per_row"}
     assert {f.name for f in fields(TrainSetup)} - covered - from_task == set()
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.parent.name for p in GOLDEN])
+def test_plan_values_read_back_the_plan(path):
+    """plan -> setup -> plan values: every value the setup decides is the plan's own (one converter, both
+    directions)."""
+    plan = load_plan(path)
+    values = plan_values(setup_from_plan(plan), lora=plan.lora is not None)
+    head = plan.task == "classification" and plan.training.classification_mode == "head"
+    for key, value in values.items():
+        if key == "training.fused_loss" and head:
+            assert value is False  # a head classifier runs model(**batch).loss whatever the plan says
+            continue
+        if key in ("lora.dropout", "lora.adapter_dtype", "lora.modules_to_save") and plan.strategy.method not in (
+                "lora", "dora", "qlora"):
+            continue  # no adapter is trained: these do not reach the setup
+        assert value == get_path(plan, key), f"{path.parent.name}: {key}"
+
+
+SETUPS = [  # varied setups a plan can describe
+    TrainSetup(method="qlora", precision="bf16", seq_len=4096, micro_batch=3, gradient_checkpointing=True,
+               optimizer="paged_adamw_8bit", lora_r=64, lora_alpha=16, lora_dropout=0.1,
+               lora_target_modules=("q_proj", "v_proj"), qlora_upcast=False, double_quant=False,
+               modules_to_save=("embed_tokens",), adapter_dtype="model", grad_accum=7),
+    TrainSetup(method="full", precision="bf16", mixed_precision=True, distribution="zero3", offload_optimizer=True,
+               offload_params=True, attn_implementation="eager", optimizer="adamw_foreach", micro_batch=2),
+    TrainSetup(method="prefix", precision="fp16", num_virtual_tokens=37, fused_loss=False),
+    TrainSetup(method="dora", precision="fp32", attn_implementation="flash_attention_2", lora_r=8, lora_alpha=8),
+]
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=[s.method for s in SETUPS])
+def test_setup_round_trips_through_a_plan(setup):
+    """setup -> plan values -> plan -> setup gives the setup back (task-independent fields; the traits
+    come from the plan's task, the world size from its hardware)."""
+    plan = load_plan(next(p for p in GOLDEN if p.parent.name == "zero3-8gpu"))  # 8 GPUs: any distribution
+    data = plan_to_dict(plan)
+    for key, value in plan_values(setup).items():
+        section, name = key.split(".")
+        data.setdefault(section, {})[name] = value
+    back = setup_from_plan(plan_from_dict(data))
+    traits = ("reference_model", "padding_mask", "device", "gpus", "sequences_per_row", "gpu_kind", "added_tokens")
+    for f in fields(TrainSetup):
+        if f.name in traits or (f.name.startswith("lora_") and setup.method not in ("lora", "dora", "qlora")):
+            continue
+        if f.name in ("adapter_dtype", "modules_to_save") and setup.method not in ("lora", "dora", "qlora"):
+            continue
+        assert getattr(back, f.name) == getattr(setup, f.name), f.name
 
 
 @pytest.mark.parametrize("gpu,count,nodes,dist,expected", [

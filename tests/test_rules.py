@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from planner.convert import setup_from_plan
 from planner.errors import FtplanError
 from planner.hardware import Hardware, resolve_hardware
 from planner.request import PlanRequest
@@ -26,7 +27,6 @@ from planner.rules import (
     precision,
     strategy,
 )
-from planner.rules.engine import setup_from_plan
 from tests.rules_helpers import FIXED_VERSIONS, make_profile
 
 CPU = Hardware(gpu=None, count=0, free_memory_bytes=0, detected=True, cpu_memory_bytes=64_000_000_000)
@@ -663,7 +663,7 @@ def test_max_steps_override_sets_tokens_steps_and_time(packing):
 
 
 def test_setup_from_plan_passes_what_the_executor_does():
-    from planner.rules.engine import setup_from_plan
+    from planner.convert import setup_from_plan
 
     plan = _plan({"lora.dropout": "0.1"}).plan
     setup = setup_from_plan(plan)
@@ -682,8 +682,8 @@ def test_lora_dropout_changes_the_estimated_memory():
 
 
 def test_dpo_full_counts_the_reference_copy():
+    from planner.convert import setup_from_plan
     from planner.model_spec import load_model_spec
-    from planner.rules.engine import setup_from_plan
 
     prof = {"fmt": "preference", "fields": ("prompt", "chosen", "rejected")}
     full = _plan({"strategy.method": "full"}, task="preference", **prof)

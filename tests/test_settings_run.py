@@ -1,6 +1,6 @@
 """The settings issue 10 made expressible (optimizer variants, gradient accumulation, fused loss on/off,
 QLoRA without the fp32 upcast, modules_to_save with added tokens): each is one plan field that the
-estimator models (planner.rules.engine.setup_from_plan) and the executor runs, checked on both sides."""
+estimator models (planner.convert.setup_from_plan) and the executor runs, checked on both sides."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 import pytest
 from executor_helpers import make_plan, plan_folder, tiny_model
 
+from planner.convert import setup_from_plan
 from planner.plan import PlanValidationError, load_plan, save_plan
-from planner.rules.engine import setup_from_plan
 
 
 def _plan(tmp_path, model_dir, method="lora", **sections):

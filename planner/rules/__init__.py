@@ -15,7 +15,6 @@ from planner.rules.engine import (
     PlanResult,
     collect_versions,
     make_plan,
-    setup_from_plan,
 )
 
 __all__ = [
@@ -26,5 +25,4 @@ __all__ = [
     "PlanResult",
     "collect_versions",
     "make_plan",
-    "setup_from_plan",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from planner import __version__
+from planner.convert import STRATEGY_FIELDS, plan_values, trainer_traits
 from planner.errors import FtplanError
 from planner.memory import TrainSetup
 from planner.plan import (
@@ -608,19 +609,10 @@ def _with_upcast(cand: Candidate, spec) -> Candidate:
 
 
 def _strategy_section(chosen: Option, prec: str, attn: str) -> StrategySection:
-    s = chosen.candidate.setup
-    return StrategySection(
-        method=s.method,
-        distribution=s.distribution,
-        precision=prec,
-        mixed_precision=s.mixed_precision,
-        offload_optimizer=s.offload_optimizer,
-        offload_params=s.offload_params,
-        attn_implementation=attn,
-        gradient_checkpointing=chosen.gradient_checkpointing,
-        optimizer=s.optimizer,
-        qlora_upcast=s.qlora_upcast,
-    )
+    setup = chosen.candidate.setup.with_(precision=prec, attn_implementation=attn,
+                                         gradient_checkpointing=chosen.gradient_checkpointing)
+    values = plan_values(setup)
+    return StrategySection(**{name: values[f"strategy.{name}"] for name in STRATEGY_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -977,58 +969,8 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
 
 
 # ----------------------------------------------------------------------------------------------
-# The plan as the executor runs it: trainer traits, the estimator's setup, the step count
+# The step count the executor will run
 # ----------------------------------------------------------------------------------------------
-
-
-def trainer_traits(task: str, packing: bool, classification_mode: str = "generate", gpu: bool = True,
-                   fused_loss: bool = True) -> dict:
-    """What the executor's trainer does that the estimator must model (executor/trainer.py): TRL
-    SFTTrainer/DPOTrainer compute the loss through TRL's fused LM head (no T x V logits); a head
-    classifier uses plain transformers Trainer (``model(**batch).loss``); DPO keeps a reference policy
-    (a frozen copy of the weights when the whole model is trained; memory.py counts it for full only) and runs
-    chosen and rejected of each row in one forward (two sequences per row);
-    unpacked batches are padded and carry an attention mask (packed ones are padding-free).
-    ``fused_loss`` False (training.fused_loss) takes the SFT loss from the model's own forward instead."""
-    head = task == "classification" and classification_mode == "head"
-    packed = packing and task != "preference" and not head
-    return {"fused_loss": fused_loss and not head, "reference_model": task == "preference",
-            "sequences_per_row": 2 if task == "preference" else 1,
-            "padding_mask": not packed, "device": "cuda" if gpu else "cpu"}
-
-
-def setup_from_plan(plan: Plan) -> TrainSetup:
-    """The TrainSetup the executor will run for this plan (what the estimator models)."""
-    s, t, lo = plan.strategy, plan.training, plan.lora or LoraSection()
-    gpus = world_size(plan)
-    return TrainSetup(
-        method=s.method,
-        precision=s.precision,
-        mixed_precision=s.mixed_precision,
-        seq_len=t.seq_len,
-        micro_batch=t.micro_batch,
-        gradient_checkpointing=s.gradient_checkpointing,
-        optimizer=s.optimizer,
-        attn_implementation=s.attn_implementation,
-        lora_r=lo.r,
-        lora_alpha=lo.alpha,
-        lora_target_modules=tuple(lo.target_modules),
-        num_virtual_tokens=s.num_virtual_tokens,
-        gpus=gpus,
-        distribution=s.distribution,
-        offload_optimizer=s.offload_optimizer,
-        offload_params=s.offload_params,
-        grad_accum=t.grad_accum,
-        lora_dropout=lo.dropout if s.method in ("lora", "dora", "qlora") else 0.0,
-        qlora_upcast=s.qlora_upcast,
-        double_quant=s.double_quant,
-        adapter_dtype=lo.adapter_dtype if s.method in ("lora", "dora", "qlora") else "fp32",
-        modules_to_save=tuple(lo.modules_to_save) if s.method in ("lora", "dora", "qlora") else (),
-        added_tokens=len(plan.model.added_tokens),
-        gpu_kind=plan.hardware.gpu or "",
-        **trainer_traits(plan.task, t.packing, t.classification_mode, gpu=bool(plan.hardware.gpu),
-                         fused_loss=t.fused_loss),
-    )
 
 
 def trained_tokens_and_steps(plan: Plan, ctx: _Ctx) -> tuple[int, float, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from planner.convert import setup_from_plan
 from planner.plan import Decision, LoraSection, Plan, apply_overrides, get_path
 from planner.rules import data, optim
 from planner.rules.common import gb
@@ -20,7 +21,6 @@ from planner.rules.engine import (
     _plain,
     estimate_section,
     host_ram,
-    setup_from_plan,
     trained_tokens_and_steps,
 )
 
