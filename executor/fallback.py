@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from executor.paths import RunPaths
 from planner.errors import FtplanError
-from planner.plan import Decision, Fallback, Plan, plan_from_dict, plan_to_dict, save_plan
+from planner.plan import Decision, Fallback, Plan, plan_from_dict, plan_to_dict, save_plan, set_path
 from planner.render import rerender_configs
 
 # An OOM within this many optimizer steps of the attempt's start is "in the first steps": the peak of
@@ -48,18 +48,6 @@ def is_oom(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - executor always has torch
         pass
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def set_dotted(data: dict, path: str, value) -> None:
-    node = data
-    parts = path.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            raise FtplanError(f"fallback sets '{path}', but '{part}' is not a plan section")
-        node = node[part]
-    if parts[-1] not in node:
-        raise FtplanError(f"fallback sets '{path}', which is not a plan field")
-    node[parts[-1]] = value
 
 
 def relative_to(plan: Plan, fb: Fallback) -> Fallback | None:
@@ -99,7 +87,7 @@ def apply_next_fallback(plan: Plan, why: str, fb: Fallback | None = None) -> Pla
             raise FtplanError("no fallback left in plan.yaml that shrinks this plan")
     data = plan_to_dict(plan)
     for path, value in fb.set.items():
-        set_dotted(data, path, value)
+        set_path(data, path, value)
     data["fallbacks"] = data["fallbacks"][1:]
     data["decisions"] = data["decisions"] + [
         plan_to_dict(
@@ -107,7 +95,22 @@ def apply_next_fallback(plan: Plan, why: str, fb: Fallback | None = None) -> Pla
         )
         for path, value in fb.set.items()
     ]
-    return plan_from_dict(data, source="plan.yaml after fallback")
+    new = plan_from_dict(data, source="plan.yaml after fallback")
+    return _reestimated(new)
+
+
+def _reestimated(plan: Plan) -> Plan:
+    """The estimate follows the fallback (planner.convert: the rules' converter and estimator), so that the
+    run's estimate-vs-measured table compares with the settings that ran. A model whose architecture
+    cannot be read keeps the planned figures (the run itself is not affected)."""
+    from planner.convert import with_memory_estimate
+    from planner.model_spec import load_model_spec
+
+    try:
+        spec = load_model_spec(plan.model.name_or_path, offline=True)
+    except FtplanError:
+        return plan
+    return with_memory_estimate(plan, spec)
 
 
 @dataclass

@@ -84,3 +84,18 @@ def plan_values(setup: TrainSetup, *, lora: bool | None = None) -> dict[str, obj
             out[f"lora.{name}"] = list(value) if isinstance(value, tuple) else value
     return out
 
+
+
+def with_memory_estimate(plan: Plan, spec) -> Plan:
+    """``plan`` with its estimate's memory figures recomputed for the settings it now has (after an OOM
+    fallback or a hand edit), through the same converter and estimator the rules used; time, cost and
+    the verdict are left as planned."""
+    from dataclasses import replace
+
+    from planner.memory import estimate_memory
+
+    m = estimate_memory(spec, setup_from_plan(plan))
+    memory = {name: int(getattr(m, name)) for name in ("weights", "gradients", "optimizer", "activations",
+                                                       "temporary", "peak_allocated", "overhead", "total",
+                                                       "cpu_bytes")}
+    return replace(plan, estimate=replace(plan.estimate, **memory))

@@ -535,6 +535,23 @@ def get_path(obj, path: str):
     return obj
 
 
+def set_path(data: dict, path: str, value) -> None:
+    """Set the value at a dotted plan path in a plan dict (``plan_to_dict``); a section on the way that is
+    null starts from its defaults (``lora: null``, then ``lora.r``). An unknown path raises FtplanError."""
+    _, problem = _field_type(path)
+    if problem:
+        raise FtplanError(f"{path}: {problem}")
+    node = data
+    parts = path.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if node.get(part) is None:
+            section_tp, _ = _field_type(".".join(parts[: i + 1]))
+            inner = [a for a in typing.get_args(section_tp) if dataclasses.is_dataclass(a)]
+            node[part] = _plain(inner[0]()) if inner else {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
 def validate_plan(plan: Plan) -> list[str]:
     """Every problem of an already-built plan (empty list = valid): types, choices, ranges, cross-field."""
     errors: list[str] = []
@@ -745,16 +762,7 @@ def apply_overrides(plan: Plan, overrides: Mapping[str, str] | list[str]) -> Pla
         ):
             errors.append(f"{key}: is a section; set its fields (e.g. {key}.<field>=...) or 'null'")
             continue
-        value = parse_override_value(raw, tp)
-        node = data
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if node.get(part) is None:  # e.g. lora: null, then --set lora.r=8: start from defaults
-                section_tp, _ = _field_type(".".join(parts[: i + 1]))
-                inner = [a for a in typing.get_args(section_tp) if dataclasses.is_dataclass(a)]
-                node[part] = _plain(inner[0]()) if inner else {}
-            node = node[part]
-        node[parts[-1]] = value
+        set_path(data, key, parse_override_value(raw, tp))
     if errors:
         raise PlanValidationError("--set", errors)
     return plan_from_dict(data, source="--set")

@@ -295,6 +295,15 @@ def test_fallbacks_apply_in_order_then_give_up(tmp_path, model_dir):
         and on_disk.strategy.gradient_checkpointing
         and not on_disk.fallbacks
     )
+    # the estimate follows the settings that now run: the same converter and estimator as the rules
+    from planner.convert import setup_from_plan
+    from planner.memory import estimate_memory
+    from planner.model_spec import load_model_spec
+
+    now = estimate_memory(load_model_spec(str(model_dir)), setup_from_plan(on_disk))
+    assert on_disk.estimate.activations == now.activations and on_disk.estimate.total == now.total
+    first = estimate_memory(load_model_spec(str(model_dir)), setup_from_plan(plan))
+    assert now.activations < first.activations  # half the micro-batch, checkpointed
 
     def always(p):
         raise OutOfMemoryAtStep(0, torch.OutOfMemoryError("oom"))
