@@ -10,10 +10,11 @@ How, by method (peft's own calls, nothing hand-merged):
 * LoRA, DoRA, IA3: the base loaded as training loaded it (``executor.model.load_base_model``: the plan's
   dtype, the added tokens' rows), ``PeftModel.from_pretrained(base, final/)``, ``merge_and_unload()``.
 * QLoRA: the base loaded in NF4 exactly as trained, then *dequantized* to the 16-bit compute dtype
-  (transformers ``PreTrainedModel.dequantize``) and merged there (peft docs, "Merge LoRA weights into the
-  base model" with quantized models: merge into a dequantized 16-bit base). Merging into the original
-  16-bit checkpoint instead would add the adapter to weights it never saw: on the test model that moves the
-  logits 20x further from the trained model (0.081 vs 0.0039 max |diff| at logit scale 0.64, bf16).
+  (transformers ``PreTrainedModel.dequantize``) and merged there: the adapter is added to the weights it was
+  trained against. Merging into the 4-bit layers re-quantizes the sum (peft's ``Linear4bit.merge``; outputs
+  change, huggingface/peft#1043), and merging into the original 16-bit checkpoint adds the adapter to weights
+  it never saw: on the test model that lands 20x further from the trained model (max |logit diff| 0.081 vs
+  0.0039 at logit scale 0.64, bf16; the dequantize-then-merge recipe of the QLoRA community scripts).
 * full fine-tuning: ``final/`` is already the model; it is re-saved (sharded) with the card.
 * prompt and prefix tuning add virtual tokens, not weight deltas: nothing to merge (FtplanError).
 

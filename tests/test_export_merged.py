@@ -190,6 +190,35 @@ def test_full_fine_tune_is_resaved_with_the_card(tmp_path, model_dir):
     assert "full" in meta["tags"] and "merged" not in meta["tags"]
 
 
+def test_added_tokens_and_saved_modules_survive_the_merge(tmp_path, model_dir):
+    """model.added_tokens grow the vocabulary; lora.modules_to_save trains whole embedding/head copies."""
+    import dataclasses
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from executor.merge import export_merged
+    from executor.run import run_plan
+
+    plan = make_plan(tmp_path, model=model_dir, training={"max_steps": 2}, evaluation={"eval_steps": 2,
+                     "max_eval_samples": 2}, checkpointing={"save_steps": 2},
+                     lora={"r": 4, "alpha": 8, "dropout": 0.0, "modules_to_save": ["embed_tokens", "lm_head"]})
+    plan = dataclasses.replace(plan, model=dataclasses.replace(plan.model, added_tokens=["<tool>", "</tool>"]))
+    folder = plan_folder(tmp_path, plan)
+    assert run_plan(folder, log=lambda *_: None).status == "completed"
+    out = tmp_path / "merged"
+    export_merged(folder, out, log=lambda *_: None)
+    tok = AutoTokenizer.from_pretrained(out)
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert len(tok) == merged.get_input_embeddings().weight.shape[0] == 302
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    base.resize_token_embeddings(len(tok))
+    adapted = PeftModel.from_pretrained(base, folder / "output" / "final").eval()
+    ids = torch.tensor([tok("<tool> 7+8 </tool>", add_special_tokens=False)["input_ids"]])
+    assert ids.max() >= 300  # the new tokens are in the probe
+    torch.testing.assert_close(_logits(merged, ids), _logits(adapted, ids), atol=1e-4, rtol=1e-4)
+
+
 class FakeHfApi:
     """Stands in for huggingface_hub.HfApi: records the calls, no network."""
 
