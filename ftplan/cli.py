@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "go": ("ftplan.commands.run", "Plan, confirm and run in one shot."),
     "chat": ("ftplan.commands.run", "Chat with a trained plan's model."),
     "generate": ("ftplan.commands.run", "Generate a completion from a trained plan's model."),
+    "launch": ("ftplan.commands.launch", "Write a plan's Slurm job or SkyPilot task; print the submit command."),
     "export": ("ftplan.commands.export", "Export a plan: merged model, or an axolotl/LLaMA-Factory config."),
     "wizard": ("ftplan.commands.wizard", "Terminal wizard: from nothing to a reviewed plan."),
 }
