@@ -45,6 +45,7 @@ from executor.paths import FINAL_MARKER, RunPaths
 from executor.preflight import resolve_relative_paths
 from planner.errors import FtplanError
 from planner.plan import Plan, load_plan
+from planner.vocab import ADAPTER_METHODS
 
 Log = Callable[[str], None]
 
@@ -339,7 +340,7 @@ def _settings(plan: Plan) -> dict:
     if plan.task != "classification":
         training.pop("classification_mode")
     out = {"task": plan.task, "strategy": strategy}
-    if plan.lora is not None and plan.strategy.method in ("lora", "dora", "qlora"):
+    if plan.lora is not None and plan.strategy.method in ADAPTER_METHODS:
         out["lora"] = {k: v for k, v in dataclasses.asdict(plan.lora).items() if k != "merge_after"}
     out["training"] = training
     out["hardware"] = {"gpu": plan.hardware.gpu or "cpu", "count": plan.hardware.count, "nodes": plan.hardware.nodes}

@@ -39,6 +39,7 @@ from planner.errors import FtplanError
 from planner.files import write_atomic
 from planner.plan import Plan, load_plan
 from planner.render import rerender_configs
+from planner.vocab import ADAPTER_METHODS
 
 Log = Callable[[str], None]
 ALLOW_DATA_CHANGE_ENV = "FTPLAN_ALLOW_DATA_CHANGE"  # --allow-data-change, passed to launched ranks
@@ -314,7 +315,7 @@ def save_artifacts(t: Trained, paths: RunPaths, log: Log) -> dict[str, str]:
     t.tokenizer.save_pretrained(str(paths.final))
     write_atomic(paths.final / FINAL_MARKER, json.dumps({"step": t.trainer.state.global_step}))
     lora = t.plan.lora
-    if t.plan.strategy.method in ("lora", "dora", "qlora") and lora is not None and lora.merge_after:
+    if t.plan.strategy.method in ADAPTER_METHODS and lora is not None and lora.merge_after:
         merge_adapter(t.plan, paths, t.tokenizer, t.data.labels if is_head_classification(t.plan) else None)
         out["merged"] = str(paths.merged)
         log(f"ftplan: merged model written to {paths.merged}")

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from planner.memory import TrainSetup
 from planner.plan import LoraSection, Plan, world_size
-
-ADAPTER_METHODS = ("lora", "dora", "qlora")  # methods with a plan.yaml lora: section (peft LoraConfig)
+from planner.vocab import ADAPTER_METHODS
 
 # plan.yaml strategy: fields that are TrainSetup fields of the same name
 STRATEGY_FIELDS = ("method", "distribution", "precision", "mixed_precision", "offload_optimizer", "offload_params",

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from planner.vocab import ADAPTER_METHODS
+
 if TYPE_CHECKING:  # pragma: no cover
     from planner.hardware import Hardware
     from planner.memory import TrainSetup
@@ -101,7 +103,7 @@ def flops_per_token(spec: ModelSpec, setup: TrainSetup) -> float:
     fwd = 2 * n + attn / 3
     bwd = (2 * n if frozen else 4 * n) + 2 * attn / 3
     adapters = 0.0
-    if setup.method in ("lora", "dora", "qlora"):
+    if setup.method in ADAPTER_METHODS:
         # adapter matmuls: forward 2, backward 4 FLOPs per adapter parameter (they get weight gradients)
         adapters = 6.0 * spec.lora_trainable_params(setup.lora_target_modules, setup.lora_r)
     recompute = fwd if setup.gradient_checkpointing else 0.0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from planner.cost import time_and_cost
 from planner.memory import MemoryBreakdown, TrainSetup, estimate_memory
+from planner.vocab import ADAPTER_METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
     from planner.hardware import Hardware
@@ -206,7 +207,7 @@ def standard_strategies(
         extra = dict(settings)
         if setup.method != "qlora":
             extra.pop("qlora_upcast", None)
-        if setup.method not in ("lora", "dora", "qlora"):
+        if setup.method not in ADAPTER_METHODS:
             extra.pop("modules_to_save", None)
         out.append((name, setup.with_(**extra)))
     return out

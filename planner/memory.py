@@ -38,19 +38,25 @@ from typing import TYPE_CHECKING, Literal
 
 from planner.errors import FtplanError
 from planner.overhead import device_overhead
+from planner.vocab import (
+    ADAPTER_METHODS,
+    ATTN_IMPLEMENTATIONS,
+    DISTRIBUTIONS,
+    METHODS,
+    OPTIMIZERS,
+    AttnImplementation,
+    Distribution,
+    Method,
+    Optimizer,
+    Precision,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from planner.model_spec import ModelSpec
 
-Method = Literal["full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"]
-DType = Literal["bf16", "fp16", "fp32"]
-Optimizer = Literal["adamw", "adamw_foreach", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd",
-                    "adafactor"]
-# Every optimizer a plan can name, in one place (plan schema, CLI, executor map and estimator share it).
-OPTIMIZERS: tuple[str, ...] = ("adamw", "adamw_foreach", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
-                               "sgd", "adafactor")
-AttnImpl = Literal["sdpa", "flash_attention_2", "eager"]
-Distribution = Literal["single", "ddp", "zero1", "zero2", "zero3", "fsdp"]
+# The closed sets (methods, precisions, optimizers, ...) are planner.vocab's, shared with the plan schema
+# and the CLI; OPTIMIZERS is re-exported here for the executor's optimizer map.
+__all__ = ["OPTIMIZERS", "SAVE_MODULES", "TrainSetup", "MemoryBreakdown", "estimate_memory"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class TrainSetup:
     """The knobs that decide memory and time; one strategy = one TrainSetup."""
 
     method: Method = "lora"
-    precision: DType = "bf16"  # compute dtype (and weight dtype unless mixed_precision)
+    precision: Precision = "bf16"  # compute dtype (and weight dtype unless mixed_precision)
     mixed_precision: bool = False  # fp32 master weights/grads/optimizer + 16-bit autocast compute
     seq_len: int = 2048
     micro_batch: int = 1  # rows per device per forward (plan.yaml training.micro_batch)
@@ -67,7 +73,7 @@ class TrainSetup:
     sequences_per_row: int = 1
     gradient_checkpointing: bool = False
     optimizer: Optimizer = "adamw"
-    attn_implementation: AttnImpl = "sdpa"
+    attn_implementation: AttnImplementation = "sdpa"
     lora_r: int = 16
     lora_alpha: int = 32
     lora_target_modules: tuple[str, ...] = ("all-linear",)  # or module names like ("q_proj", "v_proj")
@@ -273,11 +279,11 @@ def _dims(spec: ModelSpec, setup: TrainSetup) -> _Dims:
 # ---------------------------------------------------------------------------------------------------------
 
 _CHOICES = {
-    "method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
+    "method": METHODS,
     "precision": tuple(DTYPE_BYTES),
     "optimizer": OPTIMIZERS,
-    "attn_implementation": ("sdpa", "flash_attention_2", "eager"),
-    "distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
+    "attn_implementation": ATTN_IMPLEMENTATIONS,
+    "distribution": DISTRIBUTIONS,
     "device": ("cuda", "cpu"),
     "adapter_dtype": ("fp32", "model"),
 }
@@ -299,12 +305,12 @@ def validate_setup(spec: ModelSpec, setup: TrainSetup) -> None:
     if unknown:
         raise FtplanError(f"modules_to_save: {', '.join(unknown)} is not modelled",
                           hint=f"use {', '.join(sorted(SAVE_MODULES))}")
-    if setup.modules_to_save and setup.method not in ("lora", "dora", "qlora"):
+    if setup.modules_to_save and setup.method not in ADAPTER_METHODS:
         raise FtplanError(f"modules_to_save applies to LoRA/DoRA/QLoRA, not method={setup.method}",
                           hint="full fine-tuning already trains every module")
     if not 0.0 <= setup.lora_dropout < 1.0:
         raise FtplanError(f"lora_dropout={setup.lora_dropout!r} must be in [0, 1)")
-    if setup.method in ("lora", "dora", "qlora") and setup.lora_r > spec.hidden_size:
+    if setup.method in ADAPTER_METHODS and setup.lora_r > spec.hidden_size:
         raise FtplanError(
             f"lora_r={setup.lora_r} is larger than the hidden size {spec.hidden_size} of {spec.name}",
             hint="use a rank well below the hidden size, e.g. 8-64",
@@ -342,7 +348,7 @@ class _Params:
 def _trainable(spec: ModelSpec, setup: TrainSetup) -> int:
     if setup.method == "full":
         return spec.param_counts().total
-    if setup.method in ("lora", "qlora", "dora"):
+    if setup.method in ADAPTER_METHODS:
         return spec.lora_trainable_params(setup.lora_target_modules, setup.lora_r, dora=setup.method == "dora")
     if setup.method == "prompt":
         return spec.prompt_tuning_params(setup.num_virtual_tokens)
@@ -466,7 +472,7 @@ def _optimizer_bytes(setup: TrainSetup, p: _Params, spec: ModelSpec, prec: _Prec
 
 def _targets(spec: ModelSpec, setup: TrainSetup) -> list:
     """LinearShapes of one layer that carry a LoRA adapter."""
-    if setup.method not in ("lora", "dora", "qlora"):
+    if setup.method not in ADAPTER_METHODS:
         return []
     layer0 = spec.family.layer_prefix + ".0."
     return [s for n, s in spec.lora_target_modules(setup.lora_target_modules) if n.startswith(layer0)]

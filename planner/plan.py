@@ -17,16 +17,22 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from planner.errors import FtplanError, close_matches
 from planner.files import write_atomic
-from planner.memory import OPTIMIZERS, SAVE_MODULES
+from planner.memory import SAVE_MODULES
+from planner.vocab import (
+    ADAPTER_METHODS,
+    ATTN_IMPLEMENTATIONS,
+    DISTRIBUTIONS,
+    FORMATS,
+    METHODS,
+    OPTIMIZERS,
+    PRECISIONS,
+    TASKS,
+)
 
 SCHEMA_VERSION = 1
-
-Task = Literal["sft", "chat", "continued-pretraining", "classification", "preference"]
-
 
 @dataclass
 class ModelSection:
@@ -217,18 +223,18 @@ PLAN_FILENAME = "plan.yaml"
 
 # Allowed values of the string fields (the schema keeps them as ``str`` so old plans stay loadable).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("sft", "chat", "continued-pretraining", "classification", "preference"),
+    "task": TASKS,
     "goal": ("quality", "balanced", "cost"),
     "model.source": ("catalog", "local", "hf-cache", "hub"),
-    "data.format": ("alpaca", "chat", "prompt_completion", "text", "preference", "kto", "classification"),
+    "data.format": FORMATS,
     "data.system_turn": ("keep", "merge", "drop"),
     "lora.adapter_dtype": ("fp32", "model"),
     "data.template": ("", "tokenizer", "plan", "default"),
     "data.tokens_counted": ("", "exact", "heuristic"),
-    "strategy.method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
-    "strategy.distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
-    "strategy.precision": ("bf16", "fp16", "fp32"),
-    "strategy.attn_implementation": ("sdpa", "flash_attention_2", "eager"),
+    "strategy.method": METHODS,
+    "strategy.distribution": DISTRIBUTIONS,
+    "strategy.precision": PRECISIONS,
+    "strategy.attn_implementation": ATTN_IMPLEMENTATIONS,
     "strategy.optimizer": OPTIMIZERS,
     # transformers.SchedulerType names (transformers/trainer_utils.py).
     "training.lr_scheduler": (
@@ -327,7 +333,7 @@ RANGES: dict[str, Range] = {
     },
 }
 
-LORA_METHODS = ("lora", "dora", "qlora")  # methods that read the lora section
+LORA_METHODS = ADAPTER_METHODS  # methods that read the lora section
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # YAML 1.1 reads '1e-5' as str
 
 

@@ -10,7 +10,7 @@ import json
 import click
 
 from planner.errors import FtplanError
-from planner.memory import OPTIMIZERS
+from planner.vocab import ATTN_IMPLEMENTATIONS, ESTIMATE_METHODS, OPTIMIZERS, PRECISIONS
 
 EPILOG = """\b
 Examples:
@@ -29,9 +29,9 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 
 @click.command(name="estimate", epilog=EPILOG)
 @click.option("--model", "model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local folder.")
-@click.option("--method", type=click.Choice(["full", "lora", "qlora", "dora", "prompt", "prefix"]),
+@click.option("--method", type=click.Choice(ESTIMATE_METHODS),
               help="One strategy (default: all side by side).")
-@click.option("--precision", "--dtype", "precision", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+@click.option("--precision", "--dtype", "precision", type=click.Choice(PRECISIONS), default=None,
               help="Compute dtype, plan.yaml strategy.precision (full without --mixed-precision: pure 16-bit "
                    "weights, grads, states).")
 @click.option("--mixed-precision", is_flag=True, help="fp32 master weights, grads and optimizer; 16-bit compute.")
@@ -65,7 +65,7 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--added-tokens", type=int, default=0, show_default=True, metavar="N",
               help="Tokens added to the tokenizer (embeddings resized by N rows).")
 @click.option("--attn-implementation", "--attn", "attn_implementation",
-              type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default="sdpa", show_default=True)
+              type=click.Choice(ATTN_IMPLEMENTATIONS), default="sdpa", show_default=True)
 @click.option("--num-virtual-tokens", type=int, default=20, show_default=True, help="Prompt/prefix tuning.")
 @click.option("--gpus", type=int, metavar="N", help="GPUs (world size).")
 @click.option("--zero", type=int, metavar="0-3", help="DeepSpeed ZeRO stage (with --gpus > 1).")

@@ -7,6 +7,7 @@ import click
 
 from planner.dataset.chat import SYSTEM_TURN_CHOICES
 from planner.errors import FtplanError
+from planner.vocab import TASKS
 
 EPILOG = """\b
 Examples:
@@ -20,7 +21,6 @@ Examples:
   ftplan plan --model ./m --data intents.csv --task classification --columns text=utterance,label=intent
 """
 
-TASKS = ("sft", "chat", "continued-pretraining", "classification", "preference")
 
 
 _OPTIONS = [

@@ -7,6 +7,7 @@ from dataclasses import replace
 import click
 
 from planner.errors import FtplanError
+from planner.vocab import TASKS
 
 EPILOG = """\b
 Examples:
@@ -22,7 +23,7 @@ Needs the wizard extra: pip install 'ftplan[wizard]'.
 @click.command(name="wizard", epilog=EPILOG)
 @click.option("--model", metavar="M", help="Start with this model (catalog name, hub id or local folder).")
 @click.option("--data", metavar="FILE", help="Start with this dataset file.")
-@click.option("--task", type=click.Choice(["sft", "chat", "continued-pretraining", "classification", "preference"]),
+@click.option("--task", type=click.Choice(TASKS),
               help="Start with this task (default: from the data format).")
 @click.option("--gpu", metavar="NAME", help="Plan for this catalog GPU instead of the detected one.")
 @click.option("--gpus", type=int, metavar="N", help="GPU count (with --gpu).")

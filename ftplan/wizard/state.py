@@ -12,7 +12,6 @@ from typing import Any
 
 from planner.request import PlanRequest
 
-TASKS = ("sft", "chat", "continued-pretraining", "classification", "preference")
 GOALS = ("quality", "balanced", "cost")
 
 # Data format (DataProfile.format) -> the task that format usually means; only the task step's

@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 from planner.dataset.readers import BadRow, type_name
 from planner.errors import FtplanError
 
-FORMATS = ("alpaca", "chat", "prompt_completion", "text", "preference", "kto", "classification")
-
 # Roles as published -> the roles chat templates know (TRL maybe_convert_to_chatml; LLaMA-Factory's
 # ShareGPT tags: human/gpt/function_call/observation; Gemma's "model"; OpenAI's "function" and "developer").
 ROLE_ALIASES = {

@@ -58,7 +58,7 @@ class InvalidRow:
 class DataProfile:
     path: str
     file_format: str  # jsonl | json | csv | tsv | parquet | txt
-    format: str  # detected record format (layouts.FORMATS)
+    format: str  # detected record format (planner.vocab.FORMATS)
     fields: tuple[str, ...]  # columns seen
     rows: int  # records read (valid + invalid)
     valid_rows: int  # rows a trainer can use (duplicates included)

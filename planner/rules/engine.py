@@ -36,6 +36,7 @@ from planner.rules import batch, budget, data, evaluation, lora, optim, precisio
 from planner.rules.common import Choice, gb, hours_text
 from planner.rules.inputs import check_profile, check_task
 from planner.rules.strategy import Candidate
+from planner.vocab import ADAPTER_METHODS
 
 CPU_MAX_HOURS = 8.0
 # When nothing fits the data's p99 length, a shorter sequence is accepted only while it truncates at
@@ -330,7 +331,7 @@ def make_plan(
     method = chosen.candidate.setup.method
     training = _optimisation_phase(ctx, chosen, rec)
     lora_section = None
-    if method in ("lora", "dora", "qlora"):
+    if method in ADAPTER_METHODS:
         _record_lora(rec, r_choice, spec)
         lora_section = lora_rules
     ev, ck = _evaluation_phase(ctx, chosen, rec, training)
@@ -856,7 +857,7 @@ def fallbacks_for(
             "training.grad_accum": batch.grad_accum_rule(nxt.effective.value, 1, s.gpus).value,
             "strategy.qlora_upcast": s.qlora_upcast if s.method == "qlora" else True,
         }
-        if s.method in ("lora", "dora", "qlora") and plan.lora is None:
+        if s.method in ADAPTER_METHODS and plan.lora is None:
             change["lora"] = plan_to_dict(lora_rules or LoraSection())  # from full: the rules' LoRA shape
         if s.method != plan.strategy.method:
             change["training.lr"] = optim.lr_rule(s.method, plan.task, plan.model.total_params).value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from planner.errors import FtplanError
 
-# Which record formats (planner.dataset.layouts.FORMATS) each task can train on; executor/data.py uses
+# Which record formats (planner.vocab.FORMATS) each task can train on; executor/data.py uses
 # this same table, so planning refuses exactly what training would refuse.
 FORMATS_FOR_TASK: dict[str, tuple[str, ...]] = {
     "sft": ("alpaca", "prompt_completion", "chat", "classification"),

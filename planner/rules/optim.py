@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from planner.rules.common import QLORA, SEED_GUIDE, SEED_HPARAMS, SEED_STRATEGIES, Choice, clamp, params_text
+from planner.vocab import ADAPTER_METHODS
 
 # (max params, lr) for full fine-tuning: seeds/001 and /004 give 1e-5..5e-5; smaller models take
 # the top of the range, the largest the bottom (larger models are more sensitive to large steps).
@@ -67,7 +68,7 @@ def lr_range(method: str, task: str) -> tuple[float, float]:
         return (1e-5, 5e-5)
     if method in ("prompt", "prefix"):
         return (1e-3, 3e-1)
-    return (1e-4, 3e-4) if method in ("lora", "dora", "qlora") else (1e-5, 1e-2)
+    return (1e-4, 3e-4) if method in ADAPTER_METHODS else (1e-5, 1e-2)
 
 
 def epochs_rule(task: str, train_rows: int, goal: str) -> Choice[float]:

@@ -23,6 +23,7 @@ from planner.rules.engine import (
     host_ram,
     trained_tokens_and_steps,
 )
+from planner.vocab import ADAPTER_METHODS, DISTRIBUTIONS, PRECISIONS
 
 # --set keys that decide which setup is sized and estimated: the plan is made for them, so that every decision
 # that depends on them (learning rate, weight decay, precision policy, optimizer, LoRA section, micro-batch,
@@ -38,8 +39,8 @@ PINNED_KEYS: dict[str, tuple[str, ...]] = {
                            "training.grad_accum"),
 }
 _PINNED_CHOICES = {"strategy.method": ("full", "lora", "dora", "qlora", "ia3", "prompt", "prefix"),
-                   "strategy.distribution": ("single", "ddp", "zero1", "zero2", "zero3", "fsdp"),
-                   "strategy.precision": ("bf16", "fp16", "fp32")}
+                   "strategy.distribution": DISTRIBUTIONS,
+                   "strategy.precision": PRECISIONS}
 
 
 def pinned_overrides(overrides) -> dict[str, str]:
@@ -68,7 +69,7 @@ def apply_plan_overrides(
 
         overrides = parse_set_options(overrides)
     if (
-        overrides.get("strategy.method", "").strip() in ("lora", "dora", "qlora")
+        overrides.get("strategy.method", "").strip() in ADAPTER_METHODS
         and before.lora is None
         and "lora" not in overrides
     ):
@@ -162,7 +163,7 @@ def override_warnings(before: Plan, after: Plan, hardware) -> list[str]:
         out.append(f"--set strategy.precision={s.precision}: CPU training needs fp32")
     if (
         after.lora is not None
-        and s.method in ("lora", "dora", "qlora")
+        and s.method in ADAPTER_METHODS
         and after.lora.alpha != 2 * after.lora.r
     ):
         out.append(

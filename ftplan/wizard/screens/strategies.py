@@ -12,6 +12,7 @@ from textual.widgets.option_list import Option
 
 from ftplan.wizard.screens.base import StepFailed, StepScreen
 from ftplan.wizard.widgets import GIB, gib, hours, memory_bar, memory_legend, money, params, verdict_text
+from planner.vocab import ADAPTER_METHODS
 
 BAR_WIDTH = 36
 
@@ -68,7 +69,7 @@ def strategy_overrides(result, est) -> dict[str, str]:
         "training.grad_accum": opt.grad_accum if opt else s.grad_accum,
     }
     plan = result.plan
-    if s.method in ("lora", "dora", "qlora") and plan.lora is None:  # from full: the candidate's LoRA shape
+    if s.method in ADAPTER_METHODS and plan.lora is None:  # from full: the candidate's LoRA shape
         wanted.update({"lora.r": s.lora_r, "lora.alpha": s.lora_alpha})
     out = {}
     for key, value in wanted.items():

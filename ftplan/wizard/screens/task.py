@@ -14,7 +14,8 @@ from textual.widgets import Input, Label, RadioButton, RadioSet, Select, Static
 from textual.worker import get_current_worker
 
 from ftplan.wizard.screens.base import StepFailed, StepScreen
-from ftplan.wizard.state import GOALS, TASKS
+from ftplan.wizard.state import GOALS
+from planner.vocab import TASKS
 
 TASK_HELP = {
     "sft": "instruction tuning: prompt → response (alpaca, prompt/completion)",
