@@ -156,6 +156,33 @@ class CheckpointSection:
     save_total_limit: int = 3
 
 
+# Experiment trackers the executor can report to (transformers' report_to names): defined once, here.
+TRACKING_BACKENDS = ("tensorboard", "mlflow", "wandb")
+MLFLOW_LOCAL_STORE = "mlruns"  # under output_dir: mlflow.db (SQLite) and artifacts/
+WANDB_MODES = ("offline", "online")
+
+
+@dataclass
+class TrackingSection:
+    """Where a run's settings, metrics and estimate-vs-measured table go (transformers' report_to).
+
+    Never a credential: trackers read their tokens from the environment (WANDB_API_KEY,
+    MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD); a URI carrying one is refused at load.
+    """
+
+    backends: list[str] = field(default_factory=lambda: ["tensorboard"])  # TRACKING_BACKENDS; [] = none
+    experiment: str | None = None  # MLflow experiment / W&B project; null: the plan folder's name
+    mlflow_tracking_uri: str | None = None  # null: a local store under <output_dir>/mlruns
+    wandb_project: str | None = None  # null: the experiment name
+    wandb_mode: str = "offline"  # offline (nothing leaves the machine; `wandb sync` later) | online
+
+    def mlflow_uri(self, output_dir: str) -> str:
+        """The MLflow tracking URI of a run: the plan's, or MLflow's local database backend (SQLite) under
+        ``<output_dir>/mlruns`` (MLflow 3 keeps the file store in maintenance mode and refuses it unless
+        opted in: mlflow/store/tracking/file_store.py)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{output_dir}/{MLFLOW_LOCAL_STORE}/mlflow.db"
+
+
 @dataclass
 class EstimateSection:
     weights: int = 0
@@ -203,6 +230,7 @@ class Plan:
     training: TrainingSection = field(default_factory=TrainingSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     checkpointing: CheckpointSection = field(default_factory=CheckpointSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
     estimate: EstimateSection = field(default_factory=EstimateSection)
     output_dir: str = "output"  # relative to the plan folder
     decisions: list[Decision] = field(default_factory=list)
@@ -248,6 +276,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.classification_mode": ("generate", "head"),
     "evaluation.metric": ("loss", "exact_match", "accuracy", "rouge_l", "perplexity"),
     "estimate.verdict": ("", "fits", "tight", "exceeds", "cpu"),
+    "tracking.wandb_mode": WANDB_MODES,
 }
 
 
@@ -514,6 +543,7 @@ def _check_values(plan: Plan) -> list[str]:
         errors.append(f"strategy.qlora_upcast: applies to qlora only, not '{plan.strategy.method}' (remove it)")
     if not plan.training.fused_loss and plan.task == "preference":
         errors.append("training.fused_loss: TRL's DPOTrainer always uses its fused LM head (set it to true)")
+    errors.extend(_tracking_errors(plan.tracking))
     dist = plan.strategy.distribution
     if plan.strategy.offload_params and dist not in ("zero3", "fsdp"):
         errors.append(f"strategy.offload_params: needs distribution zero3 or fsdp, got '{dist}'")
@@ -530,6 +560,51 @@ def _check_values(plan: Plan) -> list[str]:
         errors.append(f"strategy.distribution: '{dist}' on CPU needs hardware.count >= 2 (processes), "
                       f"got {gpus}")
     return errors
+
+
+def _tracking_errors(t: TrackingSection) -> list[str]:
+    errors = [f"tracking.backends[{i}]: unknown '{b}' (one of: {', '.join(TRACKING_BACKENDS)})"
+              for i, b in enumerate(t.backends) if b not in TRACKING_BACKENDS]
+    if len(set(t.backends)) != len(t.backends):
+        errors.append("tracking.backends: lists a backend twice")
+    for name in ("experiment", "wandb_project", "mlflow_tracking_uri"):
+        value = getattr(t, name)
+        if value is not None and not value.strip():
+            errors.append(f"tracking.{name}: empty; use null for the default")
+    problem = tracking_uri_problem(t.mlflow_tracking_uri)
+    if problem:
+        errors.append(f"tracking.mlflow_tracking_uri: {problem}")
+    return errors
+
+
+# Query keys that carry a credential (presigned URLs, access tokens): never stored in plan.yaml.
+_SECRET_QUERY = re.compile(r"token|passw|secret|api[_-]?key|access[_-]?key|credential|sig(nature)?$|auth", re.I)
+
+
+def tracking_uri_problem(uri: str | None) -> str | None:
+    """Why a tracking URI cannot go into plan.yaml (it carries a credential), else None.
+
+    The message never repeats the URI, so the secret does not reach a terminal or a log either. MLflow reads
+    credentials from the environment (MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN, mlflow/environment_variables.py).
+    """
+    if not uri:
+        return None
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(uri.strip())
+        has_user = parts.username is not None or parts.password is not None
+        query_keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError:
+        return "not a valid URI"
+    fix = ("plan.yaml holds no secrets: remove them and give them through the environment instead "
+           "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN; a database's own "
+           "password file)")
+    if has_user:
+        return f"carries credentials (user[:password]@host); {fix}"
+    if any(_SECRET_QUERY.search(k) for k in query_keys):
+        return f"carries a credential in its query string; {fix}"
+    return None
 
 
 def get_path(obj, path: str):

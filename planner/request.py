@@ -32,3 +32,5 @@ class PlanRequest:
     columns: dict[str, str] = field(default_factory=dict)  # --columns: canonical name -> file column
     system_turn: str = "keep"  # --system-turn: keep | merge | drop (templates without a system role)
     merge_consecutive: bool = False  # --merge-consecutive (templates demanding strict alternation)
+    tracking: tuple[str, ...] | None = None  # --tracking: report_to backends; None = the rule's default
+    mlflow_uri: str | None = None  # --mlflow-uri: None = a local store under <plan>/output/mlruns

@@ -19,6 +19,7 @@ Examples:
       --general-data general.jsonl --set training.lr=1e-5 --set lora.r=64 --out plans/domain
   ftplan plan --model ./gemma --data chats.jsonl --task chat --system-turn merge   # no system role
   ftplan plan --model ./m --data intents.csv --task classification --columns text=utterance,label=intent
+  ftplan plan --model ./m --data train.jsonl --task sft --tracking tensorboard,mlflow   # + MLflow, local store
 """
 
 
@@ -46,6 +47,12 @@ _OPTIONS = [
                  "turn, or drop it."),
     click.option("--merge-consecutive", is_flag=True,
                  help="Join consecutive turns of the same role (templates that demand strict alternation)."),
+    click.option("--tracking", metavar="BACKENDS",
+                 help="Experiment trackers, a comma list of tensorboard, mlflow, wandb, or none "
+                 "(default: tensorboard). W&B runs offline unless tracking.wandb_mode is online."),
+    click.option("--mlflow-uri", metavar="URI",
+                 help="MLflow tracking server or database (default: a local store in <out>/output/mlruns). "
+                 "No credentials: MLflow reads MLFLOW_TRACKING_TOKEN etc. from the environment."),
     click.option("--out", "out_dir", default="plan", show_default=True, metavar="DIR",
                  help="Plan folder to write."),
     click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -65,18 +72,27 @@ def plan_options(func):
 
 def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, goal, max_hours, max_cost,
                    general_data, out_dir, sets, trust_remote_code, force, columns=None, system_turn="keep",
-                   merge_consecutive=False):
+                   merge_consecutive=False, tracking=None, mlflow_uri=None):
     """Validate the options, decide the plan and write its folder; returns (PlanResult, folder)."""
     from planner.dataset.layouts import parse_columns
-    from planner.plan import parse_set_options
+    from planner.plan import parse_set_options, tracking_uri_problem
     from planner.render import check_out_dir, write_plan_folder
     from planner.request import PlanRequest
     from planner.rules import make_plan
     from planner.rules.evaluation import disk_warning
+    from planner.rules.tracking import missing_message, missing_packages, parse_backends
 
     for flag, value in (("--max-hours", max_hours), ("--max-cost", max_cost)):
         if value is not None and not value > 0:
             raise FtplanError(f"{flag} must be positive, got {value:g}")
+    backends = parse_backends(tracking)
+    if mlflow_uri is not None and backends is not None and "mlflow" not in backends:
+        raise FtplanError("--mlflow-uri: only used with --tracking ...,mlflow", hint="add mlflow to --tracking")
+    if mlflow_uri is not None and backends is None:
+        backends = ("tensorboard", "mlflow")  # a tracking URI says where MLflow runs go: it implies MLflow
+    problem = tracking_uri_problem(mlflow_uri)
+    if problem:
+        raise FtplanError(f"--mlflow-uri: {problem}")  # before any work (and never echoing the URI)
     check_out_dir(out_dir, force)  # fail before any work
     request = PlanRequest(
         model=model,
@@ -96,11 +112,16 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
         columns=parse_columns(columns),
         system_turn=system_turn,
         merge_consecutive=merge_consecutive,
+        tracking=backends,
+        mlflow_uri=mlflow_uri,
     )
     result = make_plan(request)
     warning = disk_warning(result.plan, _free_bytes(out_dir))
     if warning:
         result.plan.warnings.append(warning)
+    missing = missing_packages(result.plan.tracking)
+    if missing:  # planning needs no tracker; `ftplan run` refuses to start without it
+        result.plan.warnings.append(missing_message(missing) + " (`ftplan run` needs it)")
     return result, write_plan_folder(result, out_dir, force=force)
 
 

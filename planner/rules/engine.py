@@ -33,6 +33,7 @@ from planner.plan import (
 )
 from planner.rules import advice as advice_rules
 from planner.rules import batch, budget, data, evaluation, lora, optim, precision, strategy
+from planner.rules import tracking as tracking_rules
 from planner.rules.common import Choice, gb, hours_text
 from planner.rules.inputs import check_profile, check_task
 from planner.rules.strategy import Candidate
@@ -354,6 +355,7 @@ def make_plan(
         training=training,
         evaluation=ev,
         checkpointing=ck,
+        tracking=tracking_rules.tracking_section(request, rec),
         estimate=estimate_section(chosen.estimate, chosen.steps),
         decisions=rec.decisions,
         warnings=_warnings(ctx, chosen, st.budget_warnings),
