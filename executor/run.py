@@ -34,6 +34,7 @@ from executor.report import (
     write_summary,
 )
 from executor.tokenizer import build_tokenizer
+from executor.tracking import check_installed, detach_trackers, log_run_end
 from executor.trainer import build_trainer, build_training_args, find_callback
 from planner.errors import FtplanError
 from planner.files import write_atomic
@@ -82,6 +83,7 @@ def run_plan(plan_dir: str | os.PathLike, *, log: Log = print, allow_data_change
     paths = RunPaths.of(plan_dir, plan.output_dir)
     plan = resolve_relative_paths(plan, paths.plan_dir)
     check_inputs(plan)
+    check_installed(plan)  # a chosen tracker missing: one line now, not mid-training
     allow_data_change = allow_data_change or os.environ.get(ALLOW_DATA_CHANGE_ENV) == "1"
     check_data_unchanged(plan, allow_data_change, log)
     check_output(paths, plan)
@@ -106,6 +108,7 @@ def _run(plan: Plan, paths: RunPaths, wall0: float, log: Log) -> RunSummary:
     trained, plan, fallbacks = train_with_fallbacks(
         plan, paths, lambda p: train(p, paths, log), log=log, free_memory=free_memory
     )
+    detach_trackers(trained.trainer)  # evaluations after training reach the trackers once, named base/tuned
 
     summary = summarise(trained, paths, wall0)
     summary.exit_code = trained.exit_code
@@ -396,6 +399,7 @@ def finish(t: Trained, summary: RunSummary, paths: RunPaths) -> None:
     summary.artifacts["metrics"] = str(paths.metrics)
     write_summary(summary, paths)
     append_report(summary, paths)
+    log_run_end(t.plan, t.trainer, summary, paths)  # plan.tracking.backends: the table and results
 
 
 def _first_line(exc: BaseException) -> str:

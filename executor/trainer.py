@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 
 from executor.callbacks import (
@@ -21,6 +20,7 @@ from executor.callbacks import (
 from executor.data import DataBundle
 from executor.model import is_head_classification
 from executor.paths import RunPaths
+from executor.tracking import TrackingCallback, configure, report_to
 from planner.plan import Plan
 from planner.render import render_deepspeed
 
@@ -100,7 +100,8 @@ def _common_args(plan: Plan, paths: RunPaths, has_val: bool) -> dict:
         logging_first_step=True,
         logging_nan_inf_filter=False,  # the default hides NaN/inf losses; the NaN guard needs to see them
         include_num_input_tokens_seen="non_padding",
-        report_to=["tensorboard"],
+        report_to=report_to(plan),  # plan.tracking.backends: transformers' own integrations
+        run_name=paths.plan_dir.name,  # the MLflow / W&B run is named after the plan folder
         seed=t.seed,
         data_seed=t.seed,
         load_best_model_at_end=best,
@@ -119,7 +120,7 @@ def build_training_args(plan: Plan, paths: RunPaths, has_val: bool):
     Build it before the model: with a ZeRO-3 DeepSpeed config the arguments object registers
     HfDeepSpeedConfig, which makes ``from_pretrained`` partition weights at load (zero.Init).
     """
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.tensorboard)  # read by TensorBoardCallback
+    configure(plan, paths)  # the environment the report_to integrations read (executor/tracking.py)
     common = _common_args(plan, paths, has_val)
     t = plan.training
     if plan.task == "preference":
@@ -222,6 +223,8 @@ def build_callbacks(plan: Plan, paths: RunPaths, has_val: bool) -> list:
         InterruptCallback(),
         NanGuardCallback(check_grad_norm=plan.strategy.precision != "fp16"),
     ]
+    if {"mlflow", "wandb"} & set(plan.tracking.backends):
+        cbs.append(TrackingCallback(plan))  # the plan's settings and estimate as the run's parameters
     if early_stopping(plan, has_val):
         cbs.append(EarlyStoppingCallback(early_stopping_patience=plan.evaluation.early_stopping_patience))
     return cbs
