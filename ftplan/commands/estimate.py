@@ -21,6 +21,7 @@ Examples:
       --seq-len 512 --grad-ckpt --gpu A100-80GB --json
   ftplan estimate --model meta-llama/Llama-3.1-70B --method full --mixed-precision --gpus 8 --zero 3 \\
       --offload --gpu H100-SXM
+  ftplan estimate --config lora.yml --gpu RTX-4090 --json     # an axolotl or LLaMA-Factory config
 """
 
 GIB = 1024**3
@@ -28,7 +29,14 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 
 
 @click.command(name="estimate", epilog=EPILOG)
-@click.option("--model", "model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local folder.")
+@click.option("--model", "model", metavar="ID|PATH",
+              help="Hub id, catalog name or local folder (required unless --config names it).")
+@click.option("--config", "config", type=click.Path(dir_okay=False), metavar="FILE",
+              help="An axolotl or LLaMA-Factory training config: estimate the setup it describes.")
+@click.option("--config-format", type=click.Choice(["axolotl", "llama-factory"]),
+              help="With --config: its format (default: recognised from its keys).")
+@click.option("--accelerate-config", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --config: the accelerate config it is launched with (FSDP, process count).")
 @click.option("--method", type=click.Choice(ESTIMATE_METHODS),
               help="One strategy (default: all side by side).")
 @click.option("--precision", "--dtype", "precision", type=click.Choice(PRECISIONS), default=None,
@@ -78,7 +86,8 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--data", type=click.Path(dir_okay=False), metavar="FILE", help="Dataset: tokens counted from it.")
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object with --method).")
-def command(model, method, precision, mixed_precision, seq_len, micro_batch, gradient_checkpointing, lora_r,
+def command(model, config, config_format, accelerate_config,
+            method, precision, mixed_precision, seq_len, micro_batch, gradient_checkpointing, lora_r,
             lora_target_modules, lora_dropout, optimizer, grad_accum, fused_loss, qlora_upcast, adapter_dtype,
             double_quant, modules_to_save, added_tokens, attn_implementation,
             num_virtual_tokens, gpus, zero, offload, fsdp, gpu, gpu_memory, price,
@@ -89,6 +98,11 @@ def command(model, method, precision, mixed_precision, seq_len, micro_batch, gra
     from planner.hardware import resolve_hardware
     from planner.model_spec import load_model_spec
 
+    if config:
+        return _estimate_config(config, config_format, accelerate_config, model, gpu, gpus, gpu_memory, price,
+                                tokens, data, as_json)
+    if not model:
+        raise FtplanError("--model is required (or --config FILE)", hint="e.g. --model Qwen/Qwen2.5-0.5B")
     _check_values(seq_len=seq_len, micro_batch=micro_batch, lora_r=lora_r, epochs=epochs, tokens=tokens,
                   gpus=gpus, zero=zero, num_virtual_tokens=num_virtual_tokens, grad_accum=grad_accum)
     if added_tokens < 0:
@@ -148,6 +162,74 @@ def command(model, method, precision, mixed_precision, seq_len, micro_batch, gra
         click.echo(json.dumps(out, indent=2))
     else:
         _print_table(spec, hardware, [est], None, None, n_tokens, epochs, token_note)
+
+
+# The flags that describe a setup: --config describes it instead.
+_SETUP_FLAGS = ("method", "precision", "mixed_precision", "seq_len", "micro_batch", "gradient_checkpointing", "lora_r",
+                "lora_target_modules", "lora_dropout", "optimizer", "grad_accum", "fused_loss", "qlora_upcast",
+                "adapter_dtype", "double_quant", "modules_to_save", "added_tokens", "attn_implementation",
+                "num_virtual_tokens", "zero", "offload", "fsdp", "epochs")
+
+
+def _estimate_config(config, fmt, accelerate_config, model, gpu, gpus, gpu_memory, price, tokens, data, as_json):
+    """``--config FILE``: the setup an axolotl/LLaMA-Factory config describes, estimated as that trainer runs
+    it (planner.interop), printed as ``--method ... --json`` prints one strategy, plus what was mapped."""
+    from planner.hardware import resolve_hardware
+    from planner.interop import config_json, estimate_config, processes_of, read_config
+    from planner.interop.common import load_accelerate_config
+    from planner.model_spec import load_model_spec
+
+    ctx = click.get_current_context()
+    given = [f"--{n.replace('_', '-')}" for n in _SETUP_FLAGS
+             if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
+    if given:
+        raise FtplanError(f"--config describes the setup; {', '.join(given)} cannot be combined with it",
+                          hint="edit the config, or estimate with --model and the flags instead")
+    if tokens is not None and tokens <= 0:
+        raise FtplanError(f"--tokens must be a positive integer, got {tokens}")
+    acc = load_accelerate_config(accelerate_config) if accelerate_config else None
+    hardware = resolve_hardware(gpu=gpu, gpus=gpus or processes_of(acc), gpu_memory_gb=gpu_memory,
+                                price_per_hour=price)
+    processes = hardware.total_gpus if hardware.gpu else (gpus or processes_of(acc) or 1)
+    ci = read_config(config, fmt, gpus=processes, bf16_ok=hardware.gpu is None or hardware.bf16,
+                     accelerate_config=acc)
+    if model and model != ci.model:
+        ci.notes.append(f"--model {model} replaces the config's model {ci.model}")
+        ci.model = model
+    spec = load_model_spec(ci.model, trust_remote_code=ci.overrides.get("model.trust_remote_code", False))
+    n_tokens, token_note, _ = _tokens(tokens, data, spec)
+    est = estimate_config(ci, spec, hardware, tokens=n_tokens)
+    if as_json:
+        out = est.to_dict()
+        out["model"] = {**_model_dict(spec), **out["model"]}
+        out["hardware"] = _hw(hardware)
+        out.update(config_json(ci))
+        click.echo(json.dumps(out, indent=2))
+        return
+    _print_table(spec, hardware, [est], None, None, est.tokens, 1.0, token_note)
+    _print_config(ci)
+
+
+def _print_config(ci) -> None:
+    """What --config mapped, what it could not model, and what it left out."""
+    from rich.console import Console
+
+    from planner.interop.common import show
+
+    console = Console(width=150, highlight=False)
+    console.print(f"[bold]{ci.format} config {ci.path}[/bold] ({ci.task}, {ci.gpus} process(es))")
+    for m in ci.mapped:
+        if m["keys"]:
+            keys = ", ".join(f"{k}: {show(v)}" for k, v in m["keys"].items())
+            plan = ", ".join(f"{k}={show(v)}" for k, v in m["plan"].items())
+            console.print(f"  mapped       {keys} -> {plan}", soft_wrap=True)
+    for key, why in ci.unsupported_keys.items():
+        console.print(f"  [yellow]not modelled[/yellow] {key}: {why}", soft_wrap=True)
+    if ci.ignored_keys:
+        console.print(f"  [dim]ignored (no effect on memory or time): {', '.join(ci.ignored_keys)}[/dim]",
+                      soft_wrap=True)
+    for note in ci.notes:
+        console.print(f"  [dim]note: {note}[/dim]", soft_wrap=True)
 
 
 def _check_values(**values) -> None:

@@ -20,15 +20,23 @@ Examples:
   ftplan plan --model ./gemma --data chats.jsonl --task chat --system-turn merge   # no system role
   ftplan plan --model ./m --data intents.csv --task classification --columns text=utterance,label=intent
   ftplan plan --model ./m --data train.jsonl --task sft --tracking tensorboard,mlflow   # + MLflow, local store
+  ftplan plan --config lora.yml --data train.jsonl --gpu RTX-4090 --out plans/from-axolotl
 """
 
 
 
 _OPTIONS = [
-    click.option("--model", required=True, metavar="ID|PATH", help="Hub id, catalog name or local model folder."),
+    click.option("--model", metavar="ID|PATH",
+                 help="Hub id, catalog name or local model folder (default with --config: the config's)."),
     click.option("--data", required=True, metavar="FILE",
                  help="Training data: jsonl, json, csv, tsv, parquet or txt, optionally .gz/.bz2/.xz/.zst."),
-    click.option("--task", required=True, type=click.Choice(TASKS), help="What to train."),
+    click.option("--task", type=click.Choice(TASKS), help="What to train (default with --config: the config's)."),
+    click.option("--config", metavar="FILE",
+                 help="An axolotl or LLaMA-Factory config: its settings win over the rules; REPORT.md reviews it."),
+    click.option("--config-format", type=click.Choice(["axolotl", "llama-factory"]),
+                 help="With --config: its format (default: recognised from its keys)."),
+    click.option("--accelerate-config", metavar="FILE",
+                 help="With --config: the accelerate config it is launched with (FSDP, process count)."),
     click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU)."),
     click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu)."),
     click.option("--nodes", type=int, default=1, show_default=True, metavar="N",
@@ -72,7 +80,8 @@ def plan_options(func):
 
 def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, goal, max_hours, max_cost,
                    general_data, out_dir, sets, trust_remote_code, force, columns=None, system_turn="keep",
-                   merge_consecutive=False, tracking=None, mlflow_uri=None):
+                   merge_consecutive=False, tracking=None, mlflow_uri=None, config=None, config_format=None,
+                   accelerate_config=None):
     """Validate the options, decide the plan and write its folder; returns (PlanResult, folder)."""
     from planner.dataset.layouts import parse_columns
     from planner.plan import parse_set_options, tracking_uri_problem
@@ -94,6 +103,17 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
     if problem:
         raise FtplanError(f"--mlflow-uri: {problem}")  # before any work (and never echoing the URI)
     check_out_dir(out_dir, force)  # fail before any work
+    user_sets, config_import, hardware = parse_set_options(sets), None, None
+    if config:  # an axolotl / LLaMA-Factory config: its settings as --set values (planner.interop.review)
+        from planner.interop.review import config_for_plan, set_options
+
+        config_import, hardware = config_for_plan(config, config_format, accelerate_config, gpu=gpu, gpus=gpus,
+                                                  nodes=nodes, gpu_memory=gpu_memory, price=price)
+        model, task = model or config_import.model, task or config_import.task
+    elif config_format or accelerate_config:
+        raise FtplanError("--config-format/--accelerate-config go with --config FILE")
+    if not model or not task:
+        raise FtplanError("--model and --task are required (or --config FILE)", hint="see ftplan plan --help")
     request = PlanRequest(
         model=model,
         data=data,
@@ -106,7 +126,7 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
         max_hours=max_hours,
         max_cost=max_cost,
         general_data=general_data,
-        overrides=parse_set_options(sets),
+        overrides={**(set_options(config_import) if config_import else {}), **user_sets},
         trust_remote_code=trust_remote_code,
         nodes=nodes,
         columns=parse_columns(columns),
@@ -115,7 +135,12 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
         tracking=backends,
         mlflow_uri=mlflow_uri,
     )
-    result = make_plan(request)
+    if config_import:
+        from planner.interop.review import plan_with_config
+
+        result = plan_with_config(request, config_import, hardware, user_sets)
+    else:
+        result = make_plan(request)
     warning = disk_warning(result.plan, _free_bytes(out_dir))
     if warning:
         result.plan.warnings.append(warning)
