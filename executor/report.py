@@ -13,8 +13,7 @@ from pathlib import Path
 from executor.paths import RunPaths
 from planner.files import write_atomic
 from planner.plan import Plan
-
-GIB = 2**30
+from planner.units import GIB
 
 
 @dataclass

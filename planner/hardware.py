@@ -23,6 +23,7 @@ from functools import lru_cache
 from importlib import resources
 
 from planner.errors import FtplanError, close_matches
+from planner.units import GB, GIB
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,8 @@ class Hardware:
 
 # --------------------------------------------------------------------------------------- catalog
 
-GB = 1_000_000_000
-# --gpu-memory is read in GiB: GPU memory is marketed in binary units (a "24 GB" RTX 4090 reports
-# 24,564 MiB to nvidia-smi), so "--gpu-memory 24" means the same card.
-GIB = 1024**3
+# --gpu-memory is read in GiB (planner.units): GPU memory is marketed in binary units (a "24 GB" RTX 4090
+# reports 24,564 MiB to nvidia-smi), so "--gpu-memory 24" means the same card.
 
 
 def _norm(name: str) -> str:
@@ -181,7 +180,7 @@ def resolve_gpu(name: str) -> GPUType:
     hint = f"did you mean {', '.join(hint_names)}?" if hint_names else "see `ftplan hardware --list`"
     raise FtplanError(
         f"unknown GPU '{name}': not in the catalog; use one of `ftplan hardware --list` "
-        "or give --gpu-memory GB for any other GPU",
+        "or give --gpu-memory GiB for any other GPU",
         hint=hint,
     )
 
@@ -394,10 +393,10 @@ def resolve_hardware(
     probed = (probe_fn or probe)()
     if probed.gpu is None:
         if mem_override:
-            label = f"GPU-{gpu_memory_gb:g}GB"
+            label = f"GPU-{gpu_memory_gb:g}GiB"
             generic = generic_gpu(mem_override, _UNNAMED_CC, label)
             note = (
-                f"unnamed {gpu_memory_gb:g} GB GPU: bf16 assumed and TFLOPS of an RTX 3090/A10G "
+                f"unnamed {gpu_memory_gb:g} GiB GPU: bf16 assumed and TFLOPS of an RTX 3090/A10G "
                 f"({generic.bf16_tflops:g}); name it with --gpu for real figures"
             )
             return _named(generic, gpus or 1, None, price_per_hour, nodes, notes=(note,))
@@ -431,7 +430,7 @@ def _named(gpu: GPUType, count: int, mem_override: int | None, price, nodes: int
         free = min(free, mem_override)
         if mem_override > 1.10 * gpu.memory_bytes:  # 10%: marketed "GB" vs what the driver reports
             raise FtplanError(
-                f"--gpu-memory {mem_override / GIB:g} GB is more than a {gpu.name} has "
+                f"--gpu-memory {mem_override / GIB:g} GiB is more than a {gpu.name} has "
                 f"({gpu.memory_bytes / GIB:.1f} GiB); drop --gpu-memory or name another GPU"
             )
         notes = (*notes, f"usable memory per GPU capped at {mem_override / GIB:g} GiB by --gpu-memory")

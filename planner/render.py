@@ -25,6 +25,7 @@ from planner.errors import FtplanError
 from planner.files import write_atomic
 from planner.plan import PLAN_FILENAME, Plan, dump_plan, load_plan, processes_per_node, world_size
 from planner.rules.common import hours_text, params_text
+from planner.units import gib_value
 
 LAUNCH = "launch.sh"
 ACCELERATE = "accelerate_config.yaml"
@@ -46,8 +47,8 @@ def _shquote(value) -> str:
     return shlex.quote(str(value))
 
 
-def _gb(n_bytes) -> str:
-    return f"{(n_bytes or 0) / 1e9:.1f}"
+def _gib(n_bytes) -> str:
+    return f"{gib_value(n_bytes):.1f}"
 
 
 _hours = hours_text  # the Jinja filter and summary() share the rules' formatting
@@ -96,7 +97,7 @@ def environment():
     )
     env.filters.update(
         shquote=_shquote,
-        gb=_gb,
+        gib=_gib,
         hours=_hours,
         params=params_text,
         usd=_usd,

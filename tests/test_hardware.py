@@ -264,7 +264,7 @@ def test_gpu_memory_alone_means_an_unnamed_gpu():
     found = resolve_hardware(None, None, 24, probe_fn=_cpu)
     assert found.gpu.generic and found.gpu.memory_bytes == 24 * GIB and found.count == 1
     assert found.free_memory_bytes == 24 * GIB and found.bf16
-    assert any("unnamed 24 GB GPU" in n for n in found.notes)
+    assert any("unnamed 24 GiB GPU" in n for n in found.notes)
 
 
 def test_gpu_memory_caps_a_named_or_probed_gpu():

@@ -10,6 +10,7 @@ import json
 import click
 
 from planner.errors import FtplanError
+from planner.units import GIB
 from planner.vocab import ATTN_IMPLEMENTATIONS, ESTIMATE_METHODS, OPTIMIZERS, PRECISIONS
 
 EPILOG = """\b
@@ -24,7 +25,6 @@ Examples:
   ftplan estimate --config lora.yml --gpu RTX-4090 --json     # an axolotl or LLaMA-Factory config
 """
 
-GIB = 1024**3
 DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown in the output)
 
 

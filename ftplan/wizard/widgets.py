@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.suggester import Suggester
 
-GIB = 1024**3
+from planner.units import GIB
 
 # Segment order and colours of the memory bar: the four parts the issue asks for, then the rest
 # (temporary buffers + CUDA context/allocator overhead) so the bar adds up to MemoryBreakdown.total.

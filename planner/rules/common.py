@@ -47,11 +47,6 @@ def clamp(x: float, lo: float, hi: float) -> float:
     return max(lo, min(hi, x))
 
 
-def gb(n_bytes: float) -> str:
-    """Bytes as a short GB string (decimal GB, as GPU datasheets count)."""
-    return f"{n_bytes / 1e9:.1f} GB"
-
-
 def hours_text(h: float) -> str:
     """Hours as the unit a reader wants: seconds for tiny CPU runs, minutes under an hour, else hours."""
     if h is None or not math.isfinite(h):

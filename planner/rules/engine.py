@@ -34,16 +34,16 @@ from planner.plan import (
 from planner.rules import advice as advice_rules
 from planner.rules import batch, budget, data, evaluation, lora, optim, precision, strategy
 from planner.rules import tracking as tracking_rules
-from planner.rules.common import Choice, gb, hours_text
+from planner.rules.common import Choice, hours_text
 from planner.rules.inputs import check_profile, check_task
 from planner.rules.strategy import Candidate
+from planner.units import GB, gib
 from planner.vocab import ADAPTER_METHODS
 
 CPU_MAX_HOURS = 8.0
 # When nothing fits the data's p99 length, a shorter sequence is accepted only while it truncates at
 # most half the examples (beyond that the run no longer learns the data it was given).
 MAX_FALLBACK_TRUNCATION = 0.5  # a CPU plan is offered only when it finishes within a working day
-GB = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -709,8 +709,8 @@ def _choose(options: list[Option], order: tuple[str, ...], goal: str, gpu: bool,
             idx = {id(o): i for i, o in enumerate(options)}
             best = min(ok, key=lambda o: (round(o.estimate.time_hours, 3), idx[id(o)]))
             reason_parts.append(
-                f"{family} fits ({gb(best.estimate.memory.total)} {where} of "
-                f"{gb(_free(best, hardware))} free)"
+                f"{family} fits ({gib(best.estimate.memory.total)} {where} of "
+                f"{gib(_free(best, hardware))} free)"
             )
             return best, f"{order[0]} first ({', '.join(order)}); " + "; ".join(reason_parts)
         offload_only = [o for o in fam if o.fits and o.candidate.offload]
@@ -722,8 +722,8 @@ def _choose(options: list[Option], order: tuple[str, ...], goal: str, gpu: bool,
         elif fam:
             need = min(fam, key=lambda o: o.estimate.memory.total)
             reason_parts.append(
-                f"{family} does not fit ({need.name} needs {gb(need.estimate.memory.total)} "
-                f"{where} of {gb(_free(need, hardware))} free, with margin)"
+                f"{family} does not fit ({need.name} needs {gib(need.estimate.memory.total)} "
+                f"{where} of {gib(_free(need, hardware))} free, with margin)"
             )
     return None, "; ".join(reason_parts)
 
@@ -757,7 +757,7 @@ def _hardware_section(hw) -> HardwareSection:
         gpu=hw.gpu.name if hw.gpu else None,
         count=hw.count if hw.gpu else 1,
         nodes=getattr(hw, "nodes", 1),
-        memory_gb=round(hw.free_memory_bytes / GB, 2),
+        memory_gb=round(hw.free_memory_bytes / GB, 2),  # decimal GB (plan schema 1)
         bf16=hw.bf16,
         detected=hw.detected,
         price_per_hour=float(hw.hourly_price),
@@ -864,7 +864,7 @@ def fallbacks_for(
         if s.method != plan.strategy.method:
             change["training.lr"] = optim.lr_rule(s.method, plan.task, plan.model.total_params).value
         out.append(
-            Fallback(change, f"switch to {nxt.name} ({gb(nxt.estimate.memory.total)} per GPU estimated)")
+            Fallback(change, f"switch to {nxt.name} ({gib(nxt.estimate.memory.total)} per GPU estimated)")
         )
     return out
 
@@ -963,9 +963,9 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
         )
     return NoFitError(
         f"{spec.name} ({size}) does not fit {hardware.count}x {hardware.gpu.name} "
-        f"({gb(hardware.free_memory_bytes)} free per GPU) with any strategy at {ctx.seq_len} tokens per "
+        f"({gib(hardware.free_memory_bytes)} free per GPU) with any strategy at {ctx.seq_len} tokens per "
         f"sequence: the smallest, "
-        f"{probe.name}, needs {gb(probe.estimate.memory.total)}{would}",
+        f"{probe.name}, needs {gib(probe.estimate.memory.total)}{would}",
         hint="use a bigger or more GPUs (--gpu/--gpus), or a smaller model",
         alternatives=alts,
     )

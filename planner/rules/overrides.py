@@ -13,7 +13,6 @@ from dataclasses import replace
 from planner.convert import setup_from_plan
 from planner.plan import Decision, LoraSection, Plan, apply_overrides, get_path
 from planner.rules import data, optim
-from planner.rules.common import gb
 from planner.rules.engine import (
     PlanResult,
     _Ctx,
@@ -23,6 +22,7 @@ from planner.rules.engine import (
     host_ram,
     trained_tokens_and_steps,
 )
+from planner.units import gib
 from planner.vocab import ADAPTER_METHODS, DISTRIBUTIONS, PRECISIONS
 
 # --set keys that decide which setup is sized and estimated: the plan is made for them, so that every decision
@@ -119,8 +119,8 @@ def apply_plan_overrides(
     if not _fit_ok(est, gpu, result.hardware):
         free = est.memory.total + est.headroom_bytes if gpu else host_ram(result.hardware)
         warnings.append(
-            f"--set: the plan as overridden needs {gb(est.memory.total)} per GPU, "
-            f"{result.hardware.gpu.name if gpu else 'CPU'} has {gb(free)} free ({est.verdict}); "
+            f"--set: the plan as overridden needs {gib(est.memory.total)} per GPU, "
+            f"{result.hardware.gpu.name if gpu else 'CPU'} has {gib(free)} free ({est.verdict}); "
             f"expect out-of-memory (the fallbacks will shrink the micro-batch first)"
         )
     plan = replace(plan, decisions=decisions, warnings=warnings, estimate=estimate_section(est, steps))
