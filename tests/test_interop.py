@@ -9,7 +9,6 @@ when that folder is absent.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -213,23 +213,26 @@ def _estimate_config(config, fmt, accelerate_config, model, gpu, gpus, gpu_memor
 def _print_config(ci) -> None:
     """What --config mapped, what it could not model, and what it left out."""
     from rich.console import Console
+    from rich.markup import escape
 
     from planner.interop.common import show
 
     console = Console(width=150, highlight=False)
-    console.print(f"[bold]{ci.format} config {ci.path}[/bold] ({ci.task}, {ci.gpus} process(es))")
+    console.print(f"[bold]{escape(ci.format)} config {escape(ci.path)}[/bold] ({ci.task}, {ci.gpus} process(es))")
     for m in ci.mapped:
+        plan = escape(", ".join(f"{k}={show(v)}" for k, v in m["plan"].items()))
         if m["keys"]:
-            keys = ", ".join(f"{k}: {show(v)}" for k, v in m["keys"].items())
-            plan = ", ".join(f"{k}={show(v)}" for k, v in m["plan"].items())
+            keys = escape(", ".join(f"{k}: {show(v)}" for k, v in m["keys"].items()))
             console.print(f"  mapped       {keys} -> {plan}", soft_wrap=True)
+        elif not m["default"]:  # decided by the absence of keys: no DeepSpeed/FSDP, no fused loss...
+            console.print(f"  implied      {plan} (no key: {escape(ci.format)}'s behaviour)", soft_wrap=True)
     for key, why in ci.unsupported_keys.items():
-        console.print(f"  [yellow]not modelled[/yellow] {key}: {why}", soft_wrap=True)
+        console.print(f"  [yellow]not modelled[/yellow] {escape(key)}: {escape(why)}", soft_wrap=True)
     if ci.ignored_keys:
-        console.print(f"  [dim]ignored (no effect on memory or time): {', '.join(ci.ignored_keys)}[/dim]",
+        console.print(f"  [dim]ignored (no effect on memory or time): {escape(', '.join(ci.ignored_keys))}[/dim]",
                       soft_wrap=True)
     for note in ci.notes:
-        console.print(f"  [dim]note: {note}[/dim]", soft_wrap=True)
+        console.print(f"  [dim]note: {escape(note)}[/dim]", soft_wrap=True)
 
 
 def _check_values(**values) -> None:

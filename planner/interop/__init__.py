@@ -88,8 +88,10 @@ class ConfigImport:
         return {**self.defaults, **self.semantics, **self.reported, **self.overrides}
 
     def plan_overrides(self) -> dict[str, Any]:
-        """The config's settings as plan keys for ``--set`` (the model and task go to the request itself)."""
-        return {k: v for k, v in self.overrides.items() if k not in ("task", "model.name_or_path")}
+        """The config's settings as plan keys for ``--set``. The model and task go to the request itself;
+        ``trust_remote_code`` stays the user's ``--trust-remote-code`` (a config does not turn it on)."""
+        return {k: v for k, v in self.overrides.items()
+                if k not in ("task", "model.name_or_path", "model.trust_remote_code")}
 
 
 def detect_format(cfg: dict, source: str = "config") -> str:

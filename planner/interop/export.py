@@ -251,7 +251,8 @@ def _header(plan, folder: Path, to: str, target: Path, mod, notes: list[str], ch
     if check.total is None:
         lines.append(f"read back by ftplan: {check.why}")
     elif abs(check.total - e.total) <= 0.01 * max(e.total, 1):
-        lines.append(f"read back by ftplan (`ftplan estimate --config`): {check.total / GIB:.1f} GiB per GPU, as planned")
+        lines.append(f"read back by ftplan (`ftplan estimate --config`): {check.total / GIB:.1f} GiB per GPU, "
+                     "as planned")
     else:
         lines.append(f"read back by ftplan (`ftplan estimate --config`): {check.total / GIB:.1f} GiB per GPU "
                      f"({check.verdict}) under {mod.NAME}, not the {e.total / GIB:.1f} GiB planned: see the notes")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from planner.errors import FtplanError
 from planner.interop import ConfigImport, estimate_config, processes_of, read_config
 from planner.interop.common import load_accelerate_config, show
 
@@ -56,7 +57,7 @@ def plan_with_config(request, ci: ConfigImport, hardware, user_sets: dict[str, s
     free, free_error = None, ""
     try:
         free = make_plan(replace(request, overrides=dict(user_sets)), **shared)
-    except Exception as exc:  # noqa: BLE001 - NoFitError or a refusal: the review says it
+    except FtplanError as exc:  # nothing fits by the rules' choice (NoFitError): the review says so
         free_error = str(exc)
     pins = {k: ci.overrides[k] for k in PINNED_KEYS if k in config_keys}
     if free is not None and all(get_path(free.plan, k) == v for k, v in pins.items()):
@@ -103,6 +104,7 @@ def _reason(key: str, ci: ConfigImport, plan, rules, error: str) -> str:
     if _same(rule_value, value):
         return f"{head}; the rules agree"
     why = next((d.reason for d in rules.plan.decisions if d.field == key), "")
+    why = why.replace("re-derived for --set ", "re-derived for the config's ")  # the rules plan made for its pins
     return f"{head}; the rules would choose {show(rule_value)}" + (f": {why}" if why else "")
 
 
@@ -161,11 +163,15 @@ def review_lines(ci: ConfigImport, spec, hardware, *, tokens: int) -> list[str]:
                        f"logits: {need:.1f} GiB per GPU against {other:.1f} GiB with a fused loss (ftplan's plan runs "
                        "TRL's; `ftplan export --to axolotl` keeps it with dpo_use_liger_kernel)")
         else:
-            key = {"axolotl": "the Liger plugin's liger_fused_linear_cross_entropy (dpo_use_liger_kernel for DPO)",
-                   "llama-factory": "enable_liger_kernel"}[ci.format]
+            key = ("dpo_use_liger_kernel" if ci.task == "preference" else
+                   "the Liger plugin's liger_fused_linear_cross_entropy") if ci.format == "axolotl" else \
+                "enable_liger_kernel"
             out.append(f"{REVIEW_PREFIX}without {key}, {ci.format} computes the loss over full-vocabulary logits: "
                        f"{need:.1f} GiB per GPU as written, {other:.1f} GiB with it; ftplan's plan uses TRL's chunked "
                        f"loss, and `ftplan export --to {ci.format}` turns it on")
+    if ci.overrides.get("model.trust_remote_code"):
+        out.append(f"{REVIEW_PREFIX}trust_remote_code: true is not carried: the plan runs the model's own code "
+                   "only with --trust-remote-code")
     for key, why in ci.unsupported_keys.items():
         out.append(f"{REVIEW_PREFIX}`{key}` is not modelled: {why}")
     for note in ci.notes:
