@@ -5,7 +5,7 @@ configs (``export_config``: ``ftplan export --to``).
 
 Pure planner code (no torch): each tool has one mapping table (``planner/interop/axolotl.py``,
 ``planner/interop/llama_factory.py``) that both directions walk. A config's settings become plan.yaml dotted
-keys and reach the estimator through ``planner.rules.engine.setup_from_plan``, the one plan -> setup converter.
+keys and reach the estimator through ``planner.convert.setup_from_plan``, the one plan -> setup converter.
 """
 
 from __future__ import annotations
@@ -253,8 +253,8 @@ def tool_plan(ci: ConfigImport, spec, hardware):
     tree = plan_to_dict(base)
     fused = settings.get("training.fused_loss", True)
     for key, value in settings.items():
-        if key in ("model.name_or_path", "data.path", "data.chat_template"):
-            continue
+        if key == "model.name_or_path" or key.startswith("data."):
+            continue  # the data settings are reported (plan --config trains on --data), not estimated
         if key.startswith("lora.") and method not in LORA_FAMILY:
             continue
         if key == "training.fused_loss" and ci.task == "preference":

@@ -399,7 +399,7 @@ def _save_steps(v, c):
 def _val(v, c):
     if "val_set_size" not in v:
         return {"data.val_split": 0.0}
-    return {"data.val_split": as_float("val_set_size", v["val_set_size"], lo=0.0, hi=0.5)}
+    return {"data.val_split": as_float("val_set_size", v["val_set_size"], lo=0.0, hi=1.0)}
 
 
 def _val_w(v, c):
