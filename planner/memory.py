@@ -89,7 +89,7 @@ class TrainSetup:
     # the trainer keeps a reference policy (DPO). With full fine-tuning it is a second, frozen copy
     # of the model (trl DPOTrainer builds ref_model from the same checkpoint when the model is not a peft
     # model); with LoRA/QLoRA the reference is the base with adapters disabled: no copy, nothing counted.
-    # Set by the rules for task preference (planner.rules.engine).
+    # Set by the rules for task preference (planner.convert.trainer_traits).
     reference_model: bool = False
     # the loss runs through TRL's fused LM head (trl/trainer/utils.py add_fused_lm_head, used by
     # SFTTrainer and DPOTrainer in TRL 1.16: trl/kernels/chunked_logprob.py ChunkedLogProbFunction), which

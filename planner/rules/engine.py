@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from planner import __version__
 from planner.convert import STRATEGY_FIELDS, plan_values, trainer_traits
 from planner.errors import FtplanError
 from planner.memory import TrainSetup
@@ -19,24 +18,34 @@ from planner.plan import (
     CheckpointSection,
     DataSection,
     Decision,
-    EstimateSection,
     EvaluationSection,
-    Fallback,
     HardwareSection,
     LoraSection,
     ModelSection,
     Plan,
     StrategySection,
     TrainingSection,
-    plan_to_dict,
-    world_size,
 )
 from planner.rules import advice as advice_rules
 from planner.rules import batch, budget, data, evaluation, lora, optim, precision, strategy
 from planner.rules import tracking as tracking_rules
+from planner.rules.alternatives import Alternative, NoFitError, find_alternatives, no_fit_error
 from planner.rules.common import Choice, hours_text
+from planner.rules.fallbacks import fallbacks_for
 from planner.rules.inputs import check_profile, check_task
-from planner.rules.strategy import Candidate
+from planner.rules.sizing import (
+    Estimators,
+    Option,
+    PlanContext,
+    as_estimators,
+    estimate_section,
+    free_bytes,
+    option_hours,
+    size_option,
+    with_precision,
+    with_upcast,
+)
+from planner.rules.versions import collect_versions
 from planner.units import GB, gib
 from planner.vocab import ADAPTER_METHODS
 
@@ -46,39 +55,8 @@ CPU_MAX_HOURS = 8.0
 MAX_FALLBACK_TRUNCATION = 0.5  # a CPU plan is offered only when it finishes within a working day
 
 
-@dataclass(frozen=True)
-class Option:
-    """One candidate setup, sized (micro-batch, checkpointing, accumulation) and estimated."""
-
-    candidate: Candidate
-    estimate: object  # StrategyEstimate
-    fits: bool
-    micro_batch: int
-    gradient_checkpointing: bool
-    grad_accum: int
-    effective: Choice
-    steps: int
-
-    @property
-    def name(self) -> str:
-        return self.candidate.name
-
-    @property
-    def family(self) -> str:
-        return self.candidate.family
 
 
-@dataclass(frozen=True)
-class Alternative:
-    """The same method on other hardware from the GPU catalog."""
-
-    gpu: str
-    count: int
-    strategy: str
-    time_hours: float
-    cost_usd: float
-    memory_total: int
-    verdict: str
 
 
 @dataclass
@@ -173,92 +151,12 @@ def _world(hardware) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def _fit_ok(est, gpu: bool, hardware=None) -> bool:
-    if gpu:
-        return est.verdict == "fits"
-    from planner.estimate import SAFETY_MARGIN
-
-    return est.verdict in ("fits", "cpu") and (
-        hardware is None or est.memory.total <= (1.0 - SAFETY_MARGIN) * host_ram(hardware)
-    )
 
 
-def _size_option(cand: Candidate, ctx: _Ctx, estimator: Estimators) -> Option:
-    """Largest micro-batch that fits (without checkpointing if possible), then accumulation."""
-    gpu = ctx.hardware.gpu is not None
-    effective = batch.effective_batch_rule(
-        cand.setup.method,
-        ctx.task,
-        ctx.train_rows,
-        ctx.profile.tokens_mean,
-        ctx.seq_len,
-        ctx.packing,
-        ctx.tokens_per_epoch,
-    )
-    world = cand.setup.gpus
-    upper = max(1, min(batch.MAX_MICRO_BATCH, effective.value // world))
-
-    def fits(mb: int, ckpt: bool) -> bool:
-        # the accumulation this micro-batch implies: with it, gradients stay alive through every forward
-        accum = batch.grad_accum_rule(effective.value, mb, world).value
-        setup = cand.setup.with_(micro_batch=mb, gradient_checkpointing=ckpt, grad_accum=accum)
-        return estimator.fits(ctx.spec, setup, ctx.hardware)
-
-    ckpt = False
-    mb = batch.fit_micro_batch(lambda m: fits(m, False), upper)
-    if mb == 0:
-        ckpt = True
-        mb = batch.fit_micro_batch(lambda m: fits(m, True), upper)
-    fits_any = mb > 0
-    mb = max(mb, 1)
-    accum = batch.grad_accum_rule(effective.value, mb, world).value
-    steps = _steps(ctx, mb * world * accum)
-    final = estimator.with_steps(
-        ctx.spec,
-        cand.setup.with_(micro_batch=mb, gradient_checkpointing=ckpt, grad_accum=accum),
-        ctx.hardware,
-        tokens=ctx.tokens_per_epoch,
-        epochs=ctx.epochs,
-        steps=steps,
-    )
-    return Option(
-        cand, final, fits_any and _fit_ok(final, gpu, ctx.hardware), mb, ckpt, accum, effective, steps
-    )
 
 
-def _steps(ctx: _Ctx, per_step: int) -> int:
-    per_epoch = max(1, math.ceil(ctx.train_units / max(per_step, 1)))
-    return max(1, math.ceil(per_epoch * ctx.epochs))
 
 
-@dataclass(frozen=True)
-class _Ctx:
-    """What the decisions share: the inputs and the data-derived numbers every later phase needs."""
-
-    request: object
-    spec: object
-    hardware: object
-    profile: object
-    general: object | None  # DataProfile of --general-data
-    gpu: bool
-    world: int  # GPUs in all (1 on CPU)
-    val_rows: int
-    train_rows: int
-    seq_len: int
-    truncated: float  # share of examples longer than seq_len
-    packing: bool
-    replay: float
-    train_units: int  # examples, or packed sequences, per epoch (incl. replay)
-    tokens_per_epoch: int
-    epochs: float
-
-    @property
-    def task(self) -> str:
-        return self.request.task
-
-    @property
-    def goal(self) -> str:
-        return self.request.goal
 
 
 @dataclass(frozen=True)
@@ -399,7 +297,7 @@ def _seq_len_choices(profile, spec, task: str, hardware) -> list[Choice]:
     return out
 
 
-def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_choice: Choice) -> _Ctx:
+def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_choice: Choice) -> PlanContext:
     """Validation split, sequence length, packing, loss masking, replay, epochs."""
     task, gpu = request.task, hardware.gpu is not None
     val_choice, val_rows = data.val_split_rule(profile.valid_rows)
@@ -414,7 +312,7 @@ def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_ch
     tokens = data.trained_tokens(profile, seq_len, cut, packing, val_rows, replay)
     units = math.ceil(tokens / seq_len) if packing else math.ceil(train_rows / (1 - replay))
     epochs = rec.add("training.epochs", optim.epochs_rule(task, train_rows, request.goal))
-    return _Ctx(
+    return PlanContext(
         request=request,
         spec=spec,
         hardware=hardware,
@@ -434,7 +332,7 @@ def _data_phase(request, spec, hardware, profile, general, rec: Recorder, seq_ch
     )
 
 
-def _pinned_options(options: list[Option], pinned: dict[str, str], ctx: _Ctx, estimator: Estimators,
+def _pinned_options(options: list[Option], pinned: dict[str, str], ctx: PlanContext, estimator: Estimators,
                     prec: str) -> list[Option]:
     """The options that match the pinned method/distribution; a method the standard candidates lack (DoRA,
     IA3, prompt/prefix) is sized on the LoRA candidates' layouts."""
@@ -442,7 +340,7 @@ def _pinned_options(options: list[Option], pinned: dict[str, str], ctx: _Ctx, es
     if method and not any(o.candidate.setup.method == method for o in options):
         lora_like = [o.candidate for o in options if o.candidate.setup.method == "lora"]
         options = options + [
-            _size_option(_with_precision(replace(c, name=c.name.replace("lora", method), family=method,
+            size_option(with_precision(replace(c, name=c.name.replace("lora", method), family=method,
                                                  setup=c.setup.with_(method=method)), prec), ctx, estimator)
             for c in lora_like
         ]
@@ -452,7 +350,7 @@ def _pinned_options(options: list[Option], pinned: dict[str, str], ctx: _Ctx, es
 
 
 def _strategy_phase(
-    ctx: _Ctx, estimator: Estimators, rec: Recorder, prec: str, attn: str, lora_rules: LoraSection,
+    ctx: PlanContext, estimator: Estimators, rec: Recorder, prec: str, attn: str, lora_rules: LoraSection,
     pinned: dict[str, str] | None = None,
 ) -> _Strategy:
     """Estimate every candidate setup, keep the fastest of the first family that fits, check the budget.
@@ -474,8 +372,8 @@ def _strategy_phase(
     order_choice = strategy.family_order(ctx.task, examples, profile.total_tokens, ctx.goal, gpu=gpu)
     order = order_choice.value
     options = [
-        _size_option(_with_precision(c, prec), ctx, estimator)
-        for c in map(lambda c: _with_upcast(c, ctx.spec), strategy.candidates(base, world, gpu, allow_offload=True))
+        size_option(with_precision(c, prec), ctx, estimator)
+        for c in map(lambda c: with_upcast(c, ctx.spec), strategy.candidates(base, world, gpu, allow_offload=True))
     ]
     keep = _pinned_options(options, pinned, ctx, estimator, prec) if pinned else []
     if keep:
@@ -489,7 +387,7 @@ def _strategy_phase(
     else:
         chosen, method_reason = _choose(options, order, ctx.goal, gpu, hardware)
         if chosen is None or (not gpu and chosen.estimate.time_hours > CPU_MAX_HOURS):
-            raise _no_fit_error(ctx.spec, hardware, options, ctx, estimator)
+            raise no_fit_error(ctx.spec, hardware, options, ctx, estimator)
         allowed = [o for o in options if o.fits and _allowed(o, ctx.goal, gpu, options)]
     chosen, budget_choice, budget_warnings = budget.budget_rule(
         chosen, allowed, {f: i for i, f in enumerate(order)}, ctx.request.max_hours, ctx.request.max_cost
@@ -520,7 +418,7 @@ def _strategy_phase(
     return _Strategy(chosen, options, order, budget_choice.reason, budget_warnings)
 
 
-def _optimisation_phase(ctx: _Ctx, chosen: Option, rec: Recorder) -> TrainingSection:
+def _optimisation_phase(ctx: PlanContext, chosen: Option, rec: Recorder) -> TrainingSection:
     """Learning rate, warmup, schedule, weight decay, clipping, layer-wise decay, seed."""
     method, steps = chosen.candidate.setup.method, chosen.steps
     return TrainingSection(
@@ -547,7 +445,7 @@ def _record_lora(rec: Recorder, r_choice: Choice, spec) -> None:
     rec.add("lora.target_modules", lora.targets_rule(spec))
 
 
-def _evaluation_phase(ctx: _Ctx, chosen: Option, rec: Recorder, training: TrainingSection):
+def _evaluation_phase(ctx: PlanContext, chosen: Option, rec: Recorder, training: TrainingSection):
     """Metric, eval cadence, checkpoints (<= 30 min apart), early stopping, forgetting check."""
     sps = evaluation.seconds_per_step(chosen.estimate.time_hours, chosen.steps)
     metric = rec.add("evaluation.metric", evaluation.metric_rule(ctx.task, ctx.profile.response_tokens_mean))
@@ -567,7 +465,7 @@ def _evaluation_phase(ctx: _Ctx, chosen: Option, rec: Recorder, training: Traini
     return ev, CheckpointSection(save_steps=save_steps, save_total_limit=3)
 
 
-def _warnings(ctx: _Ctx, chosen: Option, budget_warnings: list[str]) -> list[str]:
+def _warnings(ctx: PlanContext, chosen: Option, budget_warnings: list[str]) -> list[str]:
     out = data.data_warnings(ctx.profile, ctx.truncated, ctx.seq_len, ctx.task) + list(budget_warnings)
     if not ctx.gpu:
         out.append(
@@ -577,7 +475,7 @@ def _warnings(ctx: _Ctx, chosen: Option, budget_warnings: list[str]) -> list[str
     return out
 
 
-def _data_section(ctx: _Ctx) -> DataSection:
+def _data_section(ctx: PlanContext) -> DataSection:
     p, general, request = ctx.profile, ctx.general, ctx.request
     cut, untrained = data.cut_rows(p, ctx.seq_len, ctx.task)
     return DataSection(
@@ -605,10 +503,6 @@ def _data_section(ctx: _Ctx) -> DataSection:
     )
 
 
-def _with_upcast(cand: Candidate, spec) -> Candidate:
-    if cand.setup.method != "qlora":
-        return cand
-    return replace(cand, setup=cand.setup.with_(qlora_upcast=precision.qlora_upcast_for(cand.setup, spec).value))
 
 
 def _strategy_section(chosen: Option, prec: str, attn: str) -> StrategySection:
@@ -618,77 +512,16 @@ def _strategy_section(chosen: Option, prec: str, attn: str) -> StrategySection:
     return StrategySection(**{name: values[f"strategy.{name}"] for name in STRATEGY_FIELDS})
 
 
-@dataclass(frozen=True)
-class Estimators:
-    """The estimator functions the rules call: ``full`` = planner.estimate.estimate (memory, verdict,
-    time, cost) and ``memory`` = planner.memory.estimate_memory (bytes only: hardware-independent,
-    so batch searches and the alternatives scan reuse one memory figure across GPU types)."""
-
-    full: Callable
-    memory: Callable
-
-    def with_steps(self, spec, setup, hardware, *, tokens, epochs, steps: int):
-        """``full`` with the optimizer steps the rules counted (the time model's per-step overhead);
-        estimators without a ``steps`` keyword (test stubs) get the call without it."""
-        import inspect
-
-        try:
-            accepts = "steps" in inspect.signature(self.full).parameters
-        except (TypeError, ValueError):
-            accepts = False
-        extra = {"steps": steps} if accepts else {}
-        return self.full(spec, setup, hardware, tokens=tokens, epochs=epochs, **extra)
-
-    def fits(self, spec, setup, hardware) -> bool:
-        from planner.estimate import SAFETY_MARGIN, verdict_for
-
-        mem = self.memory(spec, setup)
-        if hardware.gpu is None:  # CPU training: the same bytes live in host RAM
-            return mem.total <= (1.0 - SAFETY_MARGIN) * host_ram(hardware)
-        if mem.cpu_bytes and hardware.detected and hardware.cpu_memory_bytes:
-            # offload on this (probed) machine: its host RAM must hold the offloaded states
-            if mem.cpu_bytes > (1.0 - SAFETY_MARGIN) * hardware.cpu_memory_bytes:
-                return False
-        return verdict_for(mem.total, hardware) == "fits"
 
 
-UNKNOWN_HOST_RAM = 16_000_000_000  # when the probe could not read it: a common laptop, to stay safe
 
 
-def host_ram(hardware) -> int:
-    return getattr(hardware, "cpu_memory_bytes", 0) or UNKNOWN_HOST_RAM
 
 
-def default_estimator() -> Estimators:
-    """planner.estimate.estimate without its max-batch/max-seq searches (the rules size batches
-    themselves)."""
-    from functools import partial
-
-    from planner.estimate import estimate
-    from planner.memory import estimate_memory
-
-    return Estimators(full=partial(estimate, search=False), memory=estimate_memory)
 
 
-def as_estimators(estimator) -> Estimators:
-    """An Estimators from a plain ``estimate``-like callable (tests inject a stub)."""
-    if estimator is None:
-        return default_estimator()
-    if isinstance(estimator, Estimators):
-        return estimator
-    from planner.hardware import GPUType, Hardware
-
-    big = GPUType("any", 1 << 50, 1.0, 1.0, 1.0, (9, 0), 0.0)
-    probe_hw = Hardware(gpu=big, count=1, free_memory_bytes=1 << 50, detected=False)
-    return Estimators(
-        full=estimator,
-        memory=lambda spec, setup: estimator(spec, setup, probe_hw, tokens=0, epochs=1.0).memory,
-    )
 
 
-def _with_precision(cand: Candidate, prec: str) -> Candidate:
-    mixed = precision.mixed_precision_rule(cand.setup.method, prec).value
-    return replace(cand, setup=cand.setup.with_(precision=prec, mixed_precision=mixed))
 
 
 def _allowed(opt: Option, goal: str, gpu: bool, options: list[Option]) -> bool:
@@ -710,33 +543,26 @@ def _choose(options: list[Option], order: tuple[str, ...], goal: str, gpu: bool,
             best = min(ok, key=lambda o: (round(o.estimate.time_hours, 3), idx[id(o)]))
             reason_parts.append(
                 f"{family} fits ({gib(best.estimate.memory.total)} {where} of "
-                f"{gib(_free(best, hardware))} free)"
+                f"{gib(free_bytes(best, hardware))} free)"
             )
             return best, f"{order[0]} first ({', '.join(order)}); " + "; ".join(reason_parts)
         offload_only = [o for o in fam if o.fits and o.candidate.offload]
         if offload_only:
             reason_parts.append(
                 f"{family} fits only with CPU offload ({offload_only[0].name}, "
-                f"{_hours_text(offload_only[0])}: slow, used for goal=quality)"
+                f"{option_hours(offload_only[0])}: slow, used for goal=quality)"
             )
         elif fam:
             need = min(fam, key=lambda o: o.estimate.memory.total)
             reason_parts.append(
                 f"{family} does not fit ({need.name} needs {gib(need.estimate.memory.total)} "
-                f"{where} of {gib(_free(need, hardware))} free, with margin)"
+                f"{where} of {gib(free_bytes(need, hardware))} free, with margin)"
             )
     return None, "; ".join(reason_parts)
 
 
-def _hours_text(opt: Option) -> str:
-    return hours_text(opt.estimate.time_hours)
 
 
-def _free(opt: Option, hardware=None) -> int:
-    if hardware is not None and hardware.gpu is None:
-        return host_ram(hardware)
-    e = opt.estimate
-    return e.memory.total + e.headroom_bytes
 
 
 def _model_section(spec, request) -> ModelSection:
@@ -764,32 +590,8 @@ def _hardware_section(hw) -> HardwareSection:
     )
 
 
-def estimate_section(est, steps: int) -> EstimateSection:
-    m = est.memory
-    return EstimateSection(
-        weights=int(m.weights),
-        gradients=int(m.gradients),
-        optimizer=int(m.optimizer),
-        activations=int(m.activations),
-        temporary=int(m.temporary),
-        peak_allocated=int(m.peak_allocated),
-        overhead=int(m.overhead),
-        total=int(m.total),
-        cpu_bytes=int(m.cpu_bytes),
-        verdict=est.verdict,
-        tokens=int(est.tokens),
-        steps=int(steps),
-        time_hours=_finite(est.time_hours),
-        cost_usd=_finite(est.cost_usd),
-        tokens_per_second=_finite(est.tokens_per_second),
-    )
 
 
-def _finite(x: float) -> float:
-    """4 decimals, but 4 significant digits below 0.01 (a 2 s CPU run is 0.00056 h, not 0.0006)."""
-    if not math.isfinite(x):
-        return 0.0
-    return round(float(x), 4) if abs(x) >= 0.01 else float(f"{x:.4g}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -797,178 +599,14 @@ def _finite(x: float) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def fallbacks_for(
-    plan: Plan,
-    chosen: Option,
-    options: list[Option],
-    order: tuple[str, ...],
-    lora_rules: LoraSection | None = None,
-) -> list[Fallback]:
-    """What the executor tries on out-of-memory, in order: halve the micro-batch (doubling accumulation,
-    same effective batch), then gradient checkpointing, then the next setup that fits.
-
-    A strategy switch keeps the distribution and offload settings, so launch.sh and the rendered
-    accelerate/DeepSpeed files still apply (a different launcher would need a re-plan)."""
-    out: list[Fallback] = []
-    mb, accum = plan.training.micro_batch, plan.training.grad_accum
-    target = mb * accum
-    while mb > 1:
-        mb, accum = mb // 2, accum * 2
-        same = "same effective batch" if mb * accum == target else f"effective batch {mb * accum} vs {target}"
-        out.append(
-            Fallback(
-                {"training.micro_batch": mb, "training.grad_accum": accum},
-                f"halve the micro-batch to {mb}, accumulate {accum} ({same} per GPU)",
-            )
-        )
-    if not plan.strategy.gradient_checkpointing:
-        out.append(
-            Fallback(
-                {"strategy.gradient_checkpointing": True},
-                "recompute activations (about +33% compute, activation memory ~sqrt)",
-            )
-        )
-    rank = {f: i for i, f in enumerate(order)}
-    same_launch = (
-        chosen.candidate.setup.distribution,
-        chosen.candidate.setup.offload_optimizer,
-        chosen.candidate.setup.offload_params,
-    )
-    rest = [
-        o
-        for o in options
-        if o.fits
-        and o is not chosen
-        and o.estimate.memory.total < chosen.estimate.memory.total
-        and (
-            o.candidate.setup.distribution,
-            o.candidate.setup.offload_optimizer,
-            o.candidate.setup.offload_params,
-        )
-        == same_launch
-    ]
-    rest.sort(key=lambda o: (rank.get(o.family, 9), o.estimate.memory.total))
-    for nxt in rest[:2]:
-        s = nxt.candidate.setup
-        change: dict[str, object] = {
-            "strategy.method": s.method,
-            "strategy.mixed_precision": s.mixed_precision,
-            "strategy.optimizer": s.optimizer,
-            "strategy.gradient_checkpointing": True,
-            "training.micro_batch": 1,
-            "training.grad_accum": batch.grad_accum_rule(nxt.effective.value, 1, s.gpus).value,
-            "strategy.qlora_upcast": s.qlora_upcast if s.method == "qlora" else True,
-        }
-        if s.method in ADAPTER_METHODS and plan.lora is None:
-            change["lora"] = plan_to_dict(lora_rules or LoraSection())  # from full: the rules' LoRA shape
-        if s.method != plan.strategy.method:
-            change["training.lr"] = optim.lr_rule(s.method, plan.task, plan.model.total_params).value
-        out.append(
-            Fallback(change, f"switch to {nxt.name} ({gib(nxt.estimate.memory.total)} per GPU estimated)")
-        )
-    return out
 
 
-def find_alternatives(spec, hardware, chosen: Option, ctx: _Ctx, estimator: Estimators, counts=(1, 2, 4, 8)):
-    """Cheapest and fastest hardware from the GPU catalog for the chosen method (any distribution).
-
-    Memory does not depend on the GPU type, so each (count, setup, checkpointing) is sized once; the
-    time/cost estimate runs only for the setups that fit: per GPU type, the fewest GPUs that fit
-    (cheapest) and the most (fastest).
-    """
-    from planner.estimate import verdict_for
-    from planner.hardware import Hardware, gpu_catalog
-
-    method = chosen.candidate.setup.method
-    sized: dict[tuple[int, str], list[tuple[str, TrainSetup, int]]] = {}
-    for n in counts:
-        for prec in ("bf16", "fp16"):
-            base = chosen.candidate.setup.with_(
-                gpus=n,
-                precision=prec,
-                micro_batch=1,
-                grad_accum=1,
-                mixed_precision=precision.mixed_precision_rule(method, prec).value,
-            )
-            rows = []
-            for cand in strategy.candidates(base, n, True, allow_offload=False):
-                if cand.setup.method != method:
-                    continue
-                for ckpt in (False, True):
-                    setup = cand.setup.with_(gradient_checkpointing=ckpt)
-                    rows.append((cand.name, setup, estimator.memory(spec, setup).total))
-            sized[(n, prec)] = rows
-            if prec == "bf16":  # fp16 takes the same bytes: reuse the sizes
-                sized[(n, "fp16")] = [(nm, st.with_(precision="fp16"), tot) for nm, st, tot in rows]
-                break
-    found: list[Alternative] = []
-    for gpu in gpu_catalog().values():
-        if getattr(gpu, "generic", False):
-            continue
-        prec = "bf16" if gpu.bf16 else "fp16"
-        fitting_counts = []
-        for n in counts:
-            hw = Hardware(gpu=gpu, count=n, free_memory_bytes=gpu.memory_bytes, detected=False)
-            hit = next(((nm, st) for nm, st, tot in sized[(n, prec)] if verdict_for(tot, hw) == "fits"), None)
-            if hit:
-                fitting_counts.append((n, hw, hit))
-        for n, hw, (name, setup) in {id(x): x for x in fitting_counts[:1] + fitting_counts[-1:]}.values():
-            e = estimator.full(spec, setup, hw, tokens=ctx.tokens_per_epoch, epochs=ctx.epochs)
-            if e.verdict == "fits" and math.isfinite(e.time_hours):
-                found.append(
-                    Alternative(gpu.name, n, name, e.time_hours, e.cost_usd, e.memory.total, e.verdict)
-                )
-    if not found:
-        return {"cheapest": None, "fastest": None}
-    return {
-        "cheapest": min(found, key=lambda a: (a.cost_usd, a.time_hours)),
-        "fastest": min(found, key=lambda a: (a.time_hours, a.cost_usd)),
-    }
 
 
-class NoFitError(FtplanError):
-    """Nothing fits the hardware (or there is no GPU): names what would do."""
-
-    def __init__(self, message: str, *, hint: str | None = None, alternatives=None):
-        self.alternatives = alternatives or {}
-        super().__init__(message, hint=hint)
 
 
-def _alt_text(a: Alternative) -> str:
-    return f"{a.count}x {a.gpu} ({a.strategy}, {hours_text(a.time_hours)}, ${a.cost_usd:.2f})"
 
 
-def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
-    size = f"{spec.param_counts().total / 1e9:.2f}B-parameter"
-    smallest = min(options, key=lambda o: o.estimate.memory.total) if options else None
-    probe = smallest or options[0]
-    alts = {}
-    for method_opt in sorted(options, key=lambda o: o.estimate.memory.total):
-        alts = find_alternatives(spec, hardware, method_opt, ctx, estimator)
-        if alts.get("cheapest"):
-            break
-    cheap, fast = alts.get("cheapest"), alts.get("fastest")
-    would = ""
-    if cheap:
-        would = f"; cheapest that fits: {_alt_text(cheap)}"
-        if fast and (fast.gpu, fast.count) != (cheap.gpu, cheap.count):
-            would += f"; fastest: {_alt_text(fast)}"
-    if hardware.gpu is None:
-        hours = hours_text(probe.estimate.time_hours)
-        return NoFitError(
-            f"no GPU found: fine-tuning the {size} model {spec.name} needs a GPU (a CPU run would take "
-            f"{hours}){would}",
-            hint="pass --gpu NAME [--gpus N] to plan for one",
-            alternatives=alts,
-        )
-    return NoFitError(
-        f"{spec.name} ({size}) does not fit {hardware.count}x {hardware.gpu.name} "
-        f"({gib(hardware.free_memory_bytes)} free per GPU) with any strategy at {ctx.seq_len} tokens per "
-        f"sequence: the smallest, "
-        f"{probe.name}, needs {gib(probe.estimate.memory.total)}{would}",
-        hint="use a bigger or more GPUs (--gpu/--gpus), or a smaller model",
-        alternatives=alts,
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -976,23 +614,6 @@ def _no_fit_error(spec, hardware, options, ctx, estimator) -> NoFitError:
 # ----------------------------------------------------------------------------------------------
 
 
-def trained_tokens_and_steps(plan: Plan, ctx: _Ctx) -> tuple[int, float, int]:
-    """(tokens per epoch, epochs, optimizer steps) the executor will run for ``plan``.
-
-    Rows per epoch follow the plan's packing (an override may change it): packed rows of seq_len
-    tokens, else one example per row (plus replay). ``training.max_steps > 0`` replaces the epochs
-    (transformers TrainingArguments.max_steps): max_steps optimizer steps of micro_batch x world x
-    grad_accum rows, each carrying seq_len tokens (packed) or the data's mean trained length."""
-    t = plan.training
-    world = world_size(plan)
-    rows_per_step = t.micro_batch * max(1, world) * t.grad_accum
-    units = math.ceil(ctx.tokens_per_epoch / t.seq_len) if t.packing else math.ceil(
-        ctx.train_rows / (1 - ctx.replay))
-    per_row = ctx.tokens_per_epoch / max(1, units)
-    if t.max_steps > 0:
-        return int(round(t.max_steps * rows_per_step * per_row)), 1.0, t.max_steps
-    per_epoch = max(1, math.ceil(units / max(rows_per_step, 1)))
-    return ctx.tokens_per_epoch, t.epochs, max(1, math.ceil(per_epoch * t.epochs))
 
 
 
@@ -1001,18 +622,5 @@ def trained_tokens_and_steps(plan: Plan, ctx: _Ctx) -> tuple[int, float, int]:
 # Versions
 # ----------------------------------------------------------------------------------------------
 
-VERSIONED = ("torch", "transformers", "peft", "accelerate", "trl", "deepspeed", "bitsandbytes")
 
 
-def collect_versions() -> dict[str, str]:
-    """ftplan's version plus the training libraries' installed versions (importlib.metadata reads the
-    dist-info only: nothing is imported)."""
-    from importlib import metadata
-
-    out = {"ftplan": __version__}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out

@@ -13,15 +13,8 @@ from dataclasses import replace
 from planner.convert import setup_from_plan
 from planner.plan import Decision, LoraSection, Plan, apply_overrides, get_path
 from planner.rules import data, optim
-from planner.rules.engine import (
-    PlanResult,
-    _Ctx,
-    _fit_ok,
-    _plain,
-    estimate_section,
-    host_ram,
-    trained_tokens_and_steps,
-)
+from planner.rules.engine import PlanResult, _plain
+from planner.rules.sizing import PlanContext, estimate_section, fit_ok, host_ram, trained_tokens_and_steps
 from planner.units import gib
 from planner.vocab import ADAPTER_METHODS, DISTRIBUTIONS, PRECISIONS
 
@@ -59,7 +52,7 @@ def pinned_overrides(overrides) -> dict[str, str]:
 
 
 def apply_plan_overrides(
-    result: PlanResult, overrides, estimator, ctx: _Ctx, lora_rules: LoraSection | None = None
+    result: PlanResult, overrides, estimator, ctx: PlanContext, lora_rules: LoraSection | None = None
 ) -> PlanResult:
     """Apply --set overrides, re-estimate, and warn (with numbers) when they break a rule or do not fit."""
     before = result.plan
@@ -116,7 +109,7 @@ def apply_plan_overrides(
     tokens, epochs, steps = trained_tokens_and_steps(plan, ctx)
     est = estimator.with_steps(result.spec, setup, result.hardware, tokens=tokens, epochs=epochs, steps=steps)
     gpu = result.hardware.gpu is not None
-    if not _fit_ok(est, gpu, result.hardware):
+    if not fit_ok(est, gpu, result.hardware):
         free = est.memory.total + est.headroom_bytes if gpu else host_ram(result.hardware)
         warnings.append(
             f"--set: the plan as overridden needs {gib(est.memory.total)} per GPU, "
