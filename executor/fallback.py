@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from executor.paths import RunPaths
-from planner.errors import FtplanError
+from planner.errors import FtplanError, first_line
 from planner.plan import Decision, Fallback, Plan, plan_from_dict, plan_to_dict, save_plan, set_path
 from planner.render import rerender_configs
 
@@ -34,7 +34,7 @@ class OutOfMemoryAtStep(Exception):
 
     def __init__(self, steps_done: int, cause: BaseException | str):
         self.steps_done = steps_done
-        self.cause = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else type(cause).__name__
+        self.cause = first_line(cause)
         super().__init__(f"out of memory after {steps_done} optimizer steps: {self.cause}")
 
 

@@ -18,6 +18,8 @@ import json
 import re
 import sys
 
+from planner.errors import first_line
+
 # name pattern -> component, in order (the first match wins); names are transformers' module paths.
 COMPONENT_RULES: tuple[tuple[str, re.Pattern], ...] = (
     ("lm_head", re.compile(r"(^|\.)(lm_head|embed_out|output)\.")),
@@ -65,7 +67,7 @@ def main() -> int:
     try:
         counts = count_config(config)
     except Exception as exc:  # noqa: BLE001 - any failure is reported to the planner as one line
-        print(json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}))
+        print(json.dumps({"error": first_line(exc, with_type=True)}))
         return 1
     print(json.dumps(counts))
     return 0

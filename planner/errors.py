@@ -19,6 +19,17 @@ class FtplanError(Exception):
         super().__init__(f"{message} ({hint})" if hint else message)
 
 
+def first_line(error: BaseException | str, limit: int = 300, *, with_type: bool = False) -> str:
+    """The first non-empty line of an error (or text), at most ``limit`` characters: what one-line reports
+    show of a library's multi-line message. ``with_type`` prefixes the exception's class name
+    ("OutOfMemoryError: CUDA out of memory..."); an exception without text gives its class name."""
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")[:limit]
+    if isinstance(error, BaseException) and (with_type or not text):
+        name = type(error).__name__
+        return f"{name}: {text}" if text else name
+    return text
+
+
 def close_matches(word: str, candidates, n: int = 3) -> list[str]:
     """Case-insensitive fuzzy matches, for 'did you mean' hints."""
     import difflib

@@ -9,6 +9,13 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it: os.umask returns the old value)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, text: str, *, mode: int | None = None) -> Path:
     """Write ``text`` to ``path`` atomically; ``mode`` (e.g. 0o755) is applied before the rename, minus the
     umask, so the file never appears with the wrong permissions."""
@@ -21,9 +28,7 @@ def write_atomic(path: str | os.PathLike, text: str, *, mode: int | None = None)
             fh.flush()
             os.fsync(fh.fileno())
         if mode is not None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, mode & ~umask)
+            os.chmod(tmp, mode & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.errors import FtplanError, close_matches
+from planner.errors import FtplanError, close_matches, first_line
 from planner.files import write_atomic
 from planner.memory import SAVE_MODULES
 from planner.vocab import (
@@ -749,7 +749,7 @@ def load_plan(path: str | os.PathLike) -> Plan:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise FtplanError(
             f"{p}:{where}: not valid YAML ({problem})", hint="fix the syntax or re-plan"
         ) from None

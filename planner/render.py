@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from planner.errors import FtplanError
-from planner.files import write_atomic
+from planner.files import current_umask, write_atomic
 from planner.plan import PLAN_FILENAME, Plan, dump_plan, load_plan, processes_per_node, world_size
 from planner.rules.common import hours_text, params_text
 from planner.units import gib_value
@@ -762,12 +762,6 @@ def _validate_submission(folder: Path) -> None:
                 raise FtplanError(f"rendered {name} has a shell syntax error: {proc.stderr.strip()}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def check_out_dir(out_dir: str | os.PathLike, force: bool = False) -> Path:
     """The target folder: refused when it exists with files in it, unless ``force``."""
     out = Path(out_dir)
@@ -796,8 +790,8 @@ def write_plan_folder(result, out_dir: str | os.PathLike, *, force: bool = False
             (tmp / name).write_text(text, encoding="utf-8")
         for name in (LAUNCH, SLURM):
             if (tmp / name).exists():
-                (tmp / name).chmod(0o755 & ~_umask())
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the plan folder gets normal permissions
+                (tmp / name).chmod(0o755 & ~current_umask())
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the plan folder gets normal permissions
         validate_folder(tmp)
         if not out.exists():
             os.replace(tmp, out)

@@ -21,7 +21,7 @@ from textual.widgets import Button, Footer, Static
 
 from ftplan.wizard.services import WizardServices
 from ftplan.wizard.state import WizardAnswers
-from planner.errors import FtplanError
+from planner.errors import FtplanError, first_line
 
 BACK = "__back__"
 STEP_COUNT = 8
@@ -36,8 +36,7 @@ def describe_error(exc: BaseException) -> str:
     """One line for the error line: FtplanError's own message, else the type and text."""
     if isinstance(exc, FtplanError):
         return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return first_line(exc, with_type=True)
 
 
 class StepScreen(Screen):
