@@ -8,9 +8,15 @@ answers and the App merges it (``dataclasses.replace``). The request built here 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.request import PlanRequest
+
+if TYPE_CHECKING:
+    from planner.dataset.profile import DataProfile
+    from planner.hardware import Hardware
+    from planner.model_spec import ModelSpec
+    from planner.rules.engine import PlanResult
 
 GOALS = ("quality", "balanced", "cost")
 
@@ -36,9 +42,9 @@ class WizardAnswers:
     """Everything the user answered, plus the planner objects those answers were validated into."""
 
     model: str = ""
-    spec: Any = None  # ModelSpec of ``model`` (from services.load_model_spec)
+    spec: ModelSpec | None = None  # of ``model`` (from services.load_model_spec)
     data: str = ""
-    profile: Any = None  # DataProfile of ``data`` (from services.profile_data)
+    profile: DataProfile | None = None  # of ``data`` (from services.profile_data)
     columns: dict[str, str] = field(default_factory=dict)  # --columns mapping from the data step
     system_turn: str = "keep"  # --system-turn from the data step (templates without a system role)
     task: str = ""  # "" until the task step: defaults from the data format
@@ -48,13 +54,13 @@ class WizardAnswers:
     gpu: str | None = None  # catalog name; None = use the detected hardware
     gpus: int | None = None
     price_per_hour: float | None = None
-    hardware: Any = None  # Hardware (from services.probe or services.resolve_hardware)
+    hardware: Hardware | None = None  # from services.probe or services.resolve_hardware
     strategy: str = ""  # the strategy the user picked; "" = the planner's recommendation
     strategy_overrides: dict[str, str] = field(default_factory=dict)  # from the strategy step
     setting_overrides: dict[str, str] = field(default_factory=dict)  # from the settings step
     out_dir: str = ""
     run_now: bool = False
-    result: Any = None  # the PlanResult written by the review step
+    result: PlanResult | None = None  # written by the review step
 
     @property
     def overrides(self) -> dict[str, str]:

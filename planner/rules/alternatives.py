@@ -63,7 +63,7 @@ def find_alternatives(spec, hardware, chosen: Option, ctx: PlanContext, estimato
                 break
     found: list[Alternative] = []
     for gpu in gpu_catalog().values():
-        if getattr(gpu, "generic", False):
+        if gpu.generic:
             continue
         prec = "bf16" if gpu.bf16 else "fp16"
         fitting_counts = []

@@ -61,7 +61,7 @@ def budget_rule(chosen, fitting: Sequence, family_rank: dict[str, int], max_hour
         else f"the cheapest plan that fits is {cheapest.name} at {c.time_hours:.2f} h, ${c.cost_usd:.2f}"
     )
     share = _share_within(est.time_hours, est.cost_usd, max_hours, max_cost)
-    steps = max(1, int(share * getattr(chosen, "steps", 0))) if getattr(chosen, "steps", 0) else 0
+    steps = max(1, int(share * chosen.steps)) if chosen.steps else 0
     cut = f"--set training.max_steps={steps}" if steps else "--set training.max_steps=N"
     warning = (
         f"budget: {limits} cannot be met on this hardware: {chosen.name} needs {money}; {alt}. Train on "

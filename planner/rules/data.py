@@ -68,7 +68,7 @@ def truncated_fraction(profile, seq_len: int, task: str = "") -> float:
     the run tokenizes), else interpolated between its percentiles. Raw text is chunked, never cut."""
     if task == "continued-pretraining":
         return 0.0
-    hist = getattr(profile, "length_hist", None)
+    hist = profile.length_hist
     if hist:
         return cut_rows(profile, seq_len, task)[0] / max(sum(hist.values()), 1)
     return truncated_share(seq_len, profile.tokens_p50, profile.tokens_p95, profile.tokens_p99, profile.tokens_max)
@@ -76,7 +76,7 @@ def truncated_fraction(profile, seq_len: int, task: str = "") -> float:
 
 def cut_rows(profile, seq_len: int, task: str) -> tuple[int, int]:
     """(rows cut at seq_len, rows left with no trained token and dropped) as the executor will count them."""
-    if task == "continued-pretraining" or not getattr(profile, "length_hist", None):
+    if task == "continued-pretraining" or not profile.length_hist:
         return 0, 0
     return profile.over(seq_len)
 
@@ -195,9 +195,9 @@ def data_warnings(profile, truncated: float, seq_len: int, task: str = "") -> li
     trained token, content the chat template does not render, class imbalance."""
     out: list[str] = []
     cut, untrained = cut_rows(profile, seq_len, task)
-    rows = max(getattr(profile, "valid_rows", 0), 1)
-    dropped = getattr(profile, "invalid_count", 0) + untrained
-    if dropped > DROPPED_WARNING * max(getattr(profile, "rows", 0), 1):
+    rows = max(profile.valid_rows, 1)
+    dropped = profile.invalid_count + untrained
+    if dropped > DROPPED_WARNING * max(profile.rows, 1):
         out.append(
             f"{dropped} of {profile.rows} rows ({dropped / max(profile.rows, 1):.0%}) will not train: "
             f"{profile.invalid_count} malformed, {untrained} with no trained token within {seq_len} tokens"
@@ -207,7 +207,7 @@ def data_warnings(profile, truncated: float, seq_len: int, task: str = "") -> li
             f"{untrained} rows have a prompt of {seq_len} tokens or more: no answer token is left after "
             "truncation, so they are dropped; raise training.seq_len to keep them"
         )
-    for kind, n in (getattr(profile, "skipped", None) or {}).items():
+    for kind, n in (profile.skipped or {}).items():
         out.append(f"{n} of {rows} valid rows: {kind}")
     if profile.valid_rows < TINY_DATA:
         out.append(
@@ -253,11 +253,11 @@ def trained_tokens(
     """
     rows = max(profile.valid_rows - profile.duplicates - val_rows, 1)
     per_row = min(profile.tokens_mean, seq_len) if truncated else profile.tokens_mean
-    hist = getattr(profile, "length_hist", None)
+    hist = profile.length_hist
     if hist and truncated:  # exact: every row cut at seq_len, as the executor cuts it
         per_row = sum(min(length, seq_len) * n for length, n in hist.items()) / max(sum(hist.values()), 1)
     # DPO runs chosen and rejected: two sequences per row (DataProfile.sequences_per_row).
-    tokens = rows * per_row * max(1, int(getattr(profile, "sequences_per_row", 1) or 1))
+    tokens = rows * per_row * max(1, int(profile.sequences_per_row or 1))
     if replay > 0:
         tokens /= 1 - replay  # general data is added on top: task data stays 1 - replay of the mix
     return int(tokens)

@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from planner.convert import STRATEGY_FIELDS, plan_values, trainer_traits
 from planner.errors import FtplanError
@@ -49,6 +50,12 @@ from planner.rules.versions import collect_versions
 from planner.units import GB, gib
 from planner.vocab import ADAPTER_METHODS
 
+if TYPE_CHECKING:  # annotations only: the rules reach these through the estimator and the inputs
+    from planner.dataset.profile import DataProfile
+    from planner.estimate import StrategyEstimate
+    from planner.hardware import Hardware
+    from planner.model_spec import ModelSpec
+
 CPU_MAX_HOURS = 8.0
 # When nothing fits the data's p99 length, a shorter sequence is accepted only while it truncates at
 # most half the examples (beyond that the run no longer learns the data it was given).
@@ -61,16 +68,19 @@ MAX_FALLBACK_TRUNCATION = 0.5  # a CPU plan is offered only when it finishes wit
 
 @dataclass
 class PlanResult:
+    """What make_plan answers: the plan and everything it was decided from (the review, REPORT.md and the
+    wizard show them)."""
+
     plan: Plan
-    estimates: list  # StrategyEstimate of every candidate, side by side (same order as options)
-    chosen: object  # StrategyEstimate of the plan as written (after overrides)
-    profile: object  # DataProfile
-    spec: object  # ModelSpec
-    hardware: object  # Hardware
+    estimates: list[StrategyEstimate]  # every candidate, side by side (same order as options)
+    chosen: StrategyEstimate  # the plan as written (after overrides)
+    profile: DataProfile
+    spec: ModelSpec
+    hardware: Hardware
     alternatives: dict[str, Alternative | None] = field(default_factory=dict)  # cheapest / fastest
-    advice: list = field(default_factory=list)  # advice_rules.Advice
+    advice: list[advice_rules.Advice] = field(default_factory=list)
     options: list[Option] = field(default_factory=list)
-    general_profile: object | None = None
+    general_profile: DataProfile | None = None  # --general-data
 
 
 class Recorder:
@@ -492,14 +502,14 @@ def _data_section(ctx: PlanContext) -> DataSection:
         replay_ratio=ctx.replay,
         duplicates=p.duplicates,
         invalid_rows=p.invalid_count,
-        columns=dict(getattr(p, "columns", {}) or {}),
-        system_turn=getattr(p, "system_turn", "keep"),
-        merge_consecutive=getattr(p, "merge_consecutive", False),
-        template=getattr(p, "template", ""),
+        columns=dict(p.columns or {}),
+        system_turn=p.system_turn,
+        merge_consecutive=p.merge_consecutive,
+        template=p.template,
         tokens_counted="heuristic" if str(p.tokenizer).startswith("heuristic") else "exact",
         truncated_rows=cut,
         untrained_rows=untrained,
-        skipped=dict(getattr(p, "skipped", {}) or {}),
+        skipped=dict(p.skipped or {}),
     )
 
 

@@ -34,9 +34,9 @@ def check_profile(profile, task: str) -> None:
     """Refuse empty data, mostly-malformed data, a record format the task cannot train on, and rows the
     model's chat template refuses (naming the template's rule and the option that fixes it)."""
     path = profile.path
-    refusals = getattr(profile, "template_refusals", 0)
+    refusals = profile.template_refusals
     if refusals:
-        fix = getattr(profile, "suggested_fix", "")
+        fix = profile.suggested_fix
         raise FtplanError(
             f"{path} {profile.template_refusal} ({refusals} of {profile.rows} rows): the model's chat template "
             "refuses these conversations",
@@ -59,7 +59,7 @@ def check_profile(profile, task: str) -> None:
             f"{path}: {profile.invalid_count} of {profile.rows} rows are malformed{where}",
             hint="fix the rows or check that --task matches the data",
         )
-    dropped_calls = (getattr(profile, "skipped", None) or {}).get("tool call not rendered by the chat template", 0)
+    dropped_calls = (profile.skipped or {}).get("tool call not rendered by the chat template", 0)
     if dropped_calls:
         raise FtplanError(
             f"{path}: the model's chat template does not render tool calls ({dropped_calls} rows have them): "

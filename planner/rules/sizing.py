@@ -110,7 +110,7 @@ UNKNOWN_HOST_RAM = 16_000_000_000  # when the probe could not read it: a common 
 
 
 def host_ram(hardware) -> int:
-    return getattr(hardware, "cpu_memory_bytes", 0) or UNKNOWN_HOST_RAM
+    return hardware.cpu_memory_bytes or UNKNOWN_HOST_RAM
 
 
 def default_estimator() -> Estimators:

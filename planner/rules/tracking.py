@@ -57,11 +57,11 @@ def backends_rule(requested: tuple[str, ...] | None) -> Choice[list[str]]:
 
 def tracking_section(request, rec) -> TrackingSection:
     """The plan's tracking section; the backends decision goes to ``rec`` (the engine's Recorder)."""
-    uri = getattr(request, "mlflow_uri", None)
+    uri = request.mlflow_uri
     problem = tracking_uri_problem(uri)
     if problem:
         raise FtplanError(f"--mlflow-uri: {problem}")
-    backends = rec.add("tracking.backends", backends_rule(getattr(request, "tracking", None)))
+    backends = rec.add("tracking.backends", backends_rule(request.tracking))
     return TrackingSection(backends=list(backends), mlflow_tracking_uri=uri)
 
 
