@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from planner.cost import time_and_cost
 from planner.memory import MemoryBreakdown, TrainSetup, estimate_memory
-from planner.vocab import ADAPTER_METHODS
+from planner.vocab import ADAPTER_METHODS, DEFAULT_LORA_R
 
 if TYPE_CHECKING:  # pragma: no cover
     from planner.hardware import Hardware
@@ -190,7 +190,7 @@ def strategy_name(setup: TrainSetup) -> str:
 
 def standard_strategies(
     spec: ModelSpec, hardware: Hardware, *, seq_len: int, micro_batch: int = 1, gpus: int | None = None,
-    gradient_checkpointing: bool = False, attn_implementation: str = "sdpa", lora_r: int = 16,
+    gradient_checkpointing: bool = False, attn_implementation: str = "sdpa", lora_r: int = DEFAULT_LORA_R,
     lora_target_modules: tuple[str, ...] = ("all-linear",), optimizer: str = "adamw", lora_dropout: float = 0.0,
     **settings,
 ) -> list[tuple[str, TrainSetup]]:

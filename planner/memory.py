@@ -41,6 +41,8 @@ from planner.overhead import device_overhead
 from planner.vocab import (
     ADAPTER_METHODS,
     ATTN_IMPLEMENTATIONS,
+    DEFAULT_LORA_ALPHA,
+    DEFAULT_LORA_R,
     DISTRIBUTIONS,
     METHODS,
     OPTIMIZERS,
@@ -74,8 +76,8 @@ class TrainSetup:
     gradient_checkpointing: bool = False
     optimizer: Optimizer = "adamw"
     attn_implementation: AttnImplementation = "sdpa"
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = DEFAULT_LORA_R
+    lora_alpha: int = DEFAULT_LORA_ALPHA
     lora_target_modules: tuple[str, ...] = ("all-linear",)  # or module names like ("q_proj", "v_proj")
     num_virtual_tokens: int = 20  # prompt / prefix tuning
     gpus: int = 1  # world size (all nodes)

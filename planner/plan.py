@@ -24,6 +24,8 @@ from planner.memory import SAVE_MODULES
 from planner.vocab import (
     ADAPTER_METHODS,
     ATTN_IMPLEMENTATIONS,
+    DEFAULT_LORA_ALPHA,
+    DEFAULT_LORA_R,
     DISTRIBUTIONS,
     FORMATS,
     METHODS,
@@ -88,8 +90,8 @@ class HardwareSection:
 
 @dataclass
 class LoraSection:
-    r: int = 16
-    alpha: int = 32
+    r: int = DEFAULT_LORA_R
+    alpha: int = DEFAULT_LORA_ALPHA
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     use_dora: bool = False

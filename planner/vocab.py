@@ -34,3 +34,8 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 # dataset record formats (planner.dataset.layouts reads and detects them)
 FORMATS: tuple[str, ...] = ("alpaca", "chat", "prompt_completion", "text", "preference", "kto", "classification")
+
+# LoRA shape when nothing decides it (the rules choose r per task and data size: planner/rules/lora.py);
+# alpha = 2r, the rules' and LLaMA-Factory's convention.
+DEFAULT_LORA_R = 16
+DEFAULT_LORA_ALPHA = 2 * DEFAULT_LORA_R

@@ -11,7 +11,7 @@ import click
 
 from planner.errors import FtplanError
 from planner.units import GIB
-from planner.vocab import ATTN_IMPLEMENTATIONS, ESTIMATE_METHODS, OPTIMIZERS, PRECISIONS
+from planner.vocab import ATTN_IMPLEMENTATIONS, DEFAULT_LORA_R, ESTIMATE_METHODS, OPTIMIZERS, PRECISIONS
 
 EPILOG = """\b
 Examples:
@@ -47,7 +47,7 @@ DEFAULT_TOKENS = 10_000_000  # when neither --tokens nor --data is given (shown 
 @click.option("--micro-batch", type=int, default=1, show_default=True, metavar="B")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", "--grad-ckpt/--no-grad-ckpt",
               "gradient_checkpointing", default=False, show_default=True, help="Gradient checkpointing.")
-@click.option("--lora-r", type=int, default=16, show_default=True, metavar="R")
+@click.option("--lora-r", type=int, default=DEFAULT_LORA_R, show_default=True, metavar="R")
 @click.option("--target-modules", "--lora-targets", "lora_target_modules", default="all-linear", show_default=True,
               metavar="all-linear|q_proj,v_proj", help="plan.yaml lora.target_modules.")
 @click.option("--lora-dropout", type=float, default=0.05, show_default=True, metavar="P",
