@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -319,18 +320,22 @@ def save_artifacts(t: Trained, paths: RunPaths, log: Log) -> dict[str, str]:
     write_atomic(paths.final / FINAL_MARKER, json.dumps({"step": t.trainer.state.global_step}))
     lora = t.plan.lora
     if t.plan.strategy.method in ADAPTER_METHODS and lora is not None and lora.merge_after:
-        merge_adapter(t.plan, paths, t.tokenizer, t.data.labels if is_head_classification(t.plan) else None)
+        if is_head_classification(t.plan):
+            merge_adapter(t.plan, paths, t.tokenizer, t.data.labels)
+        else:  # the one merge path of `ftplan export --merged`: QLoRA onto the dequantized NF4 base, checked
+            from executor.merge import export_merged
+
+            shutil.rmtree(paths.merged, ignore_errors=True)  # ftplan's own output, rewritten at each completion
+            export_merged(paths.plan_dir, paths.merged, log=log)
         out["merged"] = str(paths.merged)
         log(f"ftplan: merged model written to {paths.merged}")
     return out
 
 
 def merge_adapter(plan: Plan, paths: RunPaths, tokenizer, labels: list[str] | None = None) -> Path:
-    """Reload the base unquantized in the compute dtype, apply the saved adapter, merge, save safetensors.
-
-    QLoRA adapters are merged into 16-bit base weights, not 4-bit ones (merging into NF4 would
-    re-quantize the update away; peft docs, "merge_and_unload" with quantized models).
-    """
+    """A head classifier's adapter merged into its base (sequence classification: not a causal LM, so
+    not ``executor.merge``, which serves every other plan): the base reloaded unquantized in the compute
+    dtype, the adapter applied and merged, safetensors saved."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
