@@ -373,6 +373,7 @@ def resolve_hardware(
     price_per_hour: float | None = None,
     *,
     nodes: int = 1,
+    cpu_processes: int | None = None,
     probe_fn=None,
 ) -> Hardware:
     """The hardware to plan for: a named GPU (no probe needed) or the probe, with overrides.
@@ -380,11 +381,23 @@ def resolve_hardware(
     - ``gpu``: catalog name/alias; overrides the probe. ``gpus``: count per node (named: default 1;
       probed: must not exceed what was detected). ``gpu_memory_gb``: with a name, caps the usable
       memory per GPU; alone, means an unnamed GPU of that size (when the probe found none).
+    - ``cpu_processes``: a CPU plan with that many training processes on each of ``nodes`` machines
+      (``count`` holds it), whatever GPUs the probe would find; a GPU option beside it is refused.
     - ``probe_fn``: injected for tests and the wizard (defaults to :func:`probe`).
     """
     _check_positive("--gpus", gpus, int)
     _check_positive("--gpu-memory", gpu_memory_gb)
     _check_positive("--nodes", nodes, int)
+    _check_positive("--cpu-processes", cpu_processes, int)
+    if cpu_processes is not None:
+        given = [flag for flag, value in (("--gpu", gpu), ("--gpus", gpus), ("--gpu-memory", gpu_memory_gb)) if value]
+        if given:
+            raise FtplanError(
+                f"--cpu-processes {cpu_processes} plans a CPU run, but {' and '.join(given)} chose a GPU",
+                hint="drop --cpu-processes to plan for the GPU, or drop the GPU option(s) to train on CPU",
+            )
+        cpu = _cpu_only(f"--cpu-processes {cpu_processes}: a CPU plan (GPUs, if any, are not used)")
+        return replace(cpu, count=cpu_processes, nodes=nodes, price_per_hour=price_per_hour)
     if price_per_hour is not None and (not isinstance(price_per_hour, (int, float)) or price_per_hour < 0):
         raise FtplanError(f"--price-per-hour must be zero or positive, got {price_per_hour}")
     mem_override = int(gpu_memory_gb * GIB) if gpu_memory_gb else None
@@ -403,6 +416,12 @@ def resolve_hardware(
         if gpus:
             raise FtplanError(
                 f"--gpus {gpus} but no GPU detected; name the GPU type with --gpu to plan for hardware you don't have"
+            )
+        if nodes > 1:  # a CPU plan runs one process unless told how many per node
+            raise FtplanError(
+                f"--nodes {nodes} but no GPU detected",
+                hint=f"add --cpu-processes N (training processes per node) for {nodes} CPU machines, or name the "
+                "GPU type with --gpu to plan for GPU nodes",
             )
         return replace(probed, price_per_hour=price_per_hour, nodes=nodes)
     if gpus and gpus > probed.count:

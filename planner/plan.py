@@ -689,9 +689,11 @@ def processes_per_node(plan: Plan) -> int:
 
 def world_size(plan: Plan) -> int:
     """The one world size of a plan: what launch.sh starts, what the trainer divides the batch by and
-    what the estimate's sharding and step counts use."""
-    nodes = max(1, plan.hardware.nodes) if plan.hardware.gpu is not None else 1
-    return processes_per_node(plan) * nodes
+    what the estimate's sharding and step counts use. A CPU DDP/ZeRO plan runs hardware.count processes on
+    each of hardware.nodes machines (--cpu-processes, --nodes); any other CPU plan is one process."""
+    if plan.hardware.gpu is None and plan.strategy.distribution not in ("ddp", "zero1", "zero2", "zero3"):
+        return 1
+    return processes_per_node(plan) * max(1, plan.hardware.nodes)
 
 
 def plan_to_dict(plan: Plan) -> dict:

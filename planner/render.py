@@ -162,21 +162,23 @@ class Launch:
 def launch_info(plan: Plan) -> Launch:
     dist = plan.strategy.distribution
     gpu = plan.hardware.gpu is not None
-    per_node = processes_per_node(plan)  # CPU DDP/ZeRO plans: hardware.count gloo processes
-    cpu_multi = not gpu and per_node > 1
-    nodes = plan.hardware.nodes if gpu else 1
+    per_node = processes_per_node(plan)  # CPU DDP/ZeRO plans: hardware.count gloo processes per node
     world = world_size(plan)
+    cpu_multi = not gpu and world > 1  # --cpu-processes N [--nodes M]
+    nodes = plan.hardware.nodes if (gpu or cpu_multi) else 1
     zero = {"zero1": 1, "zero2": 2, "zero3": 3}.get(dist, 0)
     deepspeed = (gpu or cpu_multi) and zero > 0
+    # CPU DDP is MULTI_GPU with use_cpu: accelerate 1.15 starts several processes (torchrun's launcher) only
+    # for MULTI_GPU/DEEPSPEED/FSDP configs; MULTI_CPU goes to its simple launcher, which starts ONE process
+    # and expects mpirun around it (accelerate/commands/launch.py launch_command, "Multi-CPU" docs). The
+    # ranks still train on CPU over gloo: TrainingArguments(use_cpu=True) in executor/trainer.py.
     acc_type = (
         "DEEPSPEED"
         if deepspeed
         else "FSDP"
         if (gpu and dist == "fsdp")
         else "MULTI_GPU"
-        if (gpu and world > 1)
-        else "MULTI_CPU"
-        if cpu_multi
+        if world > 1
         else "NO"
     )
     # DeepSpeed needs its launcher even on one GPU (ZeRO-Offload); otherwise one process is plain python.

@@ -29,6 +29,9 @@ class PlanRequest:
     overrides: dict[str, str] = field(default_factory=dict)  # --set key=value (dotted plan paths)
     trust_remote_code: bool = False
     nodes: int = 1  # machines with `gpus` GPUs each (multi-node: launch.sh runs on every node)
+    # --cpu-processes: a CPU plan with this many training processes per node (gloo; DDP or DeepSpeed ZeRO);
+    # None = GPUs when there are any, else one CPU process
+    cpu_processes: int | None = None
     columns: dict[str, str] = field(default_factory=dict)  # --columns: canonical name -> file column
     system_turn: str = "keep"  # --system-turn: keep | merge | drop (templates without a system role)
     merge_consecutive: bool = False  # --merge-consecutive (templates demanding strict alternation)

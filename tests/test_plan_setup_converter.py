@@ -127,7 +127,7 @@ def test_setup_round_trips_through_a_plan(setup):
 
 @pytest.mark.parametrize("gpu,count,nodes,dist,expected", [
     ("A100-80GB", 8, 2, "fsdp", 16), ("A100-80GB", 1, 1, "single", 1), (None, 2, 1, "zero2", 2),
-    (None, 2, 1, "single", 1), (None, 4, 3, "ddp", 4),  # CPU: one machine, hardware.count gloo processes
+    (None, 2, 1, "single", 1), (None, 4, 3, "ddp", 12),  # CPU: hardware.count gloo processes per node
 ])
 def test_world_size_is_one_rule(gpu, count, nodes, dist, expected):
     from dataclasses import replace

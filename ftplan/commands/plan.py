@@ -22,6 +22,10 @@ Examples:
   ftplan plan --model ./m --data intents.csv --task classification --columns text=utterance,label=intent
   ftplan plan --model ./m --data train.jsonl --task sft --tracking tensorboard,mlflow   # + MLflow, local store
   ftplan plan --config lora.yml --data train.jsonl --gpu RTX-4090 --out plans/from-axolotl
+  ftplan plan --model ./m --data train.jsonl --task sft --cpu-processes 2 \
+      --set strategy.method=full --set strategy.distribution=zero2   # 2 ranks on this CPU (gloo)
+  ftplan plan --model ./m --data train.jsonl --task sft --cpu-processes 1 --nodes 2 --out plans/cpu2n
+      # then on each node: NODE_RANK=0|1 MASTER_ADDR=<node 0> bash plans/cpu2n/launch.sh
 """
 
 
@@ -41,7 +45,12 @@ _OPTIONS = [
     click.option("--gpu", metavar="NAME", help="GPU type from the catalog (default: the detected GPU)."),
     click.option("--gpus", type=int, metavar="N", help="GPUs per node (default: detected, or 1 with --gpu)."),
     click.option("--nodes", type=int, default=1, show_default=True, metavar="N",
-                 help="Machines with --gpus GPUs each (launch.sh then runs on every node)."),
+                 help="Machines with --gpus GPUs (or --cpu-processes processes) each; launch.sh then runs on "
+                 "every node."),
+    click.option("--cpu-processes", type=int, metavar="N",
+                 help="Plan a CPU run of N training processes per node (gloo: DDP, or DeepSpeed ZeRO with "
+                 "--set strategy.distribution=zero1|zero2|zero3), even where a GPU is present. Not with "
+                 "--gpu/--gpus/--gpu-memory."),
     click.option("--gpu-memory", type=float, metavar="GB", help="Usable memory per GPU."),
     click.option("--price", type=float, metavar="USD", help="Price per GPU-hour (overrides the catalog)."),
     click.option("--goal", type=click.Choice(["quality", "balanced", "cost"]), default="balanced",
@@ -82,7 +91,7 @@ def plan_options(func):
 def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, goal, max_hours, max_cost,
                    general_data, out_dir, sets, trust_remote_code, force, columns=None, system_turn="keep",
                    merge_consecutive=False, tracking=None, mlflow_uri=None, config=None, config_format=None,
-                   accelerate_config=None):
+                   accelerate_config=None, cpu_processes=None):
     """Validate the options, decide the plan and write its folder; returns (PlanResult, folder)."""
     from planner.dataset.layouts import parse_columns
     from planner.plan import parse_set_options, tracking_uri_problem
@@ -113,6 +122,9 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
         model, task = model or config_import.model, task or config_import.task
     elif config_format or accelerate_config:
         raise FtplanError("--config-format/--accelerate-config go with --config FILE")
+    if config and cpu_processes is not None:
+        raise FtplanError("--cpu-processes: not with --config (its hardware comes from --gpu/--gpus there)",
+                          hint="drop --config, or plan a CPU run with --set hardware.gpu=null --set hardware.count=N")
     if not model or not task:
         raise FtplanError("--model and --task are required (or --config FILE)", hint="see ftplan plan --help")
     request = PlanRequest(
@@ -130,6 +142,7 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
         overrides={**(set_options(config_import) if config_import else {}), **user_sets},
         trust_remote_code=trust_remote_code,
         nodes=nodes,
+        cpu_processes=cpu_processes,
         columns=parse_columns(columns),
         system_turn=system_turn,
         merge_consecutive=merge_consecutive,
@@ -176,7 +189,11 @@ def summary(result, folder) -> str:
     from planner.render import _hours, _usd
 
     p = result.plan
+    from planner.plan import world_size
+
     hw = f"{p.hardware.count * p.hardware.nodes}x {p.hardware.gpu}" if p.hardware.gpu else "CPU"
+    if not p.hardware.gpu and world_size(p) > 1:
+        hw += f", {world_size(p)} processes ({p.hardware.count} per node x {p.hardware.nodes} node(s))"
     strat = p.strategy.method + (
         "" if p.strategy.distribution == "single" else f" + {p.strategy.distribution}"
     )

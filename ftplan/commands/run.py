@@ -77,6 +77,7 @@ def go_command(yes, **options):
     Examples:
       ftplan go --model ./tiny --data examples/data/dates.jsonl --task sft --out plans/dates --yes
       ftplan go --model Qwen/Qwen2.5-0.5B --data chat.jsonl --task chat --gpu RTX-4090 --out plans/q
+      ftplan go --model ./tiny --data train.jsonl --task sft --cpu-processes 2 --yes   # 2 ranks on CPU (gloo)
     """
     result, folder = plan_and_write(**options)
     folder = Path(folder)

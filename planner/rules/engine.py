@@ -122,6 +122,7 @@ def _resolve_inputs(request, hardware, profile, spec):
             request.gpu_memory_gb,
             request.price_per_hour,
             nodes=getattr(request, "nodes", 1),
+            cpu_processes=getattr(request, "cpu_processes", None),
         )
     if profile is None:
         from planner.dataset import TemplateFixes, profile_data
@@ -153,7 +154,8 @@ def _resolve_inputs(request, hardware, profile, spec):
 
 
 def _world(hardware) -> int:
-    return max(1, hardware.count * getattr(hardware, "nodes", 1)) if hardware.gpu is not None else 1
+    """GPUs x nodes; on CPU, the processes per node (--cpu-processes; the probe's 0: one) x nodes."""
+    return max(1, hardware.count * getattr(hardware, "nodes", 1)) if hardware.gpu is not None or hardware.count else 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,12 +206,17 @@ def make_plan(
     from planner.rules.overrides import apply_plan_overrides, pinned_overrides  # imports this module
 
     estimator = as_estimators(estimator)
+    cpu = getattr(request, "cpu_processes", None)  # checked against --set before the data is read
+    nodes = getattr(request, "nodes", 1)
+    cpu_choice = None if cpu is None else strategy.cpu_processes_rule(cpu, nodes, request.overrides)
     spec, hardware, profile, general = _resolve_inputs(request, hardware, profile, spec)
     pinned = pinned_overrides(request.overrides)
     first_error = None
     choices = _seq_len_choices(profile, spec, request.task, hardware)
     for seq_choice in choices:
         rec = Recorder()
+        if cpu_choice is not None:
+            rec.add("hardware.count", cpu_choice)
         ctx = _data_phase(request, spec, hardware, profile, general, rec, seq_choice)
         prec = rec.add("strategy.precision", precision.precision_rule(hardware))
         prec = pinned.get("strategy.precision", prec)
@@ -412,7 +419,7 @@ def _strategy_phase(
         "strategy.distribution",
         Choice(
             setup.distribution,
-            strategy.distribution_reason(chosen.name, world, fitting),
+            strategy.distribution_reason(chosen.name, world, fitting, gpu=gpu),
             strategy.DISTRIBUTION_SOURCE,
         ),
     )
@@ -591,7 +598,7 @@ def _model_section(spec, request) -> ModelSection:
 def _hardware_section(hw) -> HardwareSection:
     return HardwareSection(
         gpu=hw.gpu.name if hw.gpu else None,
-        count=hw.count if hw.gpu else 1,
+        count=max(1, hw.count),  # CPU: processes per node (--cpu-processes; the probe says 0: one)
         nodes=getattr(hw, "nodes", 1),
         memory_gb=round(hw.free_memory_bytes / GB, 2),  # decimal GB (plan schema 1)
         bf16=hw.bf16,

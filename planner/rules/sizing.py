@@ -110,7 +110,10 @@ UNKNOWN_HOST_RAM = 16_000_000_000  # when the probe could not read it: a common 
 
 
 def host_ram(hardware) -> int:
-    return hardware.cpu_memory_bytes or UNKNOWN_HOST_RAM
+    """Host RAM one training process may use: the ranks of a CPU plan with several processes per node
+    (--cpu-processes) share it, each holding what the estimate counts for one."""
+    ram = hardware.cpu_memory_bytes or UNKNOWN_HOST_RAM
+    return ram // max(1, hardware.count) if hardware.gpu is None else ram
 
 
 def default_estimator() -> Estimators:

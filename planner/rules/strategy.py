@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner.errors import FtplanError
 from planner.memory import TrainSetup
 from planner.rules.common import QLORA, SEED_GUIDE, SEED_STRATEGIES, ZERO, Choice
 
@@ -81,17 +82,23 @@ def candidates(base: TrainSetup, world: int, gpu: bool, allow_offload: bool) -> 
     """Every setup worth estimating on ``world`` GPUs, cheapest communication first within a family.
 
     Order matters only as a tie-break: ZeRO-1/2 move as many bytes as DDP, ZeRO-3 1.5x (ZeRO paper
-    §7), offload adds PCIe traffic and CPU Adam steps.
+    §7), offload adds PCIe traffic and CPU Adam steps. On CPU, ``world`` is the processes of
+    --cpu-processes x --nodes: DDP and DeepSpeed ZeRO run there over gloo (DeepSpeed's CPU accelerator);
+    no 4-bit kernels (QLoRA), no FSDP, no offload (the states already live in host RAM).
     """
-    base = base.with_(
-        distribution="single", offload_optimizer=False, offload_params=False, gpus=world if gpu else 1
-    )
+    base = base.with_(distribution="single", offload_optimizer=False, offload_params=False, gpus=world)
     full = base.with_(method="full")
     lora = base.with_(method="lora")
     qlora = base.with_(method="qlora", optimizer="paged_adamw_8bit")
     out: list[Candidate] = []
+    if not gpu and world == 1:
+        return [Candidate("lora", "lora", lora), Candidate("full", "full", full)]
     if not gpu:
-        return [Candidate("lora", "lora", lora.with_(gpus=1)), Candidate("full", "full", full.with_(gpus=1))]
+        return [
+            Candidate("lora-ddp", "lora", lora.with_(distribution="ddp")),
+            Candidate("lora-zero3", "lora", lora.with_(distribution="zero3")),
+            *(Candidate(f"full-{d}", "full", full.with_(distribution=d)) for d in ("ddp", "zero1", "zero2", "zero3")),
+        ]
     if world == 1:
         # ZeRO/FSDP offload on a single GPU (ZeRO-Offload) is not modelled by planner.memory
         # (it requires gpus >= 2), so one GPU gets plain setups only.
@@ -122,11 +129,46 @@ def candidates(base: TrainSetup, world: int, gpu: bool, allow_offload: bool) -> 
     return out
 
 
-def distribution_reason(name: str, world: int, fits: list[str]) -> str:
+def distribution_reason(name: str, world: int, fits: list[str], gpu: bool = True) -> str:
     others = ", ".join(n for n in fits if n != name) or "none"
     if world == 1:
         return f"one GPU: {name} (other setups that fit: {others})"
-    return f"{world} GPUs: {name} is the fastest setup of its family that fits (others that fit: {others})"
+    units = "GPUs" if gpu else "CPU processes"
+    return f"{world} {units}: {name} is the fastest setup of its family that fits (others that fit: {others})"
+
+
+def cpu_processes_rule(processes: int, nodes: int, overrides) -> Choice[int]:
+    """hardware.count of a CPU plan from --cpu-processes: training processes per node, each a rank of one
+    gloo process group (DDP, or DeepSpeed ZeRO through its CPU accelerator). The --set keys that would say
+    otherwise are refused rather than letting one silently win."""
+    if not isinstance(processes, int) or processes < 1:
+        raise FtplanError(f"--cpu-processes must be a positive integer, got {processes}")
+    overrides = overrides or {}
+    for key in ("hardware.count", "hardware.gpu", "hardware.nodes"):
+        if key in overrides:
+            raise FtplanError(
+                f"--set {key}={overrides[key]} and --cpu-processes {processes} both set the hardware",
+                hint="keep one: --cpu-processes N [--nodes M] plans N CPU processes on each of M machines",
+            )
+    world = processes * nodes
+    dist = str(overrides.get("strategy.distribution", "")).strip()
+    if world > 1 and dist in ("single", "fsdp"):
+        raise FtplanError(
+            f"--set strategy.distribution={dist}: {world} CPU processes need ddp, zero1, zero2 or zero3",
+            hint="drop the --set to let the rules choose, or use --cpu-processes 1 --nodes 1 for one process",
+        )
+    where = f"on each of {nodes} nodes" if nodes > 1 else "on this machine"
+    return Choice(
+        processes,
+        f"--cpu-processes {processes}: {processes} training process(es) {where}, world size {world}, "
+        "one gloo process group (DDP, or DeepSpeed ZeRO on its CPU accelerator)",
+        CPU_DISTRIBUTED_SOURCE,
+    )
+
+
+CPU_DISTRIBUTED_SOURCE = (
+    "PyTorch distributed docs (gloo: the CPU backend); deepspeed/accelerator/cpu_accelerator.py"
+)
 
 
 DISTRIBUTION_SOURCE = ZERO + "; " + SEED_STRATEGIES
