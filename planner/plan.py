@@ -21,6 +21,7 @@ from pathlib import Path
 from planner.errors import FtplanError, close_matches, first_line
 from planner.files import write_atomic
 from planner.memory import SAVE_MODULES
+from planner.units import GB, GIB
 from planner.vocab import (
     ADAPTER_METHODS,
     ATTN_IMPLEMENTATIONS,
@@ -82,7 +83,7 @@ class HardwareSection:
     gpu: str | None = None  # catalog name or None for CPU
     count: int = 1
     nodes: int = 1
-    memory_gb: float = 0.0
+    memory_gib: float = 0.0  # usable memory per GPU, GiB (planner.units)
     bf16: bool = False
     detected: bool = False
     price_per_hour: float = 0.0  # USD per GPU-hour used for the cost estimate
@@ -320,7 +321,7 @@ RANGES: dict[str, Range] = {
     "data.untrained_rows": NON_NEGATIVE,
     "hardware.count": AT_LEAST_1,
     "hardware.nodes": AT_LEAST_1,
-    "hardware.memory_gb": NON_NEGATIVE,
+    "hardware.memory_gib": NON_NEGATIVE,
     "hardware.price_per_hour": NON_NEGATIVE,
     "lora.r": Range(1, 4096),
     "lora.alpha": POSITIVE,
@@ -644,9 +645,43 @@ def validate_plan(plan: Plan) -> list[str]:
     return errors
 
 
+# Keys older plan.yaml files carry, renamed since: old dotted path -> (new path, how the value reads there).
+# They load (with a note in the plan's warnings) and are written under the new name.
+RENAMED_KEYS = {
+    "hardware.memory_gb": ("hardware.memory_gib", lambda v: round(float(v) * GB / GIB, 2)),  # decimal GB -> GiB
+}
+
+
+def _renamed(data, notes: list[str]):
+    """``data`` with RENAMED_KEYS moved to their new names (a copy; the caller's dict is not touched)."""
+    if not isinstance(data, Mapping):
+        return data
+    data = dict(data)
+    for old, (new, read) in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        new_key = new.split(".")[1]
+        node = data.get(section)
+        if not isinstance(node, Mapping) or key not in node:
+            continue
+        node = dict(node)
+        value = node.pop(key)
+        if new_key not in node:
+            try:
+                node[new_key] = read(value)
+            except (TypeError, ValueError):
+                node[new_key] = value  # the new key's validation names the problem
+            notes.append(f"plan.yaml: '{old}' is deprecated, read as '{new}: {node[new_key]}' (saved under the "
+                         "new name from now on)")
+        data[section] = node
+    return data
+
+
 def plan_from_dict(data, *, source: str = PLAN_FILENAME) -> Plan:
-    """Build and validate a Plan from parsed YAML; raises PlanValidationError listing every problem."""
+    """Build and validate a Plan from parsed YAML; raises PlanValidationError listing every problem.
+    Keys renamed since (RENAMED_KEYS) load under their new names, with a note in ``plan.warnings``."""
     errors: list[str] = []
+    notes: list[str] = []
+    data = _renamed(data, notes)
     if isinstance(data, Mapping) and "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:
         raise PlanValidationError(
             source,
@@ -660,6 +695,8 @@ def plan_from_dict(data, *, source: str = PLAN_FILENAME) -> Plan:
         errors.extend(_check_values(plan))
     if errors:
         raise PlanValidationError(source, errors)
+    if notes:
+        plan.warnings = [*plan.warnings, *(n for n in notes if n not in plan.warnings)]
     return plan
 
 

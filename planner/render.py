@@ -25,7 +25,7 @@ from planner.errors import FtplanError
 from planner.files import current_umask, write_atomic
 from planner.plan import PLAN_FILENAME, Plan, dump_plan, load_plan, processes_per_node, world_size
 from planner.rules.common import hours_text, params_text
-from planner.units import gib_value
+from planner.units import GIB, gib_value
 
 LAUNCH = "launch.sh"
 ACCELERATE = "accelerate_config.yaml"
@@ -542,18 +542,18 @@ def sky_accelerator(plan: Plan) -> SkyAccelerator:
     fitting = [
         g
         for g in gpu_catalog().values()
-        if g.name in SKYPILOT_ACCELERATORS and g.memory_gb >= hw.memory_gb and (g.bf16 or not bf16)
+        if g.name in SKYPILOT_ACCELERATORS and g.memory_bytes / GIB >= hw.memory_gib and (g.bf16 or not bf16)
     ]
     if not fitting:
         raise FtplanError(
             f"hardware.gpu '{hw.gpu}' has no SkyPilot accelerator name and no catalog GPU has its "
-            f"{hw.memory_gb:g} GB",
+            f"{hw.memory_gib:g} GiB",
             hint="re-plan with --gpu NAME (see `ftplan hardware --list`)",
         )
     best = min(fitting, key=lambda g: (g.price_per_hour, g.memory_gb))
     note = (
         f"hardware.gpu {hw.gpu!r} has no SkyPilot name: asking for {best.name} (the cheapest catalog GPU "
-        f"with >= {hw.memory_gb:g} GB{' and bf16' if bf16 else ''}, ${best.price_per_hour:g}/GPU-hour)"
+        f"with >= {hw.memory_gib:g} GiB{' and bf16' if bf16 else ''}, ${best.price_per_hour:g}/GPU-hour)"
     )
     return SkyAccelerator(best.name, SKYPILOT_ACCELERATORS[best.name], note)
 

@@ -279,11 +279,11 @@ def test_accelerator_table_follows_the_gpu_catalog(results):
     acc = sky_accelerator(plan)
     assert acc.gpu == "H100-SXM" and "H100" in acc.names and not acc.note
     # a GPU with no SkyPilot name: the cheapest catalog GPU the plan runs on unchanged
-    plan.hardware.gpu, plan.hardware.memory_gb = "GPU-22GB", 22.0
+    plan.hardware.gpu, plan.hardware.memory_gib = "GPU-22GB", 22.0
     acc = sky_accelerator(plan)
-    fits = [g for g in catalog.values() if g.name in SKYPILOT_ACCELERATORS and g.memory_gb >= 22 and g.bf16]
+    fits = [g for g in catalog.values() if g.name in SKYPILOT_ACCELERATORS and g.memory_bytes / 2**30 >= 22 and g.bf16]
     assert acc.gpu == min(fits, key=lambda g: g.price_per_hour).name and "GPU-22GB" in acc.note
-    plan.hardware.memory_gb = 10_000.0
+    plan.hardware.memory_gib = 10_000.0
     with pytest.raises(FtplanError, match="no SkyPilot accelerator name"):
         sky_accelerator(plan)
 

@@ -57,6 +57,22 @@ def test_save_load_round_trip(tmp_path):
     assert list(yaml.safe_load(text))[:3] == ["model", "data", "task"]  # schema order, not sorted
 
 
+def test_a_renamed_key_loads_under_its_new_name_with_a_note(tmp_path):
+    """plan.yaml files written before memory went GiB in and out carry hardware.memory_gb (decimal GB):
+    they load, the value read as GiB, a note says so, and saving writes the new key only."""
+    data = plan_to_dict(_plan())
+    data["hardware"].pop("memory_gib")
+    data["hardware"]["memory_gb"] = 25.76  # an RTX 4090's 23.99 GiB, as schema 1 stored it
+    plan = load_plan(_write(tmp_path, data))
+    assert plan.hardware.memory_gib == 23.99
+    assert any("'hardware.memory_gb' is deprecated" in w and "memory_gib: 23.99" in w for w in plan.warnings)
+    saved = yaml.safe_load(save_plan(plan, tmp_path / "again").read_text())
+    assert saved["hardware"]["memory_gib"] == 23.99 and "memory_gb" not in saved["hardware"]
+    data["hardware"]["memory_gb"] = "lots"
+    with pytest.raises(PlanValidationError, match="hardware.memory_gib"):
+        load_plan(_write(tmp_path, data))
+
+
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     save_plan(_plan(), tmp_path)
     save_plan(_plan(), tmp_path)

@@ -7,7 +7,7 @@ import click
 
 from planner.dataset.chat import SYSTEM_TURN_CHOICES
 from planner.errors import FtplanError
-from planner.units import GB, gib
+from planner.units import GIB, gib
 from planner.vocab import TASKS
 
 EPILOG = """\b
@@ -205,7 +205,7 @@ def summary(result, folder) -> str:
         f"plan: {p.model.name_or_path} · {p.task} · {hw}",
         f"  strategy   {strat} ({p.strategy.precision}{ckpt})",
         f"  memory     {gib(e.total)} {'per GPU' if p.hardware.gpu else 'host RAM'} ({e.verdict})"
-        + (f" of {gib(p.hardware.memory_gb * GB)}" if p.hardware.gpu else ""),
+        + (f" of {gib(p.hardware.memory_gib * GIB)}" if p.hardware.gpu else ""),
         f"  batch      {p.training.micro_batch} x {p.training.grad_accum} accum, seq {p.training.seq_len}, "
         f"lr {p.training.lr:g}, {p.training.epochs:g} epoch(s), {e.steps} steps",
         f"  time/cost  {_hours(e.time_hours)}, {_usd(e.cost_usd)}",

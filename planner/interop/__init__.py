@@ -25,6 +25,7 @@ from planner.interop.common import (
     load_accelerate_config,
     show,
 )
+from planner.units import GIB
 
 __all__ = ["ConfigImport", "FORMATS", "config_json", "detect_format", "estimate_config", "export_config",
            "read_config", "tool_plan"]
@@ -234,7 +235,7 @@ def hardware_section(hardware, processes: int):
 
     return HardwareSection(
         gpu=hardware.gpu.name if hardware.gpu else None, count=max(1, processes), nodes=1,
-        memory_gb=round(hardware.free_memory_bytes / 1e9, 2), bf16=hardware.bf16, detected=hardware.detected,
+        memory_gib=round(hardware.free_memory_bytes / GIB, 2), bf16=hardware.bf16, detected=hardware.detected,
         price_per_hour=float(hardware.hourly_price))
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from planner.errors import FtplanError
 from planner.interop.common import BadValue, Ctx, flatten, show
 
-GB = 1e9  # plan.yaml hardware.memory_gb
 GIB = 1024**3  # what the header reports, as ftplan estimate does
 
 
@@ -185,7 +184,7 @@ def _hardware_of(plan):
 
     h = plan.hardware
     gpu = resolve_gpu(h.gpu) if h.gpu else None
-    return Hardware(gpu=gpu, count=h.count, free_memory_bytes=int(h.memory_gb * GB) if gpu else 0, detected=False,
+    return Hardware(gpu=gpu, count=h.count, free_memory_bytes=int(h.memory_gib * GIB) if gpu else 0, detected=False,
                     nodes=h.nodes, price_per_hour=h.price_per_hour or None)
 
 
@@ -233,7 +232,7 @@ def _header(plan, folder: Path, to: str, target: Path, mod, notes: list[str], ch
     e, h, s, t = plan.estimate, plan.hardware, plan.strategy, plan.training
     flat = flatten(plan_to_dict(plan))
     world = world_size(plan)
-    where = f"{world} x {h.gpu} ({h.memory_gb * GB / GIB:.1f} GiB usable per GPU)" if h.gpu else "CPU"
+    where = f"{world} x {h.gpu} ({h.memory_gib:.1f} GiB usable per GPU)" if h.gpu else "CPU"
     dist = "" if s.distribution == "single" else f" + {s.distribution}"
     off = " + CPU offload" if (s.offload_optimizer or s.offload_params) else ""
     mixed = " mixed precision" if s.mixed_precision else ""

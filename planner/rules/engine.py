@@ -47,7 +47,7 @@ from planner.rules.sizing import (
     with_upcast,
 )
 from planner.rules.versions import collect_versions
-from planner.units import GB, gib
+from planner.units import GIB, gib
 from planner.vocab import ADAPTER_METHODS
 
 if TYPE_CHECKING:  # annotations only: the rules reach these through the estimator and the inputs
@@ -600,7 +600,7 @@ def _hardware_section(hw) -> HardwareSection:
         gpu=hw.gpu.name if hw.gpu else None,
         count=max(1, hw.count),  # CPU: processes per node (--cpu-processes; the probe says 0: one)
         nodes=getattr(hw, "nodes", 1),
-        memory_gb=round(hw.free_memory_bytes / GB, 2),  # decimal GB (plan schema 1)
+        memory_gib=round(hw.free_memory_bytes / GIB, 2),
         bf16=hw.bf16,
         detected=hw.detected,
         price_per_hour=float(hw.hourly_price),
