@@ -418,11 +418,12 @@ ROWS: list[Row] = [
             note="optimizer steps (-1 = from the epochs)"),
     _simple("seed", "training.seed", lambda k, x: as_int(k, x, minimum=0), 42, note="random seed"),
     Row(("train_on_prompt",), ("training.completion_only_loss",),
-        lambda v, c: {} if _is_pref(c) else {
-            "training.completion_only_loss": not as_bool("train_on_prompt", v.get("train_on_prompt", False))},
-        lambda v, c: {} if _is_pref(c) else {
+        lambda v, c: {} if _is_pref(c) else {"training.completion_only_loss": c.task != "continued-pretraining" and
+                                             not as_bool("train_on_prompt", v.get("train_on_prompt", False))},
+        lambda v, c: {} if _is_pref(c) or c.task == "continued-pretraining" else {
             "train_on_prompt": True if not v.get("training.completion_only_loss", True) else None},
-        "inverted: train_on_prompt false = loss on responses only"),
+        "inverted: train_on_prompt false = loss on responses only; pt trains on every token and get_train_args "
+        "refuses train_on_prompt there"),
     _simple("pref_beta", "training.dpo_beta", lambda k, x: as_float(k, x, lo=1e-9), 0.1, only=_is_pref,
             note="DPO beta"),
     Row(("eval_steps", "eval_strategy", "per_device_eval_batch_size"), ("evaluation.eval_steps",), _eval, _eval_w,
