@@ -369,7 +369,7 @@ def _check_positive(flag: str, value, kind=float) -> None:
 def resolve_hardware(
     gpu: str | None = None,
     gpus: int | None = None,
-    gpu_memory_gb: float | None = None,
+    gpu_memory_gib: float | None = None,
     price_per_hour: float | None = None,
     *,
     nodes: int = 1,
@@ -379,18 +379,18 @@ def resolve_hardware(
     """The hardware to plan for: a named GPU (no probe needed) or the probe, with overrides.
 
     - ``gpu``: catalog name/alias; overrides the probe. ``gpus``: count per node (named: default 1;
-      probed: must not exceed what was detected). ``gpu_memory_gb``: with a name, caps the usable
+      probed: must not exceed what was detected). ``gpu_memory_gib``: with a name, caps the usable
       memory per GPU; alone, means an unnamed GPU of that size (when the probe found none).
     - ``cpu_processes``: a CPU plan with that many training processes on each of ``nodes`` machines
       (``count`` holds it), whatever GPUs the probe would find; a GPU option beside it is refused.
     - ``probe_fn``: injected for tests and the wizard (defaults to :func:`probe`).
     """
     _check_positive("--gpus", gpus, int)
-    _check_positive("--gpu-memory", gpu_memory_gb)
+    _check_positive("--gpu-memory", gpu_memory_gib)
     _check_positive("--nodes", nodes, int)
     _check_positive("--cpu-processes", cpu_processes, int)
     if cpu_processes is not None:
-        given = [flag for flag, value in (("--gpu", gpu), ("--gpus", gpus), ("--gpu-memory", gpu_memory_gb)) if value]
+        given = [flag for flag, value in (("--gpu", gpu), ("--gpus", gpus), ("--gpu-memory", gpu_memory_gib)) if value]
         if given:
             raise FtplanError(
                 f"--cpu-processes {cpu_processes} plans a CPU run, but {' and '.join(given)} chose a GPU",
@@ -400,16 +400,16 @@ def resolve_hardware(
         return replace(cpu, count=cpu_processes, nodes=nodes, price_per_hour=price_per_hour)
     if price_per_hour is not None and (not isinstance(price_per_hour, (int, float)) or price_per_hour < 0):
         raise FtplanError(f"--price-per-hour must be zero or positive, got {price_per_hour}")
-    mem_override = int(gpu_memory_gb * GIB) if gpu_memory_gb else None
+    mem_override = int(gpu_memory_gib * GIB) if gpu_memory_gib else None
     if gpu:
         return _named(resolve_gpu(gpu), gpus or 1, mem_override, price_per_hour, nodes)
     probed = (probe_fn or probe)()
     if probed.gpu is None:
         if mem_override:
-            label = f"GPU-{gpu_memory_gb:g}GiB"
+            label = f"GPU-{gpu_memory_gib:g}GiB"
             generic = generic_gpu(mem_override, _UNNAMED_CC, label)
             note = (
-                f"unnamed {gpu_memory_gb:g} GiB GPU: bf16 assumed and TFLOPS of an RTX 3090/A10G "
+                f"unnamed {gpu_memory_gib:g} GiB GPU: bf16 assumed and TFLOPS of an RTX 3090/A10G "
                 f"({generic.bf16_tflops:g}); name it with --gpu for real figures"
             )
             return _named(generic, gpus or 1, None, price_per_hour, nodes, notes=(note,))
@@ -432,7 +432,7 @@ def resolve_hardware(
     free = min(probed.free_memory_bytes, mem_override) if mem_override else probed.free_memory_bytes
     notes = probed.notes
     if mem_override:
-        notes += (f"usable memory per GPU capped at {gpu_memory_gb:g} GiB by --gpu-memory",)
+        notes += (f"usable memory per GPU capped at {gpu_memory_gib:g} GiB by --gpu-memory",)
     return replace(
         probed,
         count=gpus or probed.count,

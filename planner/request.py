@@ -21,7 +21,7 @@ class PlanRequest:
     goal: Goal = "balanced"
     gpu: str | None = None  # catalog GPU name; None = detect with pynvml
     gpus: int | None = None  # count; None = detected / 1
-    gpu_memory_gb: float | None = None  # override memory per GPU
+    gpu_memory_gib: float | None = None  # override memory per GPU
     price_per_hour: float | None = None
     max_hours: float | None = None
     max_cost: float | None = None

@@ -253,7 +253,7 @@ def test_gpus_without_any_gpu_is_an_error():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"gpus": 0}, {"gpus": -1}, {"gpu_memory_gb": 0}, {"gpu_memory_gb": -24}, {"price_per_hour": -1.0}],
+    [{"gpus": 0}, {"gpus": -1}, {"gpu_memory_gib": 0}, {"gpu_memory_gib": -24}, {"price_per_hour": -1.0}],
 )
 def test_zero_or_negative_values_are_errors(kwargs):
     with pytest.raises(FtplanError, match="must be"):

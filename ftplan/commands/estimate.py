@@ -111,7 +111,7 @@ def command(model, config, config_format, accelerate_config,
                     adapter_dtype=adapter_dtype, double_quant=double_quant,
                     modules_to_save=tuple(m.strip() for m in modules_to_save.split(",") if m.strip()))
     spec = load_model_spec(model)
-    hardware = resolve_hardware(gpu=gpu, gpus=gpus, gpu_memory_gb=gpu_memory, price_per_hour=price)
+    hardware = resolve_hardware(gpu=gpu, gpus=gpus, gpu_memory_gib=gpu_memory, price_per_hour=price)
     n_tokens, token_note, data_max = _tokens(tokens, data, spec)
     ctx = click.get_current_context()
     if data_max and ctx.get_parameter_source("seq_len") == click.core.ParameterSource.DEFAULT:
@@ -188,7 +188,7 @@ def _estimate_config(config, fmt, accelerate_config, model, gpu, gpus, gpu_memor
     if tokens is not None and tokens <= 0:
         raise FtplanError(f"--tokens must be a positive integer, got {tokens}")
     acc = load_accelerate_config(accelerate_config) if accelerate_config else None
-    hardware = resolve_hardware(gpu=gpu, gpus=gpus or processes_of(acc), gpu_memory_gb=gpu_memory,
+    hardware = resolve_hardware(gpu=gpu, gpus=gpus or processes_of(acc), gpu_memory_gib=gpu_memory,
                                 price_per_hour=price)
     processes = hardware.total_gpus if hardware.gpu else (gpus or processes_of(acc) or 1)
     ci = read_config(config, fmt, gpus=processes, bf16_ok=hardware.gpu is None or hardware.bf16,

@@ -38,7 +38,7 @@ def command(gpu, gpus, gpu_memory, price_per_hour, list_catalog, as_json):
     if list_catalog:
         _print_catalog(as_json)
         return
-    hw = resolve_hardware(gpu=gpu, gpus=gpus, gpu_memory_gb=gpu_memory, price_per_hour=price_per_hour)
+    hw = resolve_hardware(gpu=gpu, gpus=gpus, gpu_memory_gib=gpu_memory, price_per_hour=price_per_hour)
     if as_json:
         click.echo(json.dumps(hw.to_dict(), indent=2))
     else:

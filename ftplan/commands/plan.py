@@ -134,7 +134,7 @@ def plan_and_write(*, model, data, task, gpu, gpus, nodes, gpu_memory, price, go
         goal=goal,
         gpu=gpu,
         gpus=gpus,
-        gpu_memory_gb=gpu_memory,
+        gpu_memory_gib=gpu_memory,
         price_per_hour=price,
         max_hours=max_hours,
         max_cost=max_cost,

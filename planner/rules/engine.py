@@ -119,7 +119,7 @@ def _resolve_inputs(request, hardware, profile, spec):
         hardware = resolve_hardware(
             request.gpu,
             request.gpus,
-            request.gpu_memory_gb,
+            request.gpu_memory_gib,
             request.price_per_hour,
             nodes=getattr(request, "nodes", 1),
             cpu_processes=getattr(request, "cpu_processes", None),
