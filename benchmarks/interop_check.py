@@ -12,13 +12,18 @@ they never enter the project's environment):
   ``gpu_capabilities`` answers for the plan's GPU (bf16, tf32, fp8, compute capability, processes), as
   ``validate_config(capabilities=...)`` takes them, and ``prepare_optim_env`` (it starts NCCL for DeepSpeed) is
   skipped, its DeepSpeed JSON parse (transformers' ``HfTrainerDeepSpeedConfig``) done here instead. WORLD_SIZE
-  and LOCAL_RANK are the ones ``accelerate launch --num_processes N`` gives rank 0.
+  and LOCAL_RANK are the ones ``accelerate launch --num_processes N`` gives rank 0. The ``datasets:`` entries
+  pass its dataset schemas (SFTDataset / DPODataset); they are not loaded (its prompt strategies tokenize, and
+  the planned models' tokenizers are not available offline).
 - LLaMA-Factory 0.9.5: ``llamafactory.hparams.parser.get_train_args`` on the YAML as ``llamafactory-cli train``
   reads it: ``HfArgumentParser.parse_dict`` over its model, data, training, finetuning and generating argument
   dataclasses (unknown keys refused), their ``__post_init__`` checks, transformers' ``TrainingArguments`` checks
   (DeepSpeed JSON included) and its own cross-checks and dependency checks. It runs as rank 0 of the torchrun
   launch the export's header names (RANK=LOCAL_RANK=0, WORLD_SIZE=1, loopback master: gloo on a CPU), with
-  transformers' ``is_torch_bf16_gpu_available`` answering for the plan's GPU.
+  transformers' ``is_torch_bf16_gpu_available`` answering for the plan's GPU. Then the dataset_info.json entry
+  written beside the config goes through its loader up to tokenization (``get_dataset_list``,
+  ``_load_single_dataset``: the file loaded and converted with the entry's formatting and columns), and the rows
+  its processor for the stage would keep are counted against the plan's.
 
 Hub models resolve offline (HF_HUB_OFFLINE=1) from an HF cache made in a temporary folder that holds only each
 model's config.json, written from ftplan's catalog (itself copied from the published config.json files; for
@@ -216,6 +221,7 @@ def validate_llama_factory(config: str, gpu: dict, overrides: dict) -> dict:
     collect.attach("llamafactory")
     with open(config, encoding="utf-8") as fh:
         args = yaml.safe_load(fh)
+    load_data = not overrides.pop("skip_data", False)
     args.update(overrides)
     model, data, train, finetune, _gen = parser.get_train_args(args)
     ds = getattr(train, "hf_deepspeed_config", None)
@@ -236,7 +242,32 @@ def validate_llama_factory(config: str, gpu: dict, overrides: dict) -> dict:
         "train_on_prompt": data.train_on_prompt, "val_size": data.val_size, "dataset": _plain(data.dataset),
         "parallel_mode": _plain(train.parallel_mode), "template": data.template,
     }
+    values["datasets"] = _llama_factory_data(model, data, train, finetune.stage) if load_data else []
+    values["dataset_rows"] = sum(d["rows"] for d in values["datasets"])
+    values["dataset_valid_rows"] = sum(d["valid_rows"] for d in values["datasets"])
     return {"values": _plain(values), "warnings": collect.messages}
+
+
+def _llama_factory_data(model, data, train, stage: str) -> list[dict]:
+    """The config's datasets through LLaMA-Factory's own loading and format conversion, before tokenization
+    (``get_dataset_list`` reads dataset_info.json; ``_load_single_dataset`` loads the file and aligns it with
+    the entry's formatting and columns): rows, and rows its processor for ``stage`` would keep (the "Dropped
+    invalid example" rule of processor/supervised.py, pairwise.py, pretrain.py)."""
+    from llamafactory.data.loader import _load_single_dataset
+    from llamafactory.data.parser import get_dataset_list
+
+    out = []
+    for attr in get_dataset_list(data.dataset, data.dataset_dir):
+        rows = _load_single_dataset(attr, model, data, train)
+        if stage == "pt":
+            valid = sum(bool(r["_prompt"]) and bool(r["_prompt"][0]["content"]) for r in rows)
+        elif stage in ("dpo", "rm"):
+            valid = sum(len(r["_prompt"]) % 2 == 1 and len(r["_response"]) >= 2 for r in rows)
+        else:
+            valid = sum(len(r["_prompt"]) % 2 == 1 and len(r["_response"]) == 1 for r in rows)
+        out.append({"name": attr.dataset_name, "formatting": attr.formatting, "ranking": attr.ranking,
+                    "rows": len(rows), "valid_rows": valid})
+    return out
 
 
 VALIDATORS = {"axolotl": validate_axolotl, "llama-factory": validate_llama_factory}
@@ -292,13 +323,15 @@ def setup(root: Path, names: list[str]) -> dict:
                  ([str(venv_python(tool, root)), "-m", "pip", "install", "-q", "--no-build-isolation", *tool.extras],
                   " ".join(tool.extras))]
         times = {}
-        for cmd, label in steps:
-            print(f"[{name}] {label} ...", flush=True)
-            start = time.perf_counter()
-            proc = subprocess.run(cmd)
-            times[label] = round(time.perf_counter() - start, 1)
-            if proc.returncode != 0:
-                raise SystemExit(f"interop_check: setup of {name} failed at `{' '.join(cmd)}`")
+        log = root / f"{tool.venv}-setup.log"
+        with log.open("w") as fh:
+            for cmd, label in steps:
+                print(f"[{name}] {label} ...", flush=True)
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+                times[label] = round(time.perf_counter() - start, 1)
+                if proc.returncode != 0:
+                    raise SystemExit(f"interop_check: setup of {name} failed at `{' '.join(cmd)}` (see {log})")
         record[name] = {"seconds": times, "total_seconds": round(sum(times.values()), 1),
                         "when": time.strftime("%Y-%m-%d")}
         record_path.write_text(json.dumps(record, indent=2) + "\n")
@@ -435,6 +468,8 @@ def _expect(p, world: int) -> dict[str, list[tuple[str, object, str]]]:
         ("disable_gradient_checkpointing", not s.gradient_checkpointing, "checkpointing is on unless disabled"),
         ("learning_rate", t.lr, ""),
         ("deepspeed_stage", zero, "parsed by transformers' HfTrainerDeepSpeedConfig"),
+        ("dataset_rows", p.data.rows, "dataset_info.json entry loaded and aligned by LLaMA-Factory"),
+        ("dataset_valid_rows", p.data.valid_rows, "rows its processor for the stage keeps"),
     ]
     if lora:
         lf.append(("lora_rank", p.lora.r, ""))
@@ -588,7 +623,9 @@ def check_peer(root: Path, work: Path, env: dict, jobs: int, timings: dict) -> l
         gpus = int(entry.get("gpus", 1))
         # `llamafactory-cli train` starts torchrun for several GPUs or DeepSpeed (FORCE_TORCHRUN), else plain Python
         gpu = {**gpu_of("H100", gpus), "torchrun": gpus > 1 or bool(cfg.get("deepspeed"))}
-        jobs_list.append((entry, tool, tool_dir / entry["path"], gpu, tool_dir, {"output_dir": str(out_dir)}))
+        # their datasets are on the hub (not loaded offline): the config only
+        overrides = {"output_dir": str(out_dir), **({"skip_data": True} if tool.name == "llama-factory" else {})}
+        jobs_list.append((entry, tool, tool_dir / entry["path"], gpu, tool_dir, overrides))
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda j: run_validator(j[1], root, j[2], j[3], env, j[4], j[5]), jobs_list))
