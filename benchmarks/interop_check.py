@@ -189,8 +189,8 @@ def validate_axolotl(config: str, gpu: dict, overrides: dict) -> dict:
             "sample_packing", "learning_rate", "num_epochs", "max_steps", "lora_r", "lora_alpha",
             "lora_target_linear", "lora_target_modules", "rl", "optimizer", "lr_scheduler", "attn_implementation",
             "flash_attention", "sdp_attention", "liger_fused_linear_cross_entropy", "dpo_use_liger_kernel",
-            "plugins", "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "model_config_type", "world_size",
-            "ddp", "val_set_size", "eval_steps", "save_steps")
+            "plugins", "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel",
+            "model_config_type", "world_size", "ddp", "val_set_size", "eval_steps", "save_steps")
     values = {k: _plain(cfg.get(k)) for k in keys}
     values["deepspeed_stage"] = _zero_stage(ds if isinstance(ds, dict) else None)
     values["datasets"] = [_plain({k: d.get(k) for k in ("path", "type", "field_messages", "field_chosen",
@@ -641,9 +641,9 @@ MISSING_PACKAGE = ("PackageNotFoundError", "ModuleNotFoundError")
 
 
 def _scrub(value, work: Path):
-    """Temp paths out of what is kept (the result file is committed)."""
+    """Temp and checkout paths out of what is kept (the result file is committed)."""
     text = json.dumps(value)
-    return json.loads(text.replace(str(work), "<tmp>"))
+    return json.loads(text.replace(str(work), "<tmp>").replace(str(ROOT), "<repo>"))
 
 
 def _first_line(text: str | None, width: int = 110) -> str:
