@@ -292,6 +292,15 @@ def test_export_writes_both_formats_with_dataset_mapping(plans):
     assert ax["adapter"] == "qlora" and ax["load_in_4bit"] is True
     assert ax["bnb_config_kwargs"] == {"bnb_4bit_use_double_quant": False}
     assert ax["plugins"] == ["axolotl.integrations.liger.LigerPlugin"] and ax["liger_fused_linear_cross_entropy"]
+    # axolotl 0.19 auto-enables its fused LoRA kernels when unset (the interop check saw it): off, as planned
+    assert all(ax[k] is False for k in ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel"))
+    from planner.interop import read_config
+
+    assert "lora_*_kernel" not in read_config(folder / "axolotl.yaml").unsupported_keys
+    del ax["lora_mlp_kernel"], ax["lora_qkv_kernel"], ax["lora_o_kernel"], ax["lora_embedding_kernel"]
+    unset = folder.parent / "unset-kernels.yaml"
+    unset.write_text(yaml.safe_dump(ax))
+    assert "auto-enables" in read_config(unset).unsupported_keys["lora_*_kernel"]
     (entry,) = ax["datasets"]
     assert entry["type"] == "chat_template" and entry["field_messages"] == "messages"
     assert entry["path"] == str(DATA / "chat.jsonl")

@@ -93,6 +93,13 @@ def _method(v, c):
         return {"strategy.method": "full"}
     if adapter not in ("lora", "qlora"):
         raise BadValue("adapter", f"'{adapter}' is not modelled (lora, qlora, or none for full fine-tuning)")
+    for k in LORA_KERNELS:
+        if k in v and on(v[k]):
+            c.unsupported[k] = UNSUPPORTED[k]
+    if not any(k in v for k in LORA_KERNELS):
+        c.unsupported["lora_*_kernel"] = ("unset: axolotl 0.19 auto-enables its fused LoRA kernels (\"Auto-enabling "
+                                          "LoRA kernel optimizations\"), not modelled; set them false to train as "
+                                          "planned")
     if adapter == "qlora" or four:
         if dora:
             c.unsupported["peft_use_dora"] = "DoRA on a 4-bit base (QDoRA): its magnitude vectors are not " \
@@ -104,14 +111,21 @@ def _method(v, c):
     return {"strategy.method": "dora" if dora else "lora"}
 
 
+# axolotl's fused LoRA autograd kernels: unset, axolotl 0.19 turns them on by itself (seen by
+# benchmarks/interop_check.py); ftplan plans and runs peft's own LoRA layers, so an export turns them off.
+LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+
+
 def _method_w(v, c):
     m = v["strategy.method"]
     if m == "full":
         return {}
+    off = dict.fromkeys(LORA_KERNELS, False)
     if m in ("lora", "dora"):
-        return {"adapter": "lora", "peft_use_dora": True if m == "dora" else None}
+        return {"adapter": "lora", "peft_use_dora": True if m == "dora" else None, **off}
     if m == "qlora":
-        return {"adapter": "qlora", "load_in_4bit": True, "peft_use_dora": True if v.get("lora.use_dora") else None}
+        return {"adapter": "qlora", "load_in_4bit": True, "peft_use_dora": True if v.get("lora.use_dora") else None,
+                **off}
     raise BadValue("strategy.method", f"axolotl has no '{m}' (it trains full, LoRA, DoRA and QLoRA)")
 
 
@@ -443,7 +457,8 @@ ROWS: list[Row] = [
     Row(("rl", "datasets", "pretraining_dataset"), ("task",), _task, _task_w,
         "rl: dpo/ipo -> preference; completion/pretraining datasets -> continued-pretraining; else SFT (ftplan's "
         "sft and chat are both axolotl's SFT trainer; the datasets entry carries the layout)", always=True),
-    Row(("adapter", "load_in_4bit", "load_in_8bit", "peft_use_dora", "gptq"), ("strategy.method", "lora.use_dora"),
+    Row(("adapter", "load_in_4bit", "load_in_8bit", "peft_use_dora", "gptq", *LORA_KERNELS),
+        ("strategy.method", "lora.use_dora"),
         _method, _method_w, "no adapter = full; lora; lora + peft_use_dora = dora; qlora (or lora + load_in_4bit) = "
         "qlora (NF4); load_in_8bit is estimated as 16-bit LoRA", always=True),
     Row(("deepspeed", "fsdp", "fsdp_config", "fsdp_version"),
