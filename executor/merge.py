@@ -43,6 +43,7 @@ from executor.guards import environment_error
 from executor.model import PEFT_METHODS, is_head_classification, load_dtype, torch_dtype
 from executor.paths import FINAL_MARKER, RunPaths
 from executor.preflight import resolve_relative_paths
+from executor.report import fmt_value
 from planner.errors import FtplanError
 from planner.plan import Plan, load_plan
 from planner.vocab import ADAPTER_METHODS
@@ -354,14 +355,6 @@ def _metrics(summary: dict) -> dict:
     return {k: {"base": base.get(k), "tuned": tuned.get(k)} for k in keys}
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def card_text(plan: Plan, paths: RunPaths, result: MergeResult, push_repo: str | None = None) -> str:
     """README.md: hub metadata (huggingface_hub.ModelCardData) + the plan, metrics and checks as tables.
 
@@ -427,13 +420,13 @@ def card_text(plan: Plan, paths: RunPaths, result: MergeResult, push_repo: str |
     ]
     for section, values in settings.items():
         if isinstance(values, dict):
-            lines += [f"| {section}.{k} | {_fmt(v)} |" for k, v in values.items()]
+            lines += [f"| {section}.{k} | {fmt_value(v)} |" for k, v in values.items()]
         else:
-            lines.append(f"| {section} | {_fmt(values)} |")
+            lines.append(f"| {section} | {fmt_value(values)} |")
     lines += ["", "## Base vs fine-tuned (held-out data)", ""]
     if metrics:
         lines += ["| metric | base | fine-tuned |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v['base'])} | {_fmt(v['tuned'])} |" for k, v in metrics.items()]
+        lines += [f"| {k} | {fmt_value(v['base'])} | {fmt_value(v['tuned'])} |" for k, v in metrics.items()]
     else:
         lines.append("No evaluation was recorded (no validation split in the plan).")
     lines += ["", "## Planner estimate vs measured", ""]
@@ -441,7 +434,8 @@ def card_text(plan: Plan, paths: RunPaths, result: MergeResult, push_repo: str |
         lines += ["| quantity | unit | estimate | measured | error |", "|---|---|---|---|---|"]
         for c in comparisons:
             err = f"{c['error_pct']:+.1f}%" if c.get("error_pct") is not None else "–"
-            lines.append(f"| {c['quantity']} | {c['unit']} | {_fmt(c['estimate'])} | {_fmt(c['measured'])} | {err} |")
+            cells = (c["quantity"], c["unit"], fmt_value(c["estimate"]), fmt_value(c["measured"]), err)
+            lines.append("| " + " | ".join(cells) + " |")
     else:
         lines.append("The plan carried no estimate to compare with.")
     steps = summary.get("global_step")

@@ -159,7 +159,8 @@ def write_summary(summary: RunSummary, paths: RunPaths) -> Path:
     return write_atomic(paths.summary, json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
 
 
-def _fmt(v) -> str:
+def fmt_value(v) -> str:
+    """A metric as a table cell: 4 significant digits, an en dash for none."""
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -186,7 +187,7 @@ def report_section(summary: RunSummary, paths: RunPaths) -> str:
         ),
         f"- Trainable parameters: {summary.trainable_params:,} of {summary.total_params:,}",
         "- Peak memory: " + ", ".join(f"{k} {v:.3f} GiB" for k, v in summary.peak_memory_gb.items()),
-        f"- Final training loss: {_fmt(summary.final_train_loss)}",
+        f"- Final training loss: {fmt_value(summary.final_train_loss)}",
     ]
     d = summary.data
     if d:
@@ -201,7 +202,7 @@ def report_section(summary: RunSummary, paths: RunPaths) -> str:
     keys = [k for k in summary.tuned if k not in ("examples", "samples")]
     if keys:
         lines += ["", "| metric | base | fine-tuned |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(summary.base.get(k))} | {_fmt(summary.tuned.get(k))} |" for k in keys]
+        lines += [f"| {k} | {fmt_value(summary.base.get(k))} | {fmt_value(summary.tuned.get(k))} |" for k in keys]
     if summary.comparisons:
         lines += [
             "",
@@ -217,7 +218,7 @@ def report_section(summary: RunSummary, paths: RunPaths) -> str:
                          "excluded, checkpoint saves included; base/tuned evaluation and loading are in the wall time)")
         for c in summary.comparisons:
             err = f"{c.error_pct:+.1f}%" if c.error_pct is not None else "–"
-            lines.append(f"| {c.quantity} | {c.unit} | {_fmt(c.estimate)} | {_fmt(c.measured)} | {err} |")
+            lines.append(f"| {c.quantity} | {c.unit} | {fmt_value(c.estimate)} | {fmt_value(c.measured)} | {err} |")
         lines += [""] + [f"- Note: {n}" for n in notes] if notes else []
     for fb in summary.fallbacks:
         lines.append(f"- OOM fallback applied at step {fb['step']}: {fb['set']} ({fb['reason']})")

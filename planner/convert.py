@@ -85,6 +85,16 @@ def plan_values(setup: TrainSetup, *, lora: bool | None = None) -> dict[str, obj
 
 
 
+# the memory figures of plan.yaml's estimate section, as planner.memory.MemoryBreakdown names them
+MEMORY_FIELDS = ("weights", "gradients", "optimizer", "activations", "temporary", "peak_allocated", "overhead",
+                 "total", "cpu_bytes")
+
+
+def memory_values(m) -> dict[str, int]:
+    """A MemoryBreakdown's figures as plan.yaml's estimate section stores them (bytes, int)."""
+    return {name: int(getattr(m, name)) for name in MEMORY_FIELDS}
+
+
 def with_memory_estimate(plan: Plan, spec) -> Plan:
     """``plan`` with its estimate's memory figures recomputed for the settings it now has (after an OOM
     fallback or a hand edit), through the same converter and estimator the rules used; time, cost and
@@ -93,8 +103,5 @@ def with_memory_estimate(plan: Plan, spec) -> Plan:
 
     from planner.memory import estimate_memory
 
-    m = estimate_memory(spec, setup_from_plan(plan))
-    memory = {name: int(getattr(m, name)) for name in ("weights", "gradients", "optimizer", "activations",
-                                                       "temporary", "peak_allocated", "overhead", "total",
-                                                       "cpu_bytes")}
+    memory = memory_values(estimate_memory(spec, setup_from_plan(plan)))
     return replace(plan, estimate=replace(plan.estimate, **memory))

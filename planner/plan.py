@@ -33,6 +33,8 @@ from planner.vocab import (
     OPTIMIZERS,
     PRECISIONS,
     TASKS,
+    TRACKING_BACKENDS,
+    WANDB_MODES,
 )
 
 SCHEMA_VERSION = 1
@@ -159,10 +161,8 @@ class CheckpointSection:
     save_total_limit: int = 3
 
 
-# Experiment trackers the executor can report to (transformers' report_to names): defined once, here.
-TRACKING_BACKENDS = ("tensorboard", "mlflow", "wandb")
+# The trackers themselves (TRACKING_BACKENDS, WANDB_MODES) are planner.vocab's closed sets.
 MLFLOW_LOCAL_STORE = "mlruns"  # under output_dir: mlflow.db (SQLite) and artifacts/
-WANDB_MODES = ("offline", "online")
 
 
 @dataclass

@@ -35,6 +35,10 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 # dataset record formats (planner.dataset.layouts reads and detects them)
 FORMATS: tuple[str, ...] = ("alpaca", "chat", "prompt_completion", "text", "preference", "kto", "classification")
 
+# experiment trackers the executor reports to (transformers' report_to names) and W&B's modes
+TRACKING_BACKENDS: tuple[str, ...] = ("tensorboard", "mlflow", "wandb")
+WANDB_MODES: tuple[str, ...] = ("offline", "online")
+
 # LoRA shape when nothing decides it (the rules choose r per task and data size: planner/rules/lora.py);
 # alpha = 2r, the rules' and LLaMA-Factory's convention.
 DEFAULT_LORA_R = 16

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from planner.errors import FtplanError
 from planner.interop.common import BadValue, Ctx, flatten, show
-
-GIB = 1024**3  # what the header reports, as ftplan estimate does
+from planner.units import GIB  # what the header reports, as ftplan estimate does
 
 
 @dataclass

@@ -16,8 +16,8 @@ from dataclasses import replace
 from planner.errors import FtplanError
 from planner.interop import ConfigImport, estimate_config, processes_of, read_config
 from planner.interop.common import load_accelerate_config, show
+from planner.units import GIB
 
-GIB = 1024**3
 REVIEW_PREFIX = "config: "  # warnings of the review (REPORT.md lists them under "Review of your config")
 
 

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from planner.convert import memory_values
 from planner.plan import (
     EstimateSection,
     Plan,
@@ -224,17 +225,8 @@ def with_upcast(cand: Candidate, spec) -> Candidate:
 
 
 def estimate_section(est, steps: int) -> EstimateSection:
-    m = est.memory
     return EstimateSection(
-        weights=int(m.weights),
-        gradients=int(m.gradients),
-        optimizer=int(m.optimizer),
-        activations=int(m.activations),
-        temporary=int(m.temporary),
-        peak_allocated=int(m.peak_allocated),
-        overhead=int(m.overhead),
-        total=int(m.total),
-        cpu_bytes=int(m.cpu_bytes),
+        **memory_values(est.memory),
         verdict=est.verdict,
         tokens=int(est.tokens),
         steps=int(steps),

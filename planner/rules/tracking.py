@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib.util
 
 from planner.errors import FtplanError, close_matches
-from planner.plan import TRACKING_BACKENDS, TrackingSection, tracking_uri_problem
+from planner.plan import TrackingSection, tracking_uri_problem
 from planner.rules.common import Choice
+from planner.vocab import TRACKING_BACKENDS
 
 DEFAULT_BACKENDS = ("tensorboard",)
 TRANSFORMERS_INTEGRATIONS = "transformers integrations (TensorBoardCallback, MLflowCallback, WandbCallback)"
